@@ -1,0 +1,27 @@
+"""writebehind: hand rows to a background thread; they are batched and upserted into PostgreSQL.
+
+>>> sink = PostgresUpsert("dbname=app", table="entries", key="id")
+>>> with WriteBehindQueue(sink) as wb:
+...     wb.put({"id": 1, "value": "a"})
+"""
+
+from ._metrics import Metrics
+from ._queue import FailureCallback, WriteBehindQueue
+from ._sink import Params, Sink
+from .errors import QueueClosed, QueueFull, SchemaError, WriteBehindError
+from .postgres import PostgresUpsert
+
+__all__ = [
+    "FailureCallback",
+    "Metrics",
+    "Params",
+    "PostgresUpsert",
+    "QueueClosed",
+    "QueueFull",
+    "SchemaError",
+    "Sink",
+    "WriteBehindError",
+    "WriteBehindQueue",
+]
+
+__version__ = "0.1.0"

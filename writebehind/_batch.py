@@ -1,0 +1,48 @@
+"""Batch assembly: pure functions over accepted rows, no threads, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from ._sink import Params
+
+
+class Entry(NamedTuple):
+    """One accepted row, converted once at put()."""
+
+    key: Hashable
+    params: Params
+    row: Mapping[str, Any]
+    enqueued_at: float
+
+
+class Coalesced(NamedTuple):
+    """Rows with distinct keys, in first-seen order, each holding the value put last."""
+
+    entries: list[Entry]
+    weights: list[int]
+    """How many accepted rows each entry stands for (itself and the rows it replaced)."""
+
+
+def coalesce(entries: Sequence[Entry]) -> Coalesced:
+    """Keep the last row put for each key.
+
+    PostgreSQL refuses to update one row twice in one statement, and the value put last must be
+    the one left in the table. Replaced rows are accounted to the row that replaced them.
+    """
+    latest: dict[Hashable, int] = {}
+    for index, entry in enumerate(entries):
+        latest[entry.key] = index
+    if len(latest) == len(entries):
+        return Coalesced(list(entries), [1] * len(entries))
+    counts: dict[Hashable, int] = {}
+    for entry in entries:
+        counts[entry.key] = counts.get(entry.key, 0) + 1
+    winners = [entries[index] for index in latest.values()]
+    return Coalesced(winners, [counts[entry.key] for entry in winners])
+
+
+def seconds_until_due(oldest_enqueued_at: float, now: float, flush_interval: float) -> float:
+    """Seconds a partial batch whose oldest row was put at ``oldest_enqueued_at`` may wait."""
+    return max(0.0, oldest_enqueued_at + flush_interval - now)

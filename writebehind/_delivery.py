@@ -1,0 +1,117 @@
+"""Writing one batch: transient errors retried in place, rejected rows isolated."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from ._batch import Coalesced, Entry, coalesce
+from ._metrics import QueueStats
+from ._retry import Backoff, ErrorKind, classify
+from ._sink import Sink
+
+logger = logging.getLogger("writebehind")
+
+FailureHandler = Callable[[list[Entry], BaseException], None]
+"""Receives rows given up (the winning row of each key) and the error that ended them."""
+
+_KEYS_LOGGED = 10  # keys named in one log line when many rows fail together
+
+
+class Delivery:
+    """Writes batches through a sink, each with its own budget of ``max_retries`` retries.
+
+    A batch is first written whole, one transaction. A transient (or unknown) error retries the
+    same rows in place after a backoff, so later rows wait behind them and no older value can
+    overtake a newer one. An error caused by data splits the rows in halves, written in order,
+    until each rejected row stands alone: k bad rows among n cost about 2k·log2(n) writes.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        name: str,
+        max_retries: int,
+        backoff: Backoff,
+        stats: QueueStats,
+        give_up: FailureHandler,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self._sink = sink
+        self._name = name
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._stats = stats
+        self._give_up = give_up
+        self._sleep = sleep
+
+    def deliver(self, entries: Sequence[Entry]) -> None:
+        """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``."""
+        batch = coalesce(entries)
+        parts = deque([(0, len(batch.entries))])
+        retries = 0
+        while parts:
+            start, stop = parts[0]
+            try:
+                self._sink.write([entry.params for entry in batch.entries[start:stop]])
+            except Exception as error:
+                kind = classify(error)
+                if kind is ErrorKind.REJECTED_DATA:
+                    parts.popleft()
+                    if stop - start == 1:
+                        self._reject(batch, [(start, stop)], error, "rejected")
+                    else:
+                        middle = (start + stop) // 2
+                        parts.extendleft([(middle, stop), (start, middle)])
+                    continue
+                if retries >= self._max_retries:
+                    self._reject(batch, list(parts), error, f"out of retries ({retries})")
+                    return
+                retries += 1
+                delay = self._backoff.delay(retries)
+                log = logger.warning if kind is ErrorKind.TRANSIENT else logger.error
+                log(
+                    "queue %s: write of %d rows failed (%s); retry %d/%d in %.2fs",
+                    self._name,
+                    stop - start,
+                    _describe(error),
+                    retries,
+                    self._max_retries,
+                    delay,
+                )
+                self._stats.retried()
+                self._sleep(delay)
+                continue
+            parts.popleft()
+            self._stats.written(sum(batch.weights[start:stop]))
+
+    def _reject(
+        self, batch: Coalesced, ranges: list[tuple[int, int]], error: BaseException, why: str
+    ) -> None:
+        rows = [entry for start, stop in ranges for entry in batch.entries[start:stop]]
+        weight = sum(sum(batch.weights[start:stop]) for start, stop in ranges)
+        logger.error(
+            "queue %s: %d rows %s, keys %s: %s",
+            self._name,
+            len(rows),
+            why,
+            _keys(rows),
+            _describe(error),
+        )
+        self._stats.gave_up(weight)
+        self._give_up(rows, error)
+
+
+def _describe(error: BaseException) -> str:
+    sqlstate = getattr(error, "sqlstate", None)
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    kind = type(error).__name__
+    return f"{kind} [{sqlstate}] {text}" if sqlstate else f"{kind}: {text}"
+
+
+def _keys(entries: Sequence[Entry]) -> str:
+    shown = ", ".join(repr(entry.key) for entry in entries[:_KEYS_LOGGED])
+    more = len(entries) - _KEYS_LOGGED
+    return shown + (f" and {more} more" if more > 0 else "")

@@ -1,0 +1,184 @@
+"""Counters of one queue: the Metrics snapshot and its Prometheus series."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics", "QueueStats"]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """A consistent snapshot of one queue's counters.
+
+    ``total_enqueued == total_persisted + total_failed + current_queue_depth`` always holds:
+    the depth counts rows accepted by put() and not yet written or given up, including those in
+    the batch being written. A row replaced by a later put of the same key before it was written
+    counts as persisted (or failed) with the row that replaced it.
+    """
+
+    total_enqueued: int
+    total_persisted: int
+    total_failed: int
+    total_retries: int
+    """Retry attempts after transient failures."""
+    total_batches: int
+    """Successful writes (transactions committed)."""
+    current_queue_depth: int
+    timestamp: datetime
+    """When the snapshot was taken, timezone-aware UTC."""
+
+
+_BATCH_ROWS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class _Families:
+    """The metric families of one registry, each registered there once."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        label = ["queue"]
+        self.enqueued = Counter(
+            "writebehind_enqueued", "Rows accepted by put().", label, registry=registry
+        )
+        self.persisted = Counter(
+            "writebehind_persisted",
+            "Rows written to the database (replaced rows count with their replacement).",
+            label,
+            registry=registry,
+        )
+        self.failed = Counter(
+            "writebehind_failed",
+            "Rows given up: rejected by the database or out of retries.",
+            label,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "writebehind_retries", "Retry attempts after failed writes.", label, registry=registry
+        )
+        self.batches = Counter(
+            "writebehind_batches", "Successful batch writes.", label, registry=registry
+        )
+        self.depth = Gauge(
+            "writebehind_queue_depth",
+            "Rows accepted and not yet written or given up.",
+            label,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.flush_duration = Histogram(
+            "writebehind_flush_duration_seconds",
+            "Time to write one batch taken from the queue, retries and row isolation included.",
+            label,
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            "writebehind_batch_rows",
+            "Rows taken from the queue per batch.",
+            label,
+            registry=registry,
+            buckets=_BATCH_ROWS_BUCKETS,
+        )
+
+
+# Prometheus refuses a second family of one name in a registry, so queues sharing a registry
+# share its families and tell themselves apart by the `queue` label.
+_families_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = (
+    weakref.WeakKeyDictionary()
+)
+_families_lock = threading.Lock()
+
+
+def _families_for(registry: CollectorRegistry) -> _Families:
+    with _families_lock:
+        families = _families_by_registry.get(registry)
+        if families is None:
+            families = _families_by_registry[registry] = _Families(registry)
+        return families
+
+
+class QueueStats:
+    """Thread-safe counters of one queue, mirrored into Prometheus when a registry is given.
+
+    ``settled`` is the number of accepted rows whose batch has been fully handled, in put order:
+    the flush barrier waits on it through ``progress``.
+    """
+
+    def __init__(self, name: str, registry: CollectorRegistry | None) -> None:
+        self.progress = threading.Condition(threading.Lock())
+        self.persisted = 0
+        self.failed = 0
+        self.retries = 0
+        self.batches = 0
+        self.settled = 0
+        self._exported = registry is not None
+        if registry is not None:
+            families = _families_for(registry)
+            self._enqueued_series = families.enqueued.labels(queue=name)
+            self._persisted_series = families.persisted.labels(queue=name)
+            self._failed_series = families.failed.labels(queue=name)
+            self._retries_series = families.retries.labels(queue=name)
+            self._batches_series = families.batches.labels(queue=name)
+            self._depth_series = families.depth.labels(queue=name)
+            self._flush_series = families.flush_duration.labels(queue=name)
+            self._batch_rows_series = families.batch_rows.labels(queue=name)
+
+    def row_enqueued(self) -> None:
+        """Called by put() after the buffer accepted a row (the count itself is the buffer's)."""
+        if self._exported:
+            self._enqueued_series.inc()
+            self._depth_series.inc()
+
+    def retried(self) -> None:
+        with self.progress:
+            self.retries += 1
+        if self._exported:
+            self._retries_series.inc()
+
+    def written(self, rows: int) -> None:
+        """A batch (or part of one) standing for ``rows`` accepted rows was committed."""
+        with self.progress:
+            self.persisted += rows
+            self.batches += 1
+        if self._exported:
+            self._persisted_series.inc(rows)
+            self._batches_series.inc()
+            self._depth_series.dec(rows)
+
+    def gave_up(self, rows: int) -> None:
+        """``rows`` accepted rows were handed to the failure callback."""
+        with self.progress:
+            self.failed += rows
+        if self._exported:
+            self._failed_series.inc(rows)
+            self._depth_series.dec(rows)
+
+    def batch_done(self, rows: int, seconds: float) -> None:
+        """A batch of ``rows`` taken from the queue is fully handled: wake flush waiters."""
+        with self.progress:
+            self.settled += rows
+            self.progress.notify_all()
+        if self._exported:
+            self._flush_series.observe(seconds)
+            self._batch_rows_series.observe(rows)
+
+    def snapshot(self, enqueued_count: Callable[[], int]) -> Metrics:
+        """Read ``enqueued_count`` after the other counters, so that depth is never negative."""
+        with self.progress:
+            persisted, failed = self.persisted, self.failed
+            retries, batches = self.retries, self.batches
+        enqueued = enqueued_count()
+        return Metrics(
+            total_enqueued=enqueued,
+            total_persisted=persisted,
+            total_failed=failed,
+            total_retries=retries,
+            total_batches=batches,
+            current_queue_depth=enqueued - persisted - failed,
+            timestamp=datetime.now(timezone.utc),
+        )

@@ -1,0 +1,261 @@
+"""WriteBehindQueue: accepts rows, and writes them in batches from one worker thread."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from . import _lifecycle
+from ._batch import Entry, seconds_until_due
+from ._buffer import RowBuffer
+from ._delivery import Delivery
+from ._metrics import Metrics, QueueStats
+from ._retry import Backoff
+from ._sink import Sink
+from .errors import QueueClosed
+
+__all__ = ["FailureCallback", "WriteBehindQueue"]
+
+logger = logging.getLogger("writebehind")
+
+FailureCallback = Callable[[list[Mapping[str, Any]], BaseException], None]
+"""``on_failure(rows, error)``: rows given up (as they were put) and the error that ended them."""
+
+# Longest a wait lasts before its condition is checked again, should a wake-up go missing.
+_IDLE_WAIT = 5.0
+
+
+class WriteBehindQueue:
+    """Accepts rows with put() and writes them through ``sink`` in batches, in the background.
+
+    Thread-safe: any number of threads may put, flush and close. One daemon worker thread,
+    ``writebehind-<name>``, starts on the first put (or start()), so nothing runs before a
+    server forks. Rows with the same key are written in the order they were put; the value put
+    last is the one left in the table. A row is never dropped in silence: it is persisted, or
+    handed to ``on_failure`` and logged, or (past ``shutdown_timeout`` at exit) counted and
+    logged as abandoned.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        maxsize: int = 10_000,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        max_retries: int = 3,
+        retry_backoff: float = 0.1,
+        retry_backoff_max: float = 10.0,
+        on_failure: FailureCallback | None = None,
+        registry: CollectorRegistry | None = REGISTRY,
+        name: str | None = None,
+        shutdown_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(sink, Sink):
+            raise TypeError(f"sink must implement writebehind.Sink, got {type(sink).__name__}")
+        _check_int("maxsize", maxsize, minimum=1)
+        _check_int("batch_size", batch_size, minimum=1)
+        _check_seconds("flush_interval", flush_interval, positive=True)
+        _check_int("max_retries", max_retries, minimum=0)
+        _check_seconds("retry_backoff", retry_backoff)
+        _check_seconds("retry_backoff_max", retry_backoff_max)
+        if retry_backoff_max < retry_backoff:
+            raise ValueError("retry_backoff_max must not be less than retry_backoff")
+        _check_seconds("shutdown_timeout", shutdown_timeout)
+        if on_failure is not None and not callable(on_failure):
+            raise TypeError("on_failure must be a callable(rows, error) or None")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError("name must be a non-empty string or None")
+
+        self.name: str = name or sink.name
+        self.shutdown_timeout = float(shutdown_timeout)
+        self._sink = sink
+        self._flush_interval = float(flush_interval)
+        self._on_failure = on_failure
+        self._clock = clock
+        self._buffer: RowBuffer[Entry] = RowBuffer(maxsize, batch_size)
+        self._stats = QueueStats(self.name, registry)
+        self._delivery = Delivery(
+            sink,
+            name=self.name,
+            max_retries=max_retries,
+            backoff=Backoff(retry_backoff, retry_backoff_max),
+            stats=self._stats,
+            give_up=self._give_up,
+            sleep=time.sleep,
+        )
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        self._sink_closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._worker else "not started"
+        return f"<WriteBehindQueue {self.name!r} {state}>"
+
+    def __enter__(self) -> WriteBehindQueue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Open the sink and start the worker now instead of at the first put().
+
+        Raises what the sink's open raises (SchemaError for an unusable table, a psycopg
+        error when the database cannot be reached), and QueueClosed after close().
+        """
+        with self._lock:
+            if self._closed:
+                raise QueueClosed(f"queue {self.name!r} is closed")
+            if self._worker is not None:
+                return
+            self._sink.open()
+            worker = threading.Thread(target=self._run, name=f"writebehind-{self.name}")
+            worker.daemon = True
+            worker.start()
+            self._worker = worker
+            _lifecycle.register(self)
+
+    def put(self, row: Mapping[str, Any], block: bool = True, timeout: float | None = None) -> None:
+        """Accept ``row`` (a Mapping column -> value) for writing, and return.
+
+        The row is checked and converted now: TypeError if it is not a Mapping, ValueError
+        naming a missing or unknown column; nothing is accepted then. When ``maxsize`` rows are
+        waiting, wait for room (at most ``timeout`` seconds, then QueueFull), or raise QueueFull
+        at once if not ``block``. QueueClosed after close(). Database errors never reach here.
+        """
+        if self._worker is None:
+            self.start()
+        key, params = self._sink.prepare(row)
+        self._buffer.put(Entry(key, params, row, self._clock()), block, timeout)
+        self._stats.row_enqueued()
+
+    def put_nowait(self, row: Mapping[str, Any]) -> None:
+        """put() without waiting: QueueFull when ``maxsize`` rows are waiting."""
+        self.put(row, block=False)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write out every row put before this call, partial batch included.
+
+        Returns True once each of those rows is persisted or given up (``on_failure``), False
+        if ``timeout`` seconds ran out first. Rows put meanwhile by other threads may be
+        written too, but are not waited for.
+        """
+        target = self._buffer.request_flush()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        progress = self._stats.progress
+        with progress:
+            while self._stats.settled < target:
+                worker = self._worker
+                if worker is None or not worker.is_alive():
+                    return False
+                wait = (
+                    _IDLE_WAIT if deadline is None else min(_IDLE_WAIT, deadline - time.monotonic())
+                )
+                if wait <= 0:
+                    return False
+                progress.wait(wait)
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting rows, write out the rows already accepted, stop the worker.
+
+        Waits for the drain at most ``timeout`` seconds (None: as long as it takes); after a
+        timeout the worker goes on draining in the background and a warning is logged.
+        Closes the sink when the worker has stopped. Idempotent.
+        """
+        self.stop_accepting()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+            if worker.is_alive():
+                logger.warning(
+                    "queue %s: close() timed out after %ss with %d rows not yet written",
+                    self.name,
+                    timeout,
+                    self.pending_rows(),
+                )
+                return
+        with self._lock:
+            if self._sink_closed:
+                return
+            self._sink_closed = True
+        try:
+            self._sink.close()
+        finally:
+            _lifecycle.forget(self)
+
+    def stop_accepting(self) -> None:
+        """Refuse further puts (QueueClosed) and let the worker drain what it has."""
+        with self._lock:
+            self._closed = True
+        self._buffer.close()
+
+    def pending_rows(self) -> int:
+        """Rows accepted and not yet persisted or given up."""
+        return self.metrics().current_queue_depth
+
+    def metrics(self) -> Metrics:
+        """A consistent snapshot of this queue's counters."""
+        return self._stats.snapshot(lambda: self._buffer.put_count)
+
+    # -- worker thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        buffer = self._buffer
+        while True:
+            try:
+                entries = buffer.take(self._age_wait, _IDLE_WAIT)
+                if entries:
+                    self._write(entries)
+                elif buffer.closed and not buffer.qsize():
+                    return
+            except Exception:  # the worker must outlive any bug; the rows stay counted
+                logger.exception("queue %s: unexpected error in the worker", self.name)
+
+    def _age_wait(self, oldest: Entry) -> float:
+        return seconds_until_due(oldest.enqueued_at, self._clock(), self._flush_interval)
+
+    def _write(self, entries: list[Entry]) -> None:
+        started = time.monotonic()
+        try:
+            self._delivery.deliver(entries)
+        finally:
+            self._stats.batch_done(len(entries), time.monotonic() - started)
+
+    def _give_up(self, entries: list[Entry], error: BaseException) -> None:
+        if self._on_failure is None:
+            return  # already logged with their keys
+        try:
+            self._on_failure([entry.row for entry in entries], error)
+        except Exception:
+            logger.exception("queue %s: on_failure raised", self.name)
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _check_seconds(name: str, value: object, *, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "positive" if positive else "zero or more"
+        raise ValueError(f"{name} must be a finite number of seconds, {bound}; got {value}")

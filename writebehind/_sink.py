@@ -1,0 +1,41 @@
+"""The seam between when to write (the queue) and how to write (a sink)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+Params = tuple[Any, ...]
+"""One row as the sink writes it: values in the sink's column order, converted at put()."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where a WriteBehindQueue writes its batches.
+
+    The queue calls ``prepare`` from producer threads and ``write`` from its one worker thread.
+    """
+
+    @property
+    def name(self) -> str:
+        """Default queue name (metrics label, thread name)."""
+        ...
+
+    def open(self) -> None:
+        """Get ready to write: idempotent; raise here for a configuration the sink cannot use."""
+        ...
+
+    def prepare(self, row: Mapping[str, Any]) -> tuple[Hashable, Params]:
+        """Validate and convert one row; return its key and its parameters.
+
+        Raise TypeError or ValueError, naming the column, for a row the sink cannot write.
+        """
+        ...
+
+    def write(self, rows: Sequence[Params]) -> None:
+        """Write rows with distinct keys, all or none (one transaction)."""
+        ...
+
+    def close(self) -> None:
+        """Release what ``open`` acquired: idempotent."""
+        ...

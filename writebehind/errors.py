@@ -1,0 +1,35 @@
+"""Exceptions raised by writebehind.
+
+Exception tree::
+
+    WriteBehindError
+     ├── QueueFull    (also queue.Full)    put_nowait(), or put() whose timeout ran out
+     ├── QueueClosed  (also RuntimeError)  put() after close()
+     └── SchemaError  (also ValueError)    unusable table, key or column, found at open
+
+Misuse of an argument (a row that is not a Mapping, a missing or unknown column) raises the
+builtin TypeError or ValueError at the call that caused it. Database errors never reach put():
+the worker retries them or hands the rows to ``on_failure``.
+"""
+
+from __future__ import annotations
+
+import queue
+
+__all__ = ["QueueClosed", "QueueFull", "SchemaError", "WriteBehindError"]
+
+
+class WriteBehindError(Exception):
+    """Base class of the exceptions defined by writebehind."""
+
+
+class QueueFull(WriteBehindError, queue.Full):
+    """The queue is at ``maxsize`` and the row was not accepted."""
+
+
+class QueueClosed(WriteBehindError, RuntimeError):
+    """The queue is closed and accepts no more rows."""
+
+
+class SchemaError(WriteBehindError, ValueError):
+    """The target table, its key or a configured column cannot be used for upserts."""

@@ -1,0 +1,261 @@
+"""PostgresUpsert: writes batches with INSERT ... ON CONFLICT ... DO UPDATE."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from datetime import datetime
+from operator import itemgetter
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Json, Jsonb
+from psycopg_pool import ConnectionPool
+
+from ._catalog import Column, check_key, read_table, written_columns
+from ._sink import Params
+
+__all__ = ["PostgresUpsert"]
+
+logger = logging.getLogger("writebehind")
+
+_JSON_TYPES = frozenset({"json", "jsonb"})
+_TZ_TYPES = frozenset({"timestamp with time zone"})
+
+
+class PostgresUpsert:
+    """Upserts batches into one table, one transaction per batch, through a connection pool.
+
+    ``conninfo_or_pool`` is a conninfo string, from which a pool is created when the sink opens
+    and closed by close(); or a ``psycopg_pool.ConnectionPool``, which is borrowed, never
+    closed. ``key`` names the conflict target: a column, or several, covered exactly by the
+    primary key or a unique index. ``columns`` picks the written columns (the key is always
+    written); by default every column without a default value. ``schema`` qualifies ``table``,
+    which is otherwise found along the search_path.
+
+    Nothing connects before open() (called by the queue's first put), so a sink can be built
+    before a server forks. open() reads the catalog and raises SchemaError for a missing table,
+    a key without a unique index or an unknown column.
+    """
+
+    def __init__(
+        self,
+        conninfo_or_pool: str | ConnectionPool[Any],
+        table: str,
+        key: str | Sequence[str],
+        *,
+        columns: Sequence[str] | None = None,
+        schema: str | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(conninfo_or_pool, (str, ConnectionPool)):
+            raise TypeError("conninfo_or_pool must be a conninfo string or a ConnectionPool")
+        self.table = _check_name("table", table)
+        self.schema = None if schema is None else _check_name("schema", schema)
+        self.key: tuple[str, ...] = _check_names("key", [key] if isinstance(key, str) else key)
+        self.columns = None if columns is None else _check_names("columns", columns)
+        self._conninfo = conninfo_or_pool if isinstance(conninfo_or_pool, str) else None
+        self._pool: ConnectionPool[Any] | None = (
+            None if isinstance(conninfo_or_pool, str) else conninfo_or_pool
+        )
+        self._connect_timeout = connect_timeout
+        self._lock = threading.Lock()
+        self._opened = False
+        # Set by open(): the written columns and what prepare() needs to convert a row.
+        self._names: tuple[str, ...] = ()
+        self._name_set: frozenset[str] = frozenset()
+        self._query: sql.Composed | None = None
+        self._params_of: Callable[[Mapping[str, Any]], Params] = _not_open
+        self._key_of: Callable[[Params], Hashable] = _not_open
+        self._json_positions: tuple[tuple[int, str], ...] = ()
+        self._tz_positions: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The table name: the default name of a queue over this sink."""
+        return self.table
+
+    @property
+    def written_columns(self) -> tuple[str, ...]:
+        """Columns each row must give, in table order (empty until the sink opens)."""
+        return self._names
+
+    def open(self) -> None:
+        """Create the pool (if owned), read the table's catalog and build the upsert statement.
+
+        Idempotent and thread-safe. Raises SchemaError for an unusable table, key or column, or
+        the psycopg error met when connecting (an owned pool is closed again then).
+        """
+        with self._lock:
+            if self._opened:
+                return
+            owned = self._conninfo is not None
+            if self._conninfo is not None:
+                # One writer thread uses one connection; the second serves open() and
+                # replaces a broken one without waiting.
+                self._pool = ConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=2,
+                    open=False,
+                    name=f"writebehind-{self.table}",
+                    timeout=self._connect_timeout,
+                )
+                self._pool.open(wait=False)
+            assert self._pool is not None
+            try:
+                with self._pool.connection(timeout=self._connect_timeout) as conn:
+                    info = read_table(conn, self.table, self.schema)
+                check_key(info, self.key)
+                columns = written_columns(info, self.key, self.columns)
+            except BaseException:
+                if owned:
+                    self._pool.close()
+                    self._pool = None
+                raise
+            self._configure(info.schema, info.name, columns)
+            self._opened = True
+
+    def _configure(self, schema: str, table: str, columns: Sequence[Column]) -> None:
+        self._names = tuple(column.name for column in columns)
+        self._name_set = frozenset(self._names)
+        getter = itemgetter(*self._names)
+        self._params_of = (lambda row: (getter(row),)) if len(self._names) == 1 else getter
+        positions = {name: index for index, name in enumerate(self._names)}
+        key_positions = [positions[name] for name in self.key]
+        self._key_of = (
+            itemgetter(key_positions[0]) if len(key_positions) == 1 else itemgetter(*key_positions)
+        )
+        self._json_positions = tuple(
+            (i, c.name) for i, c in enumerate(columns) if c.type_name in _JSON_TYPES
+        )
+        self._tz_positions = tuple(
+            (i, c.name) for i, c in enumerate(columns) if c.type_name in _TZ_TYPES
+        )
+        self._query = _upsert_statement(schema, table, self._names, self.key)
+
+    def prepare(self, row: Mapping[str, Any]) -> tuple[Hashable, Params]:
+        """Check ``row`` against the written columns; return its key and parameters.
+
+        TypeError if ``row`` is not a Mapping, a key value is unhashable or a json value cannot
+        be serialized; ValueError naming missing or unknown columns, or a naive datetime for a
+        ``timestamptz`` column (PostgreSQL would read it in the session time zone).
+        """
+        if not isinstance(row, Mapping):
+            raise TypeError(f"row must be a Mapping of column -> value, got {type(row).__name__}")
+        if row.keys() != self._name_set:
+            raise ValueError(self._shape_error(row))
+        params: Params = self._params_of(row)
+        if self._json_positions or self._tz_positions:
+            params = self._convert(params)
+        key = self._key_of(params)
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(f"key {self.key!r} has an unhashable value: {key!r}") from None
+        return key, params
+
+    def _shape_error(self, row: Mapping[str, Any]) -> str:
+        if not self._opened:
+            return "the sink is not open; call open() (the queue does at its first put)"
+        missing = [name for name in self._names if name not in row]
+        unknown = [name for name in row if name not in self._name_set]
+        problems = []
+        if missing:
+            problems.append(f"missing column(s) {', '.join(map(repr, missing))}")
+        if unknown:
+            problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        return f"row for {self.table!r}: {'; '.join(problems)} (writes {list(self._names)})"
+
+    def _convert(self, params: Params) -> Params:
+        values = list(params)
+        for index, name in self._json_positions:
+            value = values[index]
+            if value is not None and not isinstance(value, (Json, Jsonb)):
+                # Serialized here, in the producer, so that a bad value fails its own put; the
+                # text goes out untyped and the server reads it as the column's json type.
+                try:
+                    values[index] = json.dumps(value)
+                except (TypeError, ValueError) as error:
+                    raise TypeError(f"column {name!r}: value is not JSON: {error}") from None
+        for index, name in self._tz_positions:
+            value = values[index]
+            if isinstance(value, datetime) and value.tzinfo is None:
+                raise ValueError(
+                    f"column {name!r} is timestamptz but got a naive datetime ({value}); "
+                    "give it a tzinfo"
+                )
+        return tuple(values)
+
+    def write(self, rows: Sequence[Params]) -> None:
+        """Upsert ``rows`` (distinct keys) in one transaction."""
+        assert self._pool is not None and self._query is not None, "open() the sink first"
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                cur.executemany(self._query, rows)
+        except psycopg.OperationalError:
+            # After a restart every idle connection is dead: replace them now rather than
+            # spend one retry on each.
+            self._check_pool()
+            raise
+
+    def _check_pool(self) -> None:
+        assert self._pool is not None
+        try:
+            self._pool.check()
+        except Exception:
+            logger.debug("pool check failed", exc_info=True)
+
+    def close(self) -> None:
+        """Close the pool if this sink created it. Idempotent."""
+        with self._lock:
+            pool, self._opened = self._pool, False
+            if self._conninfo is not None:
+                self._pool = None
+        if pool is not None and self._conninfo is not None:
+            pool.close()
+
+
+def _upsert_statement(
+    schema: str, table: str, columns: Sequence[str], key: Sequence[str]
+) -> sql.Composed:
+    updated = [name for name in columns if name not in key]
+    action = (
+        sql.SQL("DO UPDATE SET {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
+                for n in updated
+            )
+        )
+        if updated
+        else sql.SQL("DO NOTHING")
+    )
+    return sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
+        sql.Identifier(schema, table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        sql.SQL(", ").join(map(sql.Identifier, key)),
+        action,
+    )
+
+
+def _not_open(_value: object) -> Any:
+    raise RuntimeError("the sink is not open; call open() (the queue does at its first put)")
+
+
+def _check_name(argument: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{argument} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _check_names(argument: str, values: object) -> tuple[str, ...]:
+    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+        raise ValueError(f"{argument} must be a non-empty sequence of column names")
+    names = tuple(_check_name(argument, value) for value in values)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{argument} names a column twice: {list(names)}")
+    return names
