@@ -17,7 +17,7 @@ from ._batch import Entry, seconds_until_due
 from ._buffer import RowBuffer
 from ._delivery import Delivery
 from ._metrics import Metrics, QueueStats
-from ._retry import Backoff
+from ._retry import Backoff, ErrorKind, classify
 from ._sink import Sink
 from .errors import QueueClosed
 
@@ -83,11 +83,13 @@ class WriteBehindQueue:
         self._clock = clock
         self._buffer: RowBuffer[Entry] = RowBuffer(maxsize, batch_size)
         self._stats = QueueStats(self.name, registry)
+        self._max_retries = max_retries
+        self._backoff = Backoff(retry_backoff, retry_backoff_max)
         self._delivery = Delivery(
             sink,
             name=self.name,
             max_retries=max_retries,
-            backoff=Backoff(retry_backoff, retry_backoff_max),
+            backoff=self._backoff,
             stats=self._stats,
             give_up=self._give_up,
             sleep=time.sleep,
@@ -115,20 +117,44 @@ class WriteBehindQueue:
     def start(self) -> None:
         """Open the sink and start the worker now instead of at the first put().
 
-        Raises what the sink's open raises (SchemaError for an unusable table, a psycopg
-        error when the database cannot be reached), and QueueClosed after close().
+        Transient errors are retried as for writes (``max_retries``, with backoff); then this
+        raises what the sink's open raised (SchemaError for an unusable table, a psycopg error
+        when the database cannot be reached), or QueueClosed after close().
         """
         with self._lock:
             if self._closed:
                 raise QueueClosed(f"queue {self.name!r} is closed")
             if self._worker is not None:
                 return
-            self._sink.open()
+            self._open_sink()
             worker = threading.Thread(target=self._run, name=f"writebehind-{self.name}")
             worker.daemon = True
             worker.start()
             self._worker = worker
             _lifecycle.register(self)
+
+    def _open_sink(self) -> None:
+        # The same patience as for writes: a server restarting or a connection killed while
+        # the catalog is read should not fail the first put.
+        retries = 0
+        while True:
+            try:
+                self._sink.open()
+                return
+            except Exception as error:
+                if classify(error) is not ErrorKind.TRANSIENT or retries >= self._max_retries:
+                    raise
+                retries += 1
+                delay = self._backoff.delay(retries)
+                logger.warning(
+                    "queue %s: opening the sink failed (%s); retry %d/%d in %.2fs",
+                    self.name,
+                    error,
+                    retries,
+                    self._max_retries,
+                    delay,
+                )
+                time.sleep(delay)
 
     def put(self, row: Mapping[str, Any], block: bool = True, timeout: float | None = None) -> None:
         """Accept ``row`` (a Mapping column -> value) for writing, and return.

@@ -34,7 +34,8 @@ class PostgresUpsert:
     closed. ``key`` names the conflict target: a column, or several, covered exactly by the
     primary key or a unique index. ``columns`` picks the written columns (the key is always
     written); by default every column without a default value. ``schema`` qualifies ``table``,
-    which is otherwise found along the search_path.
+    which is otherwise found along the search_path. ``connect_timeout`` bounds one wait for a
+    connection: past it the write fails as transient, and the queue retries it.
 
     Nothing connects before open() (called by the queue's first put), so a sink can be built
     before a server forks. open() reads the catalog and raises SchemaError for a missing table,
@@ -49,7 +50,7 @@ class PostgresUpsert:
         *,
         columns: Sequence[str] | None = None,
         schema: str | None = None,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
     ) -> None:
         if not isinstance(conninfo_or_pool, (str, ConnectionPool)):
             raise TypeError("conninfo_or_pool must be a conninfo string or a ConnectionPool")
@@ -95,7 +96,9 @@ class PostgresUpsert:
             owned = self._conninfo is not None
             if self._conninfo is not None:
                 # One writer thread uses one connection; the second serves open() and
-                # replaces a broken one without waiting.
+                # replaces a broken one without waiting. The pool's reconnection backoff grows
+                # to minutes; cutting it at connect_timeout makes the next write start a fresh
+                # attempt, so writing resumes within seconds of the server's return.
                 self._pool = ConnectionPool(
                     self._conninfo,
                     min_size=1,
@@ -103,6 +106,7 @@ class PostgresUpsert:
                     open=False,
                     name=f"writebehind-{self.table}",
                     timeout=self._connect_timeout,
+                    reconnect_timeout=self._connect_timeout,
                 )
                 self._pool.open(wait=False)
             assert self._pool is not None
@@ -194,7 +198,7 @@ class PostgresUpsert:
         """Upsert ``rows`` (distinct keys) in one transaction."""
         assert self._pool is not None and self._query is not None, "open() the sink first"
         try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
+            with self._pool.connection(self._connect_timeout) as conn, conn.cursor() as cur:
                 cur.executemany(self._query, rows)
         except psycopg.OperationalError:
             # After a restart every idle connection is dead: replace them now rather than

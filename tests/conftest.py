@@ -1,0 +1,122 @@
+"""Fixtures: a real PostgreSQL (embedded, or WRITEBEHIND_TEST_DSN), fresh tables, registries."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+from psycopg import sql
+
+from tests.fakes import FakeSink
+
+DSN_VARIABLE = "WRITEBEHIND_TEST_DSN"
+
+
+@pytest.fixture(scope="session")
+def dsn() -> Iterator[str]:
+    """Conninfo of the test server: WRITEBEHIND_TEST_DSN, else an embedded server for the run."""
+    given = os.environ.get(DSN_VARIABLE)
+    if given:
+        yield given
+        return
+    import pgserver
+
+    folder = tempfile.mkdtemp(prefix="writebehind-pg-")
+    server = pgserver.get_server(folder, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def db(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection for setting up and checking tables."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+_table_numbers = itertools.count()
+
+
+@pytest.fixture
+def table_name(db: psycopg.Connection[Any]) -> Iterator[str]:
+    """A table name unique to the test; the table is dropped afterwards if the test made it."""
+    name = f"wb_test_{os.getpid()}_{next(_table_numbers)}"
+    yield name
+    db.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def entries(db: psycopg.Connection[Any], table_name: str) -> str:
+    """A table like an application's cache: key, a checked int, a jsonb document."""
+    create(
+        db,
+        table_name,
+        """verikey text PRIMARY KEY,
+           n integer NOT NULL CHECK (n >= 0),
+           doc jsonb,
+           updated_at timestamptz NOT NULL DEFAULT now()""",
+    )
+    return table_name
+
+
+def create(db: psycopg.Connection[Any], table: str, columns: str) -> None:
+    """CREATE TABLE ``table`` with a column list written out in the test."""
+    db.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), sql.SQL(columns)))
+
+
+def select(db: psycopg.Connection[Any], table: str, columns: str = "*") -> list[tuple[Any, ...]]:
+    """Every row of ``table``, ordered by its first column."""
+    query = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(sql.SQL(columns), sql.Identifier(table))
+    return db.execute(query).fetchall()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def sink() -> FakeSink:
+    return FakeSink()
+
+
+class PrivateServer:
+    """An embedded server of a test's own, which the test may stop and start again."""
+
+    def __init__(self) -> None:
+        import pgserver
+
+        self.folder = tempfile.mkdtemp(prefix="writebehind-pg-private-")
+        self._server = pgserver.get_server(self.folder, cleanup_mode="delete")
+        self.dsn: str = self._server.get_uri()
+
+    def stop(self) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.folder, user=self._server.system_user)
+
+    def start(self) -> None:
+        self._server.ensure_postgres_running()
+
+    def cleanup(self) -> None:
+        self._server.cleanup()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def private_server() -> Iterator[PrivateServer]:
+    server = PrivateServer()
+    try:
+        yield server
+    finally:
+        server.cleanup()

@@ -1,0 +1,69 @@
+"""A sink that keeps its table in memory, for tests of the queue's logic."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import psycopg.errors
+
+from writebehind import Params
+
+POISON = "poison"
+
+
+class FakeSink:
+    """Rows are ``{"id": ..., "value": ...}``; a row whose value is POISON is refused like a
+    CHECK constraint would, failing the whole write. ``failures`` are raised by the next writes.
+    ``gate``, when set, makes each write wait until it is opened."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.table: dict[Any, Any] = {}
+        self.writes: list[list[Params]] = []
+        self.attempts = 0
+        self.failures: deque[BaseException] = deque()
+        self.gate: threading.Event | None = None
+        self.write_started = threading.Event()
+        self.opened = 0
+        self.closed = 0
+        self.changed = threading.Condition()
+
+    def open(self) -> None:
+        self.opened += 1
+
+    def prepare(self, row: Mapping[str, Any]) -> tuple[Hashable, Params]:
+        if not isinstance(row, Mapping):
+            raise TypeError("row must be a Mapping")
+        if set(row) != {"id", "value"}:
+            raise ValueError(f"bad columns {sorted(row)}")
+        return row["id"], (row["id"], row["value"])
+
+    def write(self, rows: Sequence[Params]) -> None:
+        self.attempts += 1
+        self.write_started.set()
+        if self.gate is not None:
+            assert self.gate.wait(30), "test gate never opened"
+        if self.failures:
+            raise self.failures.popleft()
+        if any(value == POISON for _, value in rows):
+            raise psycopg.errors.CheckViolation("value is poison")
+        keys = [key for key, _ in rows]
+        assert len(set(keys)) == len(keys), "a write must not hold a key twice"
+        with self.changed:
+            self.writes.append(list(rows))
+            self.table.update(rows)
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def rows_written(self) -> int:
+        return sum(len(rows) for rows in self.writes)
+
+    def wait_for_rows(self, count: int, timeout: float = 10.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.rows_written() >= count, timeout)

@@ -1,0 +1,212 @@
+"""Outages, killed connections, locks and exits, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from tests.conftest import PrivateServer, create, select
+from writebehind import PostgresUpsert, QueueFull, WriteBehindQueue
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll a condition that no event signals (the worker's view of a server we disturb)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_database_outage_loses_nothing(private_server: PrivateServer) -> None:
+    with psycopg.connect(private_server.dsn, autocommit=True) as db:
+        create(db, "items", "id int PRIMARY KEY, v int")
+    wb = WriteBehindQueue(
+        PostgresUpsert(private_server.dsn, "items", "id", connect_timeout=1.0),
+        registry=None,
+        batch_size=50,
+        flush_interval=0.05,
+        max_retries=1000,
+        retry_backoff=0.05,
+        retry_backoff_max=0.5,
+    )
+    with wb:
+        for i in range(500):
+            wb.put({"id": i, "v": i})
+        assert wb.flush(timeout=30)
+        private_server.stop()
+        for i in range(500, 1000):
+            wb.put({"id": i, "v": i})  # accepted while the server is down
+        assert wait_until(lambda: wb.metrics().total_retries >= 3)
+        time.sleep(1.0)  # the outage goes on a little longer
+        private_server.start()
+        assert wb.flush(timeout=60)
+        m = wb.metrics()
+    with psycopg.connect(private_server.dsn) as db:
+        assert db.execute("SELECT count(*), sum(v) FROM items").fetchone() == (1000, 499500)
+    assert (m.total_persisted, m.total_failed) == (1000, 0)
+    assert m.total_retries >= 3
+
+
+def test_killed_connections_keep_the_last_value_per_key(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(db, table_name, "k int PRIMARY KEY, v int NOT NULL")
+    application = f"wb-kill-{os.getpid()}"
+    wb = WriteBehindQueue(
+        PostgresUpsert(make_conninfo(dsn, application_name=application), table_name, "k"),
+        registry=None,
+        batch_size=100,
+        max_retries=1000,
+        retry_backoff=0.01,
+        retry_backoff_max=0.2,
+    )
+    done = threading.Event()
+    kills = 0
+
+    def killer() -> None:
+        nonlocal kills
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not done.is_set():
+                killed = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    (application,),
+                ).fetchone()
+                kills += killed[0] if killed else 0
+                done.wait(0.02)  # pacing between kills
+
+    assassin = threading.Thread(target=killer)
+    assassin.start()
+    last: dict[int, int] = {}
+    try:
+        with wb:
+            for i in range(30_000):
+                key = (i * 7919) % 300
+                wb.put({"k": key, "v": i})
+                last[key] = i
+            assert wb.flush(timeout=60)
+            done.set()
+            m = wb.metrics()
+    finally:
+        done.set()
+        assassin.join(30)
+    assert kills > 0
+    assert m.total_retries > 0
+    assert (m.total_persisted, m.total_failed) == (30_000, 0)
+    assert dict(select(db, table_name)) == last
+
+
+def test_a_locked_table_fills_the_queue_and_pushes_back(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    application = f"wb-lock-{os.getpid()}"
+    wb = WriteBehindQueue(
+        PostgresUpsert(make_conninfo(dsn, application_name=application), entries, "verikey"),
+        registry=None,
+        maxsize=20,
+        batch_size=10,
+    )
+    wb.start()  # opens the sink before the table is locked
+
+    def worker_waits_on_lock() -> bool:
+        waits = db.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = %s"
+            " AND state = 'active'",
+            (application,),
+        ).fetchall()
+        return waits == [("Lock",)]
+
+    with psycopg.connect(dsn) as locker:
+        locker.execute(f"LOCK TABLE {entries} IN ACCESS EXCLUSIVE MODE")
+        for i in range(10):  # one batch, which the worker takes and gets stuck with
+            wb.put({"verikey": f"k{i}", "n": i, "doc": None})
+        assert wait_until(worker_waits_on_lock)
+        accepted = 10
+        with pytest.raises(QueueFull):
+            while accepted < 1000:
+                wb.put_nowait({"verikey": f"k{accepted}", "n": accepted, "doc": None})
+                accepted += 1
+        assert accepted == 30  # the stuck batch, plus maxsize waiting
+        started = time.monotonic()
+        with pytest.raises(QueueFull):
+            wb.put({"verikey": "late", "n": 0, "doc": None}, timeout=0.2)
+        assert time.monotonic() - started >= 0.2 - 0.01
+        locker.rollback()
+    assert wb.flush(timeout=30)
+    wb.close()
+    assert len(select(db, entries)) == 30
+    m = wb.metrics()
+    assert (m.total_enqueued, m.total_persisted, m.total_failed, m.current_queue_depth) == (
+        30,
+        30,
+        0,
+        0,
+    )
+
+
+EXITING_SCRIPT = textwrap.dedent(
+    """
+    import logging, sys
+    from prometheus_client import CollectorRegistry
+    from writebehind import PostgresUpsert, WriteBehindQueue
+
+    logging.basicConfig(level=logging.ERROR)
+    dsn, table = sys.argv[1], sys.argv[2]
+    rows, shutdown_timeout = int(sys.argv[3]), float(sys.argv[4])
+    wb = WriteBehindQueue(
+        PostgresUpsert(dsn, table, "verikey"),
+        flush_interval=3600,
+        batch_size=100_000,
+        shutdown_timeout=shutdown_timeout,
+        registry=CollectorRegistry(),
+    )
+    for i in range(rows):
+        wb.put({"verikey": f"k{i}", "n": i, "doc": {"i": i}})
+    print("put done", flush=True)
+    # no close(): the exit hook must drain
+    """
+)
+
+
+def run_exiting_script(dsn: str, table: str, rows: int, shutdown_timeout: float) -> Any:
+    return subprocess.run(
+        [sys.executable, "-c", EXITING_SCRIPT, dsn, table, str(rows), str(shutdown_timeout)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_process_that_exits_without_close_drains_its_queue(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    result = run_exiting_script(dsn, entries, 5000, 30.0)
+    assert result.returncode == 0, result.stderr
+    assert "put done" in result.stdout
+    assert select(db, entries, "count(*), sum(n)") == [(5000, sum(range(5000)))]
+
+
+def test_the_exit_drain_gives_up_after_shutdown_timeout_and_says_so(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    with psycopg.connect(dsn) as locker:
+        locker.execute(f"LOCK TABLE {entries} IN SHARE MODE")  # readers fine, writers wait
+        started = time.monotonic()
+        result = run_exiting_script(dsn, entries, 50, 0.5)
+        elapsed = time.monotonic() - started
+        locker.rollback()
+    assert result.returncode == 0, result.stderr
+    assert "50 rows abandoned" in result.stderr
+    assert elapsed < 60

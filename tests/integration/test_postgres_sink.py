@@ -1,0 +1,226 @@
+"""PostgresUpsert on a real PostgreSQL: statements, introspection, row checks, pools."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from tests.conftest import create, select
+from writebehind import PostgresUpsert, QueueClosed, SchemaError, WriteBehindQueue
+
+
+def queue(dsn: str, table: str, key: Any = "verikey", **options: Any) -> WriteBehindQueue:
+    sink_options = {k: options.pop(k) for k in ("columns", "schema") if k in options}
+    options.setdefault("registry", None)
+    return WriteBehindQueue(PostgresUpsert(dsn, table=table, key=key, **sink_options), **options)
+
+
+def test_inserts_then_updates_with_the_last_value(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    with queue(dsn, entries, batch_size=7) as wb:
+        for i in range(100):
+            wb.put({"verikey": f"k{i % 10}", "n": i, "doc": {"i": i, "tags": ["a", i]}})
+        assert wb.flush(timeout=30)
+        assert wb.metrics().total_persisted == 100
+    rows = select(db, entries, "verikey, n, doc")
+    assert rows == [(f"k{k}", 90 + k, {"i": 90 + k, "tags": ["a", 90 + k]}) for k in range(10)]
+
+
+def test_each_batch_is_one_transaction(dsn: str, db: psycopg.Connection[Any], entries: str) -> None:
+    with queue(dsn, entries, batch_size=50) as wb:
+        for i in range(200):
+            wb.put({"verikey": f"k{i}", "n": i, "doc": None})
+        assert wb.flush(timeout=30)
+        assert wb.metrics().total_batches == 4
+    # Rows written by one transaction share its id, xmin.
+    assert select(db, entries, "count(*), count(DISTINCT xmin::text)")[0] == (200, 4)
+
+
+def test_json_values_may_be_plain_python_and_bad_ones_fail_at_put(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    with queue(dsn, entries) as wb:
+        wb.put({"verikey": "dict", "n": 1, "doc": {"nested": {"x": [1, 2.5, None, True]}}})
+        wb.put({"verikey": "list", "n": 1, "doc": [1, "two"]})
+        wb.put({"verikey": "text", "n": 1, "doc": "just a string"})
+        wb.put({"verikey": "null", "n": 1, "doc": None})
+        with pytest.raises(TypeError, match="'doc'"):
+            wb.put({"verikey": "bad", "n": 1, "doc": {"s": {1, 2}}})
+        assert wb.flush(timeout=30)
+        assert wb.metrics().total_enqueued == 4
+    assert dict(select(db, entries, "verikey, doc")) == {
+        "dict": {"nested": {"x": [1, 2.5, None, True]}},
+        "list": [1, "two"],
+        "text": "just a string",
+        "null": None,
+    }
+
+
+def test_naive_datetimes_are_refused_for_timestamptz(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(db, table_name, "id int PRIMARY KEY, at timestamptz")
+    with queue(dsn, table_name, key="id") as wb:
+        with pytest.raises(ValueError, match="'at'.*naive"):
+            wb.put({"id": 1, "at": datetime(2026, 1, 1, 12, 0)})
+        aware = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=5)))
+        wb.put({"id": 2, "at": aware})
+    assert select(db, table_name) == [(2, aware)]
+
+
+def test_rows_must_match_the_written_columns(dsn: str, entries: str) -> None:
+    with queue(dsn, entries) as wb:
+        with pytest.raises(TypeError, match="Mapping"):
+            wb.put(["verikey", "n"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="missing column.*'doc'"):
+            wb.put({"verikey": "a", "n": 1})
+        with pytest.raises(ValueError, match="unknown column.*'colour'"):
+            wb.put({"verikey": "a", "n": 1, "doc": None, "colour": "red"})
+        with pytest.raises(ValueError, match="unknown column.*'updated_at'"):
+            wb.put({"verikey": "a", "n": 1, "doc": None, "updated_at": None})
+        assert wb.metrics().total_enqueued == 0
+
+
+def test_written_columns_default_to_those_without_a_default(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(
+        db,
+        table_name,
+        """id bigint GENERATED ALWAYS AS IDENTITY, code text UNIQUE, qty int,
+           created timestamptz DEFAULT now(), twice int GENERATED ALWAYS AS (qty * 2) STORED""",
+    )
+    sink = PostgresUpsert(dsn, table=table_name, key="code")
+    with WriteBehindQueue(sink, registry=None) as wb:
+        wb.put({"code": "a", "qty": 2})
+        assert sink.written_columns == ("code", "qty")
+    assert select(db, table_name, "code, qty, twice, created IS NOT NULL") == [("a", 2, 4, True)]
+
+
+def test_columns_pick_a_subset_and_the_key_is_always_written(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    db.execute(f"INSERT INTO {entries} (verikey, n, doc) VALUES ('a', 1, '{{\"keep\": true}}')")
+    with queue(dsn, entries, columns=["n"]) as wb:
+        wb.put({"verikey": "a", "n": 5})
+    assert select(db, entries, "verikey, n, doc") == [("a", 5, {"keep": True})]
+
+
+def test_composite_keys(dsn: str, db: psycopg.Connection[Any], table_name: str) -> None:
+    create(db, table_name, "tenant int, name text, score int, PRIMARY KEY (tenant, name)")
+    with queue(dsn, table_name, key=("tenant", "name"), batch_size=4) as wb:
+        for i in range(40):
+            wb.put({"tenant": i % 2, "name": f"n{i % 3}", "score": i})
+    assert select(db, table_name, "tenant, name, score") == [
+        (0, "n0", 36), (0, "n1", 34), (0, "n2", 38), (1, "n0", 39), (1, "n1", 37), (1, "n2", 35),
+    ]  # fmt: skip
+
+
+def test_names_needing_quotes_and_a_key_only_table(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    weird = f"{table_name} Weird"
+    try:
+        create(db, weird, '"Select" text PRIMARY KEY, "from" int, "two words" text')
+        with queue(dsn, weird, key="Select") as wb:
+            wb.put({"Select": "x", "from": 1, "two words": "a b"})
+            wb.put({"Select": "x", "from": 2, "two words": "c d"})
+        assert select(db, weird) == [("x", 2, "c d")]
+        create(db, table_name, "only_key int PRIMARY KEY")
+        with queue(dsn, table_name, key="only_key") as wb:
+            for _ in range(2):
+                wb.put({"only_key": 1})
+        assert select(db, table_name) == [(1,)]
+    finally:
+        db.execute(psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(psycopg.sql.Identifier(weird)))
+
+
+def test_schema_argument_and_search_path(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    db.execute(f"CREATE SCHEMA {table_name}_s")
+    try:
+        db.execute(f"CREATE TABLE {table_name}_s.t (id int PRIMARY KEY, v text)")
+        with queue(dsn, "t", key="id", schema=f"{table_name}_s") as wb:
+            wb.put({"id": 1, "v": "in schema"})
+        assert db.execute(f"SELECT v FROM {table_name}_s.t").fetchall() == [("in schema",)]
+        with pytest.raises(SchemaError, match="'t' does not exist"):
+            queue(dsn, "t", key="id").put({"id": 1, "v": "x"})
+    finally:
+        db.execute(f"DROP SCHEMA {table_name}_s CASCADE")
+
+
+@pytest.mark.parametrize(
+    ("key", "options", "message"),
+    [
+        ("verikey", {"table": "no_such_table"}, "'no_such_table' does not exist"),
+        ("nope", {}, "key column 'nope' is not a column"),
+        ("n", {}, r"key \('n',\) .* no primary key or unique index"),
+        ("verikey", {"columns": ["n", "colour"]}, "column 'colour' is not a column"),
+    ],
+)
+def test_unusable_table_key_or_column_fail_the_first_put(
+    dsn: str, entries: str, key: str, options: dict[str, Any], message: str
+) -> None:
+    table = options.pop("table", entries)
+    wb = queue(dsn, table, key=key, **options)
+    with pytest.raises(SchemaError, match=message):
+        wb.put({"verikey": "a", "n": 1, "doc": None})
+    assert wb.metrics().total_enqueued == 0
+    wb.close()
+    with pytest.raises(QueueClosed):
+        wb.put({"verikey": "a", "n": 1, "doc": None})
+
+
+def test_a_partial_unique_index_is_no_conflict_target(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(db, table_name, "id int, v text")
+    db.execute(f"CREATE UNIQUE INDEX ON {table_name} (id) WHERE v IS NOT NULL")
+    with pytest.raises(SchemaError, match="no primary key or unique index"):
+        WriteBehindQueue(PostgresUpsert(dsn, table_name, "id"), registry=None).start()
+    db.execute(f"CREATE UNIQUE INDEX ON {table_name} (id)")
+    with WriteBehindQueue(PostgresUpsert(dsn, table_name, "id"), registry=None) as wb:
+        wb.start()
+
+
+def test_sink_arguments_are_checked_without_connecting() -> None:
+    with pytest.raises(ValueError, match="table"):
+        PostgresUpsert("host=/nonexistent", table="", key="id")
+    with pytest.raises(ValueError, match="key"):
+        PostgresUpsert("host=/nonexistent", table="t", key=[])
+    with pytest.raises(ValueError, match="twice"):
+        PostgresUpsert("host=/nonexistent", table="t", key="id", columns=["a", "a"])
+    with pytest.raises(TypeError, match="conninfo"):
+        PostgresUpsert(42, table="t", key="id")  # type: ignore[arg-type]
+
+
+def test_an_owned_pool_is_closed_a_borrowed_one_is_not(dsn: str, entries: str) -> None:
+    owned = PostgresUpsert(dsn, table=entries, key="verikey")
+    with WriteBehindQueue(owned, registry=None) as wb:
+        wb.put({"verikey": "a", "n": 1, "doc": None})
+        pool = owned._pool
+        assert pool is not None and not pool.closed
+    assert pool.closed
+
+    with ConnectionPool(dsn, min_size=1, open=True) as borrowed:
+        with WriteBehindQueue(PostgresUpsert(borrowed, entries, "verikey"), registry=None) as wb:
+            wb.put({"verikey": "b", "n": 1, "doc": None})
+        assert not borrowed.closed
+        with borrowed.connection() as conn:
+            assert conn.execute(f"SELECT count(*) FROM {entries}").fetchone() == (2,)
+
+
+def test_on_failure_receives_rows_as_they_were_put(dsn: str, entries: str) -> None:
+    seen: list[tuple[list[Mapping[str, Any]], BaseException]] = []
+    bad = {"verikey": "neg", "n": -5, "doc": {"why": "check"}}
+    with queue(dsn, entries, on_failure=lambda rows, e: seen.append((rows, e))) as wb:
+        wb.put(bad)
+    assert seen[0][0] == [bad]
+    assert isinstance(seen[0][1], psycopg.errors.CheckViolation)

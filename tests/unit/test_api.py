@@ -1,0 +1,22 @@
+import importlib.resources
+import queue
+
+import writebehind
+from writebehind import QueueClosed, QueueFull, SchemaError, WriteBehindError
+
+
+def test_public_names() -> None:
+    for name in writebehind.__all__:
+        assert getattr(writebehind, name) is not None, name
+    for name in ["WriteBehindQueue", "PostgresUpsert", "Metrics", "QueueFull", "QueueClosed"]:
+        assert name in writebehind.__all__
+
+
+def test_exception_tree() -> None:
+    assert issubclass(QueueFull, queue.Full) and issubclass(QueueFull, WriteBehindError)
+    assert issubclass(QueueClosed, RuntimeError) and issubclass(QueueClosed, WriteBehindError)
+    assert issubclass(SchemaError, ValueError) and issubclass(SchemaError, WriteBehindError)
+
+
+def test_the_package_is_typed() -> None:
+    assert importlib.resources.files("writebehind").joinpath("py.typed").is_file()

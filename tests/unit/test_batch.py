@@ -1,0 +1,30 @@
+from writebehind._batch import Entry, coalesce, seconds_until_due
+
+
+def entry(key: object, value: object, at: float = 0.0) -> Entry:
+    return Entry(key, (key, value), {"id": key, "value": value}, at)
+
+
+def test_coalesce_keeps_last_value_per_key_in_first_seen_order() -> None:
+    batch = coalesce([entry(1, "a"), entry(2, "x"), entry(1, "b"), entry(3, "z"), entry(1, "c")])
+    assert [e.params for e in batch.entries] == [(1, "c"), (2, "x"), (3, "z")]
+    assert batch.weights == [3, 1, 1]
+
+
+def test_coalesce_without_duplicates_keeps_everything() -> None:
+    rows = [entry(i, i) for i in range(5)]
+    batch = coalesce(rows)
+    assert batch.entries == rows
+    assert batch.weights == [1] * 5
+
+
+def test_coalesce_composite_keys() -> None:
+    batch = coalesce([entry((1, "a"), 1), entry((1, "b"), 2), entry((1, "a"), 3)])
+    assert [e.params[1] for e in batch.entries] == [3, 2]
+    assert sum(batch.weights) == 3
+
+
+def test_seconds_until_due_counts_from_the_oldest_row() -> None:
+    assert seconds_until_due(oldest_enqueued_at=10.0, now=10.25, flush_interval=1.0) == 0.75
+    assert seconds_until_due(oldest_enqueued_at=10.0, now=11.0, flush_interval=1.0) == 0.0
+    assert seconds_until_due(oldest_enqueued_at=10.0, now=99.0, flush_interval=1.0) == 0.0

@@ -1,0 +1,382 @@
+"""The queue's logic, on a fake sink: batching, flush, close, backpressure, retries, isolation."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.fakes import POISON, FakeSink
+from writebehind import QueueClosed, QueueFull, WriteBehindQueue
+
+Failure = tuple[list[Mapping[str, Any]], BaseException]
+
+
+@pytest.fixture
+def failures() -> list[Failure]:
+    return []
+
+
+@pytest.fixture
+def make(sink: FakeSink, failures: list[Failure]) -> Iterator[Any]:
+    """Build queues over the fake sink with fast retries; close them all after the test."""
+    made: list[WriteBehindQueue] = []
+
+    def build(**options: Any) -> WriteBehindQueue:
+        options.setdefault("registry", None)
+        options.setdefault("retry_backoff", 0.001)
+        options.setdefault("retry_backoff_max", 0.01)
+        options.setdefault("flush_interval", 60.0)
+        options.setdefault("on_failure", lambda rows, error: failures.append((rows, error)))
+        wb = WriteBehindQueue(sink, **options)
+        made.append(wb)
+        return wb
+
+    yield build
+    if sink.gate is not None:
+        sink.gate.set()
+    for wb in made:
+        wb.close(timeout=10)
+
+
+def row(key: Any, value: Any = "v") -> dict[str, Any]:
+    return {"id": key, "value": value}
+
+
+def test_nothing_starts_before_the_first_put(make: Any, sink: FakeSink) -> None:
+    wb = make(name="lazy")
+    assert sink.opened == 0
+    assert not [t for t in threading.enumerate() if t.name == "writebehind-lazy"]
+    wb.put(row(1))
+    workers = [t for t in threading.enumerate() if t.name == "writebehind-lazy"]
+    assert sink.opened == 1 and len(workers) == 1 and workers[0].daemon
+
+
+def test_default_name_comes_from_the_sink(make: Any) -> None:
+    assert make().name == "fake"
+
+
+def test_full_batches_are_written_without_waiting_for_the_interval(
+    make: Any, sink: FakeSink
+) -> None:
+    wb = make(batch_size=10, maxsize=100)
+    for i in range(30):
+        wb.put(row(i))
+    assert sink.wait_for_rows(30)
+    assert [len(rows) for rows in sink.writes] == [10, 10, 10]
+
+
+def test_a_partial_batch_waits_for_the_flush_interval(make: Any, sink: FakeSink) -> None:
+    wb = make(batch_size=100, flush_interval=0.3)
+    started = time.monotonic()
+    for i in range(3):
+        wb.put(row(i))
+    assert sink.wait_for_rows(3)
+    assert time.monotonic() - started >= 0.3 - 0.01
+    assert [len(rows) for rows in sink.writes] == [3]
+
+
+def test_flush_writes_the_partial_batch_and_is_a_barrier(make: Any, sink: FakeSink) -> None:
+    wb = make(batch_size=100)
+    for i in range(5):
+        wb.put(row(i))
+    assert wb.flush(timeout=10)
+    assert sink.rows_written() == 5
+    assert wb.metrics().current_queue_depth == 0
+
+
+def test_flush_times_out_while_the_database_is_stuck(make: Any, sink: FakeSink) -> None:
+    sink.gate = threading.Event()
+    wb = make(batch_size=100)
+    wb.put(row(1))
+    assert wb.flush(timeout=0.2) is False
+    sink.gate.set()
+    assert wb.flush(timeout=10) is True
+    assert sink.table == {1: "v"}
+
+
+def test_flush_on_an_unused_queue_returns_at_once(make: Any) -> None:
+    assert make().flush(timeout=0) is True
+
+
+def test_close_drains_closes_the_sink_and_is_idempotent(make: Any, sink: FakeSink) -> None:
+    wb = make(batch_size=10)
+    for i in range(25):
+        wb.put(row(i))
+    wb.close()
+    assert sink.rows_written() == 25
+    assert sink.closed == 1
+    wb.close()
+    assert sink.closed == 1
+    with pytest.raises(QueueClosed):
+        wb.put(row(99))
+    with pytest.raises(QueueClosed):
+        wb.put_nowait(row(99))
+    assert wb.metrics().total_enqueued == 25
+
+
+def test_context_manager_closes(make: Any, sink: FakeSink) -> None:
+    with make() as wb:
+        wb.put(row(1))
+    assert sink.table == {1: "v"} and sink.closed == 1
+
+
+def test_put_after_close_of_an_unstarted_queue(make: Any, sink: FakeSink) -> None:
+    wb = make()
+    wb.close()
+    with pytest.raises(QueueClosed):
+        wb.put(row(1))
+    assert sink.opened == 0
+
+
+def test_backpressure_blocks_put_and_put_nowait_raises(make: Any, sink: FakeSink) -> None:
+    sink.gate = threading.Event()
+    wb = make(maxsize=5, batch_size=5)
+    for i in range(5):
+        wb.put(row(i))
+    assert sink.write_started.wait(10)  # the worker holds rows 0-4 and is stuck
+    for i in range(5, 10):
+        wb.put(row(i))
+    with pytest.raises(QueueFull) as raised:
+        wb.put_nowait(row(10))
+    assert isinstance(raised.value, queue.Full)
+    with pytest.raises(QueueFull):
+        wb.put(row(10), timeout=0.05)
+
+    returned = threading.Event()
+
+    def blocked_put() -> None:
+        wb.put(row(10))
+        returned.set()
+
+    producer = threading.Thread(target=blocked_put)
+    producer.start()
+    assert not returned.wait(0.2)
+    sink.gate.set()
+    assert returned.wait(10)
+    producer.join(10)
+    assert wb.flush(timeout=10)
+    assert sorted(sink.table) == list(range(11))
+
+
+def test_close_wakes_a_producer_blocked_on_a_full_queue(make: Any, sink: FakeSink) -> None:
+    sink.gate = threading.Event()
+    wb = make(maxsize=1, batch_size=1)
+    wb.put(row(0))
+    assert sink.write_started.wait(10)
+    wb.put(row(1))  # fills the queue
+    outcome: list[BaseException] = []
+
+    def blocked_put() -> None:
+        try:
+            wb.put(row(2))
+        except QueueClosed as error:
+            outcome.append(error)
+
+    producer = threading.Thread(target=blocked_put)
+    producer.start()
+    wb.stop_accepting()
+    producer.join(10)
+    assert len(outcome) == 1
+    sink.gate.set()
+    wb.close(timeout=10)
+    assert sink.table == {0: "v", 1: "v"}
+
+
+def test_rows_of_one_key_coalesce_last_put_wins(make: Any, sink: FakeSink) -> None:
+    wb = make(batch_size=100)
+    for value in ["a", "b", "c"]:
+        wb.put(row(1, value))
+    wb.put(row(2, "x"))
+    assert wb.flush(timeout=10)
+    assert sink.writes == [[(1, "c"), (2, "x")]]
+    m = wb.metrics()
+    assert (m.total_enqueued, m.total_persisted, m.total_batches) == (4, 4, 1)
+
+
+def test_the_last_value_wins_across_batches(make: Any, sink: FakeSink) -> None:
+    wb = make(batch_size=3)
+    for i in range(300):
+        wb.put(row(i % 7, i))
+    assert wb.flush(timeout=10)
+    assert sink.table == {k: max(i for i in range(300) if i % 7 == k) for k in range(7)}
+
+
+def test_transient_errors_are_retried_in_place_and_in_order(
+    make: Any, sink: FakeSink, failures: list[Failure]
+) -> None:
+    sink.failures.extend([psycopg.OperationalError("connection lost")] * 2)
+    wb = make(batch_size=2, max_retries=3)
+    for i in range(6):
+        wb.put(row(i % 2, i))
+    assert wb.flush(timeout=10)
+    assert sink.writes == [[(0, 0), (1, 1)], [(0, 2), (1, 3)], [(0, 4), (1, 5)]]
+    assert sink.table == {0: 4, 1: 5}
+    m = wb.metrics()
+    assert (m.total_retries, m.total_persisted, m.total_failed) == (2, 6, 0)
+    assert failures == []
+
+
+def test_out_of_retries_rows_go_to_on_failure_and_the_worker_goes_on(
+    make: Any, sink: FakeSink, failures: list[Failure]
+) -> None:
+    lost = psycopg.OperationalError("connection lost")
+    sink.failures.extend([lost] * 3)
+    wb = make(batch_size=100, max_retries=2)
+    wb.put(row(1, "a"))
+    wb.put(row(2, "b"))
+    assert wb.flush(timeout=10)
+    assert failures == [([row(1, "a"), row(2, "b")], lost)]
+    wb.put(row(3, "c"))
+    assert wb.flush(timeout=10)
+    assert sink.table == {3: "c"}
+    m = wb.metrics()
+    assert (m.total_retries, m.total_failed, m.total_persisted) == (2, 2, 1)
+
+
+def test_poison_rows_are_isolated_and_the_others_committed(
+    make: Any, sink: FakeSink, failures: list[Failure], caplog: pytest.LogCaptureFixture
+) -> None:
+    wb = make(batch_size=100)
+    for i in range(20):
+        wb.put(row(i, POISON if i in (3, 17) else i))
+    with caplog.at_level(logging.ERROR, logger="writebehind"):
+        assert wb.flush(timeout=10)
+    assert sorted(sink.table) == [i for i in range(20) if i not in (3, 17)]
+    assert [rows for rows, _ in failures] == [[row(3, POISON)], [row(17, POISON)]]
+    assert all(isinstance(error, psycopg.errors.CheckViolation) for _, error in failures)
+    m = wb.metrics()
+    assert (m.total_persisted, m.total_failed, m.total_retries) == (18, 2, 0)
+    logged = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    assert "keys 3" in logged and "keys 17" in logged
+
+
+def test_a_replaced_row_fails_with_the_poison_row_that_replaced_it(
+    make: Any, sink: FakeSink, failures: list[Failure]
+) -> None:
+    wb = make(batch_size=100)
+    wb.put(row(1, "good"))
+    wb.put(row(1, POISON))
+    assert wb.flush(timeout=10)
+    m = wb.metrics()
+    assert (m.total_enqueued, m.total_persisted, m.total_failed) == (2, 0, 2)
+    assert [rows for rows, _ in failures] == [[row(1, POISON)]]
+
+
+def test_rejected_rows_are_logged_without_on_failure(
+    make: Any, sink: FakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    wb = make(on_failure=None)
+    wb.put(row("bad-key", POISON))
+    with caplog.at_level(logging.ERROR, logger="writebehind"):
+        assert wb.flush(timeout=10)
+    assert any("'bad-key'" in r.getMessage() for r in caplog.records)
+    assert wb.metrics().total_failed == 1
+
+
+def test_an_on_failure_that_raises_is_logged_and_the_worker_goes_on(
+    make: Any, sink: FakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(rows: list[Mapping[str, Any]], error: BaseException) -> None:
+        raise RuntimeError("on_failure is broken")
+
+    wb = make(on_failure=broken)
+    with caplog.at_level(logging.ERROR, logger="writebehind"):
+        wb.put(row(1, POISON))
+        assert wb.flush(timeout=10)
+        wb.put(row(2, "ok"))
+        assert wb.flush(timeout=10)
+    assert sink.table == {2: "ok"}
+    assert any("on_failure raised" in r.getMessage() for r in caplog.records)
+
+
+def test_unknown_errors_are_retried_then_given_up(
+    make: Any, sink: FakeSink, failures: list[Failure]
+) -> None:
+    bug = RuntimeError("sink bug")
+    sink.failures.extend([bug, bug])
+    wb = make(max_retries=1)
+    wb.put(row(1))
+    assert wb.flush(timeout=10)
+    assert failures == [([row(1)], bug)]
+    assert wb.metrics().total_retries == 1
+
+
+def test_bad_rows_are_refused_at_put_and_nothing_is_enqueued(make: Any) -> None:
+    wb = make()
+    with pytest.raises(TypeError):
+        wb.put([("id", 1)])
+    with pytest.raises(ValueError):
+        wb.put({"id": 1})
+    assert wb.metrics().total_enqueued == 0
+
+
+def test_metrics_invariant_holds_while_producers_run(make: Any, sink: FakeSink) -> None:
+    wb = make(batch_size=50, maxsize=200, flush_interval=0.05)
+    producers = [
+        threading.Thread(target=lambda p=p: [wb.put(row((p, i))) for i in range(500)])
+        for p in range(4)
+    ]
+    for producer in producers:
+        producer.start()
+    while any(p.is_alive() for p in producers):
+        m = wb.metrics()
+        assert m.total_enqueued == m.total_persisted + m.total_failed + m.current_queue_depth
+        assert m.current_queue_depth >= 0
+        assert m.timestamp.tzinfo is not None
+    for producer in producers:
+        producer.join(10)
+    assert wb.flush(timeout=10)
+    m = wb.metrics()
+    assert (m.total_enqueued, m.total_persisted, m.current_queue_depth) == (2000, 2000, 0)
+    assert len(sink.table) == 2000
+
+
+def test_close_times_out_and_leaves_the_worker_draining(
+    make: Any, sink: FakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink.gate = threading.Event()
+    wb = make()
+    wb.put(row(1))
+    with caplog.at_level(logging.WARNING, logger="writebehind"):
+        wb.close(timeout=0.1)
+    assert any("timed out" in r.getMessage() for r in caplog.records)
+    assert sink.closed == 0
+    sink.gate.set()
+    wb.close(timeout=10)
+    assert sink.table == {1: "v"} and sink.closed == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("maxsize", 0, ValueError),
+        ("maxsize", 1.5, TypeError),
+        ("batch_size", 0, ValueError),
+        ("flush_interval", 0, ValueError),
+        ("flush_interval", float("nan"), ValueError),
+        ("max_retries", -1, ValueError),
+        ("retry_backoff", -0.1, ValueError),
+        ("retry_backoff_max", 0.01, ValueError),
+        ("shutdown_timeout", -1, ValueError),
+        ("on_failure", "log", TypeError),
+        ("name", "", ValueError),
+    ],
+)
+def test_bad_options_name_themselves(
+    sink: FakeSink, option: str, value: Any, error: type[Exception]
+) -> None:
+    options: dict[str, Any] = {"registry": None, "retry_backoff": 0.1, option: value}
+    with pytest.raises(error, match=option):
+        WriteBehindQueue(sink, **options)
+
+
+def test_a_sink_must_implement_the_protocol() -> None:
+    with pytest.raises(TypeError, match="Sink"):
+        WriteBehindQueue(object(), registry=None)  # type: ignore[arg-type]
