@@ -21,6 +21,10 @@ class RowBuffer(queue.Queue[T]):
       exactly which items came before it: the flush barrier needs no marker in the queue.
     - The worker is woken only when a batch may have become due (first item, a full batch,
       flush, close), not on every put: each wake-up costs a lock round trip and a GIL switch.
+    - Rows the worker has taken keep holding their room until it calls ``release``: the
+      worker gives room back as the database consumes the rows, so that producers refill the
+      queue in short turns while the worker waits on the server, rather than in one long turn
+      that keeps the worker waiting for the GIL.
     - ``task_done``/``join`` are not used: the owner counts progress with ``taken_count``.
     """
 
@@ -31,17 +35,18 @@ class RowBuffer(queue.Queue[T]):
         self.taken_count = 0
         self.flush_upto = 0
         self.closed = False
+        self.held = 0
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Append ``item``, waiting for room if ``block``. Raise QueueFull or QueueClosed."""
         with self.not_full:
             if self.closed:
                 raise QueueClosed("the queue is closed")
-            if len(self.queue) >= self.maxsize:
+            if len(self.queue) + self.held >= self.maxsize:
                 if not block:
                     raise QueueFull(f"the queue is full ({self.maxsize} rows)")
                 deadline = None if timeout is None else time.monotonic() + timeout
-                while len(self.queue) >= self.maxsize:
+                while len(self.queue) + self.held >= self.maxsize:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise QueueFull(f"the queue stayed full ({self.maxsize} rows)")
@@ -69,7 +74,8 @@ class RowBuffer(queue.Queue[T]):
             return self.put_count
 
     def take(self, age_wait: Callable[[T], float], idle_wait: float) -> list[T]:
-        """Remove and return up to ``batch_size`` items once a batch is due.
+        """Remove and return up to ``batch_size`` items once a batch is due; they keep their
+        room until released.
 
         A batch is due when ``batch_size`` items wait, a flush or close asks for them, or
         ``age_wait(oldest item)`` (seconds the oldest may still wait) runs out. With nothing
@@ -95,5 +101,11 @@ class RowBuffer(queue.Queue[T]):
             popleft = self.queue.popleft
             items = [popleft() for _ in range(count)]
             self.taken_count += count
-            self.not_full.notify(count)
+            self.held += count
             return items
+
+    def release(self, count: int) -> None:
+        """Give back the room of ``count`` taken items to producers."""
+        with self.mutex:
+            self.held -= count
+            self.not_full.notify(count)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import overload
 
 from ._batch import Coalesced, Entry, coalesce
 from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, classify
-from ._sink import Sink
+from ._sink import Params, Sink
 
 logger = logging.getLogger("writebehind")
 
@@ -17,6 +18,41 @@ FailureHandler = Callable[[list[Entry], BaseException], None]
 """Receives rows given up (the winning row of each key) and the error that ended them."""
 
 _KEYS_LOGGED = 10  # keys named in one log line when many rows fail together
+# Rows the sink reads between two progress reports: small enough that a producer let in by one
+# report fits its turn into the worker's next wait on the server.
+_PROGRESS_STEP = 32
+
+ReadProgress = Callable[[int], None]
+"""Told how many rows of the current write the sink has read so far."""
+
+
+class PacedRows(Sequence[Params]):
+    """The rows of one write; iterating them reports progress every few rows."""
+
+    __slots__ = ("_on_read", "_rows")
+
+    def __init__(self, rows: list[Params], on_read: ReadProgress) -> None:
+        self._rows = rows
+        self._on_read = on_read
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Params: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Params]: ...
+
+    def __getitem__(self, index: int | slice) -> Params | list[Params]:
+        return self._rows[index]
+
+    def __iter__(self) -> Iterator[Params]:
+        on_read = self._on_read
+        for count, row in enumerate(self._rows, 1):
+            yield row
+            if count % _PROGRESS_STEP == 0:
+                on_read(count)
 
 
 class Delivery:
@@ -47,15 +83,19 @@ class Delivery:
         self._give_up = give_up
         self._sleep = sleep
 
-    def deliver(self, entries: Sequence[Entry]) -> None:
-        """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``."""
+    def deliver(self, entries: Sequence[Entry], on_read: ReadProgress = lambda _: None) -> None:
+        """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``.
+
+        ``on_read`` hears how far the sink has read into each attempt.
+        """
         batch = coalesce(entries)
         parts = deque([(0, len(batch.entries))])
         retries = 0
         while parts:
             start, stop = parts[0]
             try:
-                self._sink.write([entry.params for entry in batch.entries[start:stop]])
+                rows = [entry.params for entry in batch.entries[start:stop]]
+                self._sink.write(PacedRows(rows, on_read))
             except Exception as error:
                 kind = classify(error)
                 if kind is ErrorKind.REJECTED_DATA:

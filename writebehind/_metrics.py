@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics", "QueueStats"]
 
@@ -41,8 +43,12 @@ _BATCH_ROWS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 class _Families:
     """The metric families of one registry, each registered there once."""
 
-    def __init__(self, registry: CollectorRegistry | None) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         label = ["queue"]
+        # Registered first, so that a scrape brings every queue's put() count up to date
+        # before the families below are read.
+        self.syncer = _EnqueuedSyncer()
+        registry.register(self.syncer)
         self.enqueued = Counter(
             "writebehind_enqueued", "Rows accepted by put().", label, registry=registry
         )
@@ -86,6 +92,19 @@ class _Families:
         )
 
 
+class _EnqueuedSyncer(Collector):
+    """Exports no metric of its own: when a registry is collected, it brings the enqueued
+    counter and depth gauge of each queue up to date first."""
+
+    def __init__(self) -> None:
+        self.queues: weakref.WeakSet[QueueStats] = weakref.WeakSet()
+
+    def collect(self) -> Iterable[Metric]:
+        for stats in list(self.queues):
+            stats.sync()
+        return []
+
+
 # Prometheus refuses a second family of one name in a registry, so queues sharing a registry
 # share its families and tell themselves apart by the `queue` label.
 _families_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = (
@@ -105,17 +124,27 @@ def _families_for(registry: CollectorRegistry) -> _Families:
 class QueueStats:
     """Thread-safe counters of one queue, mirrored into Prometheus when a registry is given.
 
+    The count of accepted rows is the buffer's (``enqueued_count``), kept under its lock. It
+    reaches the Prometheus counter and depth gauge in bulk, by ``sync``: at every scrape of the
+    registry, every ``metrics()``, each step of the worker, and every ``SYNC_EVERY`` puts (for
+    collectors in other processes), rather than with two locked increments per put.
     ``settled`` is the number of accepted rows whose batch has been fully handled, in put order:
     the flush barrier waits on it through ``progress``.
     """
 
-    def __init__(self, name: str, registry: CollectorRegistry | None) -> None:
+    SYNC_EVERY = 64
+
+    def __init__(
+        self, name: str, registry: CollectorRegistry | None, enqueued_count: Callable[[], int]
+    ) -> None:
         self.progress = threading.Condition(threading.Lock())
         self.persisted = 0
         self.failed = 0
         self.retries = 0
         self.batches = 0
         self.settled = 0
+        self._enqueued_count = enqueued_count
+        self._enqueued_exported = 0
         self._exported = registry is not None
         if registry is not None:
             families = _families_for(registry)
@@ -127,18 +156,25 @@ class QueueStats:
             self._depth_series = families.depth.labels(queue=name)
             self._flush_series = families.flush_duration.labels(queue=name)
             self._batch_rows_series = families.batch_rows.labels(queue=name)
+            families.syncer.queues.add(self)
 
-    def row_enqueued(self) -> None:
-        """Called by put() after the buffer accepted a row (the count itself is the buffer's)."""
-        if self._exported:
-            self._enqueued_series.inc()
-            self._depth_series.inc()
+    def sync(self) -> None:
+        """Bring the Prometheus enqueued counter and depth gauge up to date."""
+        if not self._exported:
+            return
+        with self.progress:
+            enqueued = self._enqueued_count()
+            if enqueued > self._enqueued_exported:
+                self._enqueued_series.inc(enqueued - self._enqueued_exported)
+                self._enqueued_exported = enqueued
+            self._depth_series.set(enqueued - self.persisted - self.failed)
 
     def retried(self) -> None:
         with self.progress:
             self.retries += 1
         if self._exported:
             self._retries_series.inc()
+            self.sync()  # the worker is about to wait: show the rows piling up meanwhile
 
     def written(self, rows: int) -> None:
         """A batch (or part of one) standing for ``rows`` accepted rows was committed."""
@@ -148,7 +184,7 @@ class QueueStats:
         if self._exported:
             self._persisted_series.inc(rows)
             self._batches_series.inc()
-            self._depth_series.dec(rows)
+            self.sync()
 
     def gave_up(self, rows: int) -> None:
         """``rows`` accepted rows were handed to the failure callback."""
@@ -156,7 +192,7 @@ class QueueStats:
             self.failed += rows
         if self._exported:
             self._failed_series.inc(rows)
-            self._depth_series.dec(rows)
+            self.sync()
 
     def batch_done(self, rows: int, seconds: float) -> None:
         """A batch of ``rows`` taken from the queue is fully handled: wake flush waiters."""
@@ -167,12 +203,13 @@ class QueueStats:
             self._flush_series.observe(seconds)
             self._batch_rows_series.observe(rows)
 
-    def snapshot(self, enqueued_count: Callable[[], int]) -> Metrics:
-        """Read ``enqueued_count`` after the other counters, so that depth is never negative."""
+    def snapshot(self) -> Metrics:
+        """A consistent snapshot; the enqueued count is read last, so depth is never negative."""
         with self.progress:
             persisted, failed = self.persisted, self.failed
             retries, batches = self.retries, self.batches
-        enqueued = enqueued_count()
+        enqueued = self._enqueued_count()
+        self.sync()
         return Metrics(
             total_enqueued=enqueued,
             total_persisted=persisted,

@@ -41,6 +41,14 @@ class WriteBehindQueue:
     last is the one left in the table. A row is never dropped in silence: it is persisted, or
     handed to ``on_failure`` and logged, or (past ``shutdown_timeout`` at exit) counted and
     logged as abandoned.
+
+    ``maxsize`` bounds the rows waiting plus the rows of the batch being written that the
+    database has not read yet; put() blocks beyond it. A batch is written when ``batch_size``
+    rows wait, when the oldest has waited ``flush_interval`` seconds, or on flush()/close().
+    A failed write is retried ``max_retries`` times, after ``retry_backoff`` seconds doubled
+    each time up to ``retry_backoff_max``, with jitter. ``registry=None`` exports no
+    Prometheus series; ``name`` labels them and names the worker thread (default: the sink's
+    name). ``clock`` is the monotonic clock that times ``flush_interval``.
     """
 
     def __init__(
@@ -82,7 +90,7 @@ class WriteBehindQueue:
         self._on_failure = on_failure
         self._clock = clock
         self._buffer: RowBuffer[Entry] = RowBuffer(maxsize, batch_size)
-        self._stats = QueueStats(self.name, registry)
+        self._stats = QueueStats(self.name, registry, lambda: self._buffer.put_count)
         self._max_retries = max_retries
         self._backoff = Backoff(retry_backoff, retry_backoff_max)
         self._delivery = Delivery(
@@ -167,8 +175,10 @@ class WriteBehindQueue:
         if self._worker is None:
             self.start()
         key, params = self._sink.prepare(row)
-        self._buffer.put(Entry(key, params, row, self._clock()), block, timeout)
-        self._stats.row_enqueued()
+        buffer = self._buffer
+        buffer.put(Entry(key, params, row, self._clock()), block, timeout)
+        if buffer.put_count % QueueStats.SYNC_EVERY == 0:
+            self._stats.sync()
 
     def put_nowait(self, row: Mapping[str, Any]) -> None:
         """put() without waiting: QueueFull when ``maxsize`` rows are waiting."""
@@ -237,7 +247,7 @@ class WriteBehindQueue:
 
     def metrics(self) -> Metrics:
         """A consistent snapshot of this queue's counters."""
-        return self._stats.snapshot(lambda: self._buffer.put_count)
+        return self._stats.snapshot()
 
     # -- worker thread ---------------------------------------------------------------------
 
@@ -246,6 +256,7 @@ class WriteBehindQueue:
         while True:
             try:
                 entries = buffer.take(self._age_wait, _IDLE_WAIT)
+                self._stats.sync()
                 if entries:
                     self._write(entries)
                 elif buffer.closed and not buffer.qsize():
@@ -258,9 +269,21 @@ class WriteBehindQueue:
 
     def _write(self, entries: list[Entry]) -> None:
         started = time.monotonic()
+        released = 0
+
+        def on_read(rows: int) -> None:
+            # Room goes back to producers as the sink reads; a retry reads the same rows again
+            # and a coalesced batch has fewer rows than were taken, hence max and min.
+            nonlocal released
+            target = min(rows, len(entries))
+            if target > released:
+                self._buffer.release(target - released)
+                released = target
+
         try:
-            self._delivery.deliver(entries)
+            self._delivery.deliver(entries, on_read)
         finally:
+            self._buffer.release(len(entries) - released)
             self._stats.batch_done(len(entries), time.monotonic() - started)
 
     def _give_up(self, entries: list[Entry], error: BaseException) -> None:

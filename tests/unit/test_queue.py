@@ -6,14 +6,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests.fakes import POISON, FakeSink
-from writebehind import QueueClosed, QueueFull, WriteBehindQueue
+from writebehind import Params, QueueClosed, QueueFull, WriteBehindQueue
 
 Failure = tuple[list[Mapping[str, Any]], BaseException]
 
@@ -137,12 +137,12 @@ def test_put_after_close_of_an_unstarted_queue(make: Any, sink: FakeSink) -> Non
 
 def test_backpressure_blocks_put_and_put_nowait_raises(make: Any, sink: FakeSink) -> None:
     sink.gate = threading.Event()
-    wb = make(maxsize=5, batch_size=5)
+    wb = make(maxsize=10, batch_size=5)
     for i in range(5):
         wb.put(row(i))
-    assert sink.write_started.wait(10)  # the worker holds rows 0-4 and is stuck
+    assert sink.write_started.wait(10)  # the worker holds rows 0-4, unread, and is stuck
     for i in range(5, 10):
-        wb.put(row(i))
+        wb.put(row(i))  # the unread batch keeps its room: 5 more fill the queue
     with pytest.raises(QueueFull) as raised:
         wb.put_nowait(row(10))
     assert isinstance(raised.value, queue.Full)
@@ -165,9 +165,46 @@ def test_backpressure_blocks_put_and_put_nowait_raises(make: Any, sink: FakeSink
     assert sorted(sink.table) == list(range(11))
 
 
+class SlowReader(FakeSink):
+    """Reads 40 rows of its first write, then waits for the gate before reading the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.read_some = threading.Event()
+
+    def write(self, rows: Sequence[Params]) -> None:
+        if not self.read_some.is_set():
+            iterator = iter(rows)
+            for _ in range(40):
+                next(iterator)
+            self.read_some.set()
+            assert self.release.wait(30)
+        super().write(list(rows))
+
+
+def test_room_comes_back_as_the_database_reads_a_batch(make: Any) -> None:
+    sink = SlowReader()
+    wb = WriteBehindQueue(sink, registry=None, maxsize=64, batch_size=64, flush_interval=60)
+    try:
+        for i in range(64):
+            wb.put(row(i))
+        assert sink.read_some.wait(10)
+        accepted = 0
+        with pytest.raises(QueueFull):
+            while accepted < 64:
+                wb.put_nowait(row(100 + accepted))
+                accepted += 1
+        assert accepted == 32  # room is given back 32 rows at a time
+    finally:
+        sink.release.set()
+        wb.close(timeout=10)
+    assert len(sink.table) == 96
+
+
 def test_close_wakes_a_producer_blocked_on_a_full_queue(make: Any, sink: FakeSink) -> None:
     sink.gate = threading.Event()
-    wb = make(maxsize=1, batch_size=1)
+    wb = make(maxsize=2, batch_size=1)
     wb.put(row(0))
     assert sink.write_started.wait(10)
     wb.put(row(1))  # fills the queue
