@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 from ._sink import Params
@@ -15,6 +16,12 @@ class Entry(NamedTuple):
     params: Params
     row: Mapping[str, Any]
     enqueued_at: float
+
+
+new_entry: Callable[[tuple[Hashable, Params, Mapping[str, Any], float]], Entry] = partial(
+    tuple.__new__, Entry
+)
+"""Entry from a plain tuple, without the Python-level __new__ of a NamedTuple (on put's path)."""
 
 
 class Coalesced(NamedTuple):
@@ -31,9 +38,7 @@ def coalesce(entries: Sequence[Entry]) -> Coalesced:
     PostgreSQL refuses to update one row twice in one statement, and the value put last must be
     the one left in the table. Replaced rows are accounted to the row that replaced them.
     """
-    latest: dict[Hashable, int] = {}
-    for index, entry in enumerate(entries):
-        latest[entry.key] = index
+    latest = {entry.key: index for index, entry in enumerate(entries)}
     if len(latest) == len(entries):
         return Coalesced(list(entries), [1] * len(entries))
     counts: dict[Hashable, int] = {}

@@ -48,11 +48,10 @@ class PacedRows(Sequence[Params]):
         return self._rows[index]
 
     def __iter__(self) -> Iterator[Params]:
-        on_read = self._on_read
-        for count, row in enumerate(self._rows, 1):
-            yield row
-            if count % _PROGRESS_STEP == 0:
-                on_read(count)
+        rows, on_read = self._rows, self._on_read
+        for start in range(0, len(rows), _PROGRESS_STEP):
+            yield from rows[start : start + _PROGRESS_STEP]
+            on_read(min(start + _PROGRESS_STEP, len(rows)))
 
 
 class Delivery:

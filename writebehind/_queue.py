@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import _lifecycle
-from ._batch import Entry, seconds_until_due
+from ._batch import Entry, new_entry, seconds_until_due
 from ._buffer import RowBuffer
 from ._delivery import Delivery
 from ._metrics import Metrics, QueueStats
@@ -86,6 +86,7 @@ class WriteBehindQueue:
         self.name: str = name or sink.name
         self.shutdown_timeout = float(shutdown_timeout)
         self._sink = sink
+        self._prepare = sink.prepare
         self._flush_interval = float(flush_interval)
         self._on_failure = on_failure
         self._clock = clock
@@ -174,9 +175,9 @@ class WriteBehindQueue:
         """
         if self._worker is None:
             self.start()
-        key, params = self._sink.prepare(row)
+        key, params = self._prepare(row)
         buffer = self._buffer
-        buffer.put(Entry(key, params, row, self._clock()), block, timeout)
+        buffer.put(new_entry((key, params, row, self._clock())), block, timeout)
         if buffer.put_count % QueueStats.SYNC_EVERY == 0:
             self._stats.sync()
 

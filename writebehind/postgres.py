@@ -23,6 +23,8 @@ __all__ = ["PostgresUpsert"]
 logger = logging.getLogger("writebehind")
 
 _JSON_TYPES = frozenset({"json", "jsonb"})
+# Compact separators: less to build and to send than json.dumps' default.
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
 _TZ_TYPES = frozenset({"timestamp with time zone"})
 
 
@@ -148,7 +150,7 @@ class PostgresUpsert:
         be serialized; ValueError naming missing or unknown columns, or a naive datetime for a
         ``timestamptz`` column (PostgreSQL would read it in the session time zone).
         """
-        if not isinstance(row, Mapping):
+        if type(row) is not dict and not isinstance(row, Mapping):  # the ABC check is slow
             raise TypeError(f"row must be a Mapping of column -> value, got {type(row).__name__}")
         if row.keys() != self._name_set:
             raise ValueError(self._shape_error(row))
@@ -182,7 +184,7 @@ class PostgresUpsert:
                 # Serialized here, in the producer, so that a bad value fails its own put; the
                 # text goes out untyped and the server reads it as the column's json type.
                 try:
-                    values[index] = json.dumps(value)
+                    values[index] = _to_json(value)
                 except (TypeError, ValueError) as error:
                     raise TypeError(f"column {name!r}: value is not JSON: {error}") from None
         for index, name in self._tz_positions:
