@@ -161,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("| batch | raw psycopg rows/s | writebehind rows/s | ratio |")
         print("|---:|---:|---:|---:|")
         for batch_size in args.batch_size:
-            raw, wb = [], []
+            raw: list[float] = []
+            wb: list[float] = []
             for run in range(args.runs):
                 # Alternate who goes first so that drift on a shared machine hits both.
                 order = [raw_loop, writebehind_run] if run % 2 == 0 else [writebehind_run, raw_loop]

@@ -39,7 +39,7 @@ class RowBuffer(queue.Queue[T]):
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Append ``item``, waiting for room if ``block``. Raise QueueFull or QueueClosed."""
-        with self.not_full:
+        with self.mutex:  # the conditions' lock; entered directly, it costs no Python call
             if self.closed:
                 raise QueueClosed("the queue is closed")
             if len(self.queue) + self.held >= self.maxsize:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -24,6 +25,8 @@ class Drainable(Protocol):
     def close(self, timeout: float | None = None) -> None: ...
 
     def pending_rows(self) -> int: ...
+
+    def _inherited_by_fork(self) -> None: ...
 
 
 _open: weakref.WeakSet[Drainable] = weakref.WeakSet()
@@ -62,4 +65,17 @@ def drain_open_queues() -> None:
             )
 
 
+def _after_fork_in_child() -> None:
+    # The workers did not survive the fork and the rows in memory are the parent's to write:
+    # the child forgets its copies of the started queues.
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    queues = list(_open)
+    _open.clear()
+    for queue in queues:
+        queue._inherited_by_fork()
+
+
 atexit.register(drain_open_queues)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

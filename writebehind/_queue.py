@@ -107,6 +107,7 @@ class WriteBehindQueue:
         self._worker: threading.Thread | None = None
         self._closed = False
         self._sink_closed = False
+        self._forked = False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._worker else "not started"
@@ -128,9 +129,15 @@ class WriteBehindQueue:
 
         Transient errors are retried as for writes (``max_retries``, with backoff); then this
         raises what the sink's open raised (SchemaError for an unusable table, a psycopg error
-        when the database cannot be reached), or QueueClosed after close().
+        when the database cannot be reached), QueueClosed after close(), or RuntimeError in a
+        process forked after the queue started.
         """
         with self._lock:
+            if self._forked:
+                raise RuntimeError(
+                    f"queue {self.name!r} was started before this process was forked; "
+                    "create queues in the process that uses them, after forking"
+                )
             if self._closed:
                 raise QueueClosed(f"queue {self.name!r} is closed")
             if self._worker is not None:
@@ -245,6 +252,13 @@ class WriteBehindQueue:
     def pending_rows(self) -> int:
         """Rows accepted and not yet persisted or given up."""
         return self.metrics().current_queue_depth
+
+    def _inherited_by_fork(self) -> None:
+        """In a forked child: no worker, and the rows in memory stay the parent's."""
+        self._lock = threading.Lock()
+        self._forked = True
+        self._worker = None
+        self._sink_closed = True  # the pool, if any, is the parent's too
 
     def metrics(self) -> Metrics:
         """A consistent snapshot of this queue's counters."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -417,3 +419,24 @@ def test_bad_options_name_themselves(
 def test_a_sink_must_implement_the_protocol() -> None:
     with pytest.raises(TypeError, match="Sink"):
         WriteBehindQueue(object(), registry=None)  # type: ignore[arg-type]
+
+
+def test_a_queue_started_before_a_fork_refuses_rows_in_the_child(make: Any, sink: FakeSink) -> None:
+    wb = make()
+    wb.put(row(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, Python 3.12+
+        pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        try:
+            wb.put(row(2))
+        except RuntimeError as error:
+            os._exit(0 if "forked" in str(error) else 2)
+        except BaseException:
+            os._exit(3)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    wb.put(row(3))  # the parent's queue is untouched
+    assert wb.flush(timeout=10)
+    assert sink.table == {1: "v", 3: "v"}
