@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -39,6 +40,8 @@ def database(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
+    # pgserver warns on import where XDG_RUNTIME_DIR is unset; it is harmless here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     try:
         import pgserver
     except ImportError:

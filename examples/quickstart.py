@@ -13,6 +13,7 @@ import logging
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,6 +38,8 @@ def database(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
+    # pgserver warns on import where XDG_RUNTIME_DIR is unset; it is harmless here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     try:
         import pgserver
     except ImportError:
