@@ -14,12 +14,8 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
@@ -30,28 +26,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from writebehind import PostgresUpsert, WriteBehindQueue
+from writebehind.embedded import database
 
 TABLE = "bench_rows"
 COLUMNS = ("id", "name", "email", "city", "score", "ratio", "active", "updated", "attrs")
-
-
-@contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    if dsn:
-        yield dsn
-        return
-    # pgserver warns on import where XDG_RUNTIME_DIR is unset; it is harmless here.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-    try:
-        import pgserver
-    except ImportError:
-        sys.exit("no --dsn and no embedded server: pip install -e '.[embedded]'")
-    with tempfile.TemporaryDirectory(prefix="writebehind-bench-") as folder:
-        server = pgserver.get_server(folder, cleanup_mode="delete")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
 
 
 def make_rows(count: int, seed: int) -> list[dict[str, Any]]:

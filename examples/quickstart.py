@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
 from prometheus_client import CollectorRegistry
 
 from writebehind import PostgresUpsert, WriteBehindQueue
+from writebehind.embedded import database
 
 TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS page_views (
@@ -30,26 +27,6 @@ CREATE TABLE IF NOT EXISTS page_views (
     updated_at timestamptz NOT NULL DEFAULT now()
 )
 """
-
-
-@contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    """The given conninfo, or an embedded PostgreSQL for the duration of the example."""
-    if dsn:
-        yield dsn
-        return
-    # pgserver warns on import where XDG_RUNTIME_DIR is unset; it is harmless here.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-    try:
-        import pgserver
-    except ImportError:
-        sys.exit("No --dsn given and no embedded server: pip install -e '.[embedded]'")
-    with tempfile.TemporaryDirectory(prefix="writebehind-quickstart-") as folder:
-        server = pgserver.get_server(folder, cleanup_mode="delete")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from psycopg import sql
 
 from tests.fakes import FakeSink
+from writebehind.embedded import database
 
 DSN_VARIABLE = "WRITEBEHIND_TEST_DSN"
 
@@ -22,19 +23,8 @@ DSN_VARIABLE = "WRITEBEHIND_TEST_DSN"
 @pytest.fixture(scope="session")
 def dsn() -> Iterator[str]:
     """Conninfo of the test server: WRITEBEHIND_TEST_DSN, else an embedded server for the run."""
-    given = os.environ.get(DSN_VARIABLE)
-    if given:
-        yield given
-        return
-    import pgserver
-
-    folder = tempfile.mkdtemp(prefix="writebehind-pg-")
-    server = pgserver.get_server(folder, cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
+    with database(os.environ.get(DSN_VARIABLE)) as conninfo:
+        yield conninfo
 
 
 @pytest.fixture
