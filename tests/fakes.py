@@ -43,6 +43,8 @@ class FakeSink:
         return row["id"], (row["id"], row["value"])
 
     def write(self, rows: Sequence[Params]) -> None:
+        if self.closed:
+            raise RuntimeError("write after close")  # as a closed pool refuses connections
         self.attempts += 1
         self.write_started.set()
         if self.gate is not None:

@@ -26,7 +26,9 @@ __all__ = ["FailureCallback", "WriteBehindQueue"]
 logger = logging.getLogger("writebehind")
 
 FailureCallback = Callable[[list[Mapping[str, Any]], BaseException], None]
-"""``on_failure(rows, error)``: rows given up (as they were put) and the error that ended them."""
+"""``on_failure(rows, error)``: rows given up (as they were put) and the error that ended them.
+
+Called on the worker thread: later rows wait while it runs. What it raises is logged."""
 
 # Longest a wait lasts before its condition is checked again, should a wake-up go missing.
 _IDLE_WAIT = 5.0
@@ -219,12 +221,15 @@ class WriteBehindQueue:
         """Stop accepting rows, write out the rows already accepted, stop the worker.
 
         Waits for the drain at most ``timeout`` seconds (None: as long as it takes); after a
-        timeout the worker goes on draining in the background and a warning is logged.
-        Closes the sink when the worker has stopped. Idempotent.
+        timeout the worker goes on draining in the background and a warning is logged. The
+        worker closes the sink once it has drained. Idempotent; callable from ``on_failure``
+        (it returns at once there).
         """
         self.stop_accepting()
         worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
+        if worker is None:
+            self._close_sink()
+        elif worker is not threading.current_thread():
             worker.join(timeout)
             if worker.is_alive():
                 logger.warning(
@@ -233,13 +238,16 @@ class WriteBehindQueue:
                     timeout,
                     self.pending_rows(),
                 )
-                return
+
+    def _close_sink(self) -> None:
         with self._lock:
             if self._sink_closed:
                 return
             self._sink_closed = True
         try:
             self._sink.close()
+        except Exception:
+            logger.exception("queue %s: closing the sink failed", self.name)
         finally:
             _lifecycle.forget(self)
 
@@ -275,6 +283,7 @@ class WriteBehindQueue:
                 if entries:
                     self._write(entries)
                 elif buffer.closed and not buffer.qsize():
+                    self._close_sink()
                     return
             except Exception:  # the worker must outlive any bug; the rows stay counted
                 logger.exception("queue %s: unexpected error in the worker", self.name)

@@ -440,3 +440,15 @@ def test_a_queue_started_before_a_fork_refuses_rows_in_the_child(make: Any, sink
     wb.put(row(3))  # the parent's queue is untouched
     assert wb.flush(timeout=10)
     assert sink.table == {1: "v", 3: "v"}
+
+
+def test_close_from_on_failure_lets_the_worker_finish(make: Any, sink: FakeSink) -> None:
+    def close_on_failure(rows: list[Mapping[str, Any]], error: BaseException) -> None:
+        wb.close()
+
+    wb = make(on_failure=close_on_failure, batch_size=10)
+    for i in range(10):
+        wb.put(row(i, POISON if i == 0 else i))
+    wb.close(timeout=10)
+    assert sorted(sink.table) == list(range(1, 10))  # the batch went on after on_failure
+    assert sink.closed == 1
