@@ -76,16 +76,22 @@ def test_killed_connections_keep_the_last_value_per_key(
     kills = 0
 
     def killer() -> None:
+        # Kills again only once the writer has committed more batches: on a slow machine a
+        # fixed kill rate can outpace reconnecting, and then no writer can make progress.
         nonlocal kills
         with psycopg.connect(dsn, autocommit=True) as conn:
-            while not done.is_set():
-                killed = conn.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE application_name = %s",
-                    (application,),
-                ).fetchone()
-                kills += killed[0] if killed else 0
-                done.wait(0.02)  # pacing between kills
+            killed_at = -1
+            while not done.is_set() and kills < 40:
+                batches = wb.metrics().total_batches
+                if batches >= killed_at + 3:
+                    killed = conn.execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE application_name = %s",
+                        (application,),
+                    ).fetchone()
+                    kills += killed[0] if killed else 0
+                    killed_at = batches
+                done.wait(0.005)  # polls the writer's progress
 
     assassin = threading.Thread(target=killer)
     assassin.start()
