@@ -64,6 +64,12 @@ def create(db: psycopg.Connection[Any], table: str, columns: str) -> None:
     db.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), sql.SQL(columns)))
 
 
+def named(template: str, *names: str | tuple[str, ...]) -> sql.Composed:
+    """``template`` with each ``{}`` filled by a quoted name (a tuple for schema.name)."""
+    identifiers = [sql.Identifier(*n) if isinstance(n, tuple) else sql.Identifier(n) for n in names]
+    return sql.SQL(template).format(*identifiers)
+
+
 def select(db: psycopg.Connection[Any], table: str, columns: str = "*") -> list[tuple[Any, ...]]:
     """Every row of ``table``, ordered by its first column."""
     query = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(sql.SQL(columns), sql.Identifier(table))

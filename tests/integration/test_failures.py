@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.conftest import PrivateServer, create, select
+from tests.conftest import PrivateServer, create, named, select
 from writebehind import PostgresUpsert, QueueFull, WriteBehindQueue
 
 
@@ -135,7 +135,7 @@ def test_a_locked_table_fills_the_queue_and_pushes_back(
         return waits == [("Lock",)]
 
     with psycopg.connect(dsn) as locker:
-        locker.execute(f"LOCK TABLE {entries} IN ACCESS EXCLUSIVE MODE")
+        locker.execute(named("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", entries))
         for i in range(10):  # one batch, which the worker takes and gets stuck with
             wb.put({"verikey": f"k{i}", "n": i, "doc": None})
         assert wait_until(worker_waits_on_lock)
@@ -209,7 +209,7 @@ def test_the_exit_drain_gives_up_after_shutdown_timeout_and_says_so(
     dsn: str, db: psycopg.Connection[Any], entries: str
 ) -> None:
     with psycopg.connect(dsn) as locker:
-        locker.execute(f"LOCK TABLE {entries} IN SHARE MODE")  # readers fine, writers wait
+        locker.execute(named("LOCK TABLE {} IN SHARE MODE", entries))  # readers fine, writers wait
         started = time.monotonic()
         result = run_exiting_script(dsn, entries, 50, 0.5)
         elapsed = time.monotonic() - started

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from tests.conftest import create, select
+from tests.conftest import create, named, select
 from writebehind import PostgresUpsert, QueueClosed, SchemaError, WriteBehindQueue
 
 
@@ -106,7 +106,9 @@ def test_written_columns_default_to_those_without_a_default(
 def test_columns_pick_a_subset_and_the_key_is_always_written(
     dsn: str, db: psycopg.Connection[Any], entries: str
 ) -> None:
-    db.execute(f"INSERT INTO {entries} (verikey, n, doc) VALUES ('a', 1, '{{\"keep\": true}}')")
+    db.execute(
+        named("INSERT INTO {} (verikey, n, doc) VALUES ('a', 1, '{{\"keep\": true}}')", entries)
+    )
     with queue(dsn, entries, columns=["n"]) as wb:
         wb.put({"verikey": "a", "n": 5})
     assert select(db, entries, "verikey, n, doc") == [("a", 5, {"keep": True})]
@@ -138,22 +140,23 @@ def test_names_needing_quotes_and_a_key_only_table(
                 wb.put({"only_key": 1})
         assert select(db, table_name) == [(1,)]
     finally:
-        db.execute(psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(psycopg.sql.Identifier(weird)))
+        db.execute(named("DROP TABLE IF EXISTS {}", weird))
 
 
 def test_schema_argument_and_search_path(
     dsn: str, db: psycopg.Connection[Any], table_name: str
 ) -> None:
-    db.execute(f"CREATE SCHEMA {table_name}_s")
+    schema = f"{table_name}_s"
+    db.execute(named("CREATE SCHEMA {}", schema))
     try:
-        db.execute(f"CREATE TABLE {table_name}_s.t (id int PRIMARY KEY, v text)")
-        with queue(dsn, "t", key="id", schema=f"{table_name}_s") as wb:
+        db.execute(named("CREATE TABLE {} (id int PRIMARY KEY, v text)", (schema, "t")))
+        with queue(dsn, "t", key="id", schema=schema) as wb:
             wb.put({"id": 1, "v": "in schema"})
-        assert db.execute(f"SELECT v FROM {table_name}_s.t").fetchall() == [("in schema",)]
+        assert db.execute(named("SELECT v FROM {}", (schema, "t"))).fetchall() == [("in schema",)]
         with pytest.raises(SchemaError, match="'t' does not exist"):
             queue(dsn, "t", key="id").put({"id": 1, "v": "x"})
     finally:
-        db.execute(f"DROP SCHEMA {table_name}_s CASCADE")
+        db.execute(named("DROP SCHEMA {} CASCADE", schema))
 
 
 @pytest.mark.parametrize(
@@ -182,10 +185,10 @@ def test_a_partial_unique_index_is_no_conflict_target(
     dsn: str, db: psycopg.Connection[Any], table_name: str
 ) -> None:
     create(db, table_name, "id int, v text")
-    db.execute(f"CREATE UNIQUE INDEX ON {table_name} (id) WHERE v IS NOT NULL")
+    db.execute(named("CREATE UNIQUE INDEX ON {} (id) WHERE v IS NOT NULL", table_name))
     with pytest.raises(SchemaError, match="no primary key or unique index"):
         WriteBehindQueue(PostgresUpsert(dsn, table_name, "id"), registry=None).start()
-    db.execute(f"CREATE UNIQUE INDEX ON {table_name} (id)")
+    db.execute(named("CREATE UNIQUE INDEX ON {} (id)", table_name))
     with WriteBehindQueue(PostgresUpsert(dsn, table_name, "id"), registry=None) as wb:
         wb.start()
 
@@ -214,7 +217,7 @@ def test_an_owned_pool_is_closed_a_borrowed_one_is_not(dsn: str, entries: str) -
             wb.put({"verikey": "b", "n": 1, "doc": None})
         assert not borrowed.closed
         with borrowed.connection() as conn:
-            assert conn.execute(f"SELECT count(*) FROM {entries}").fetchone() == (2,)
+            assert conn.execute(named("SELECT count(*) FROM {}", entries)).fetchone() == (2,)
 
 
 def test_on_failure_receives_rows_as_they_were_put(dsn: str, entries: str) -> None:
