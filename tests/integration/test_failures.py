@@ -29,6 +29,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
     return True
 
 
+def tagged_queue(
+    dsn: str, table: str, key: str, tag: str, **options: Any
+) -> tuple[str, WriteBehindQueue]:
+    """A queue whose connections carry an application_name of their own, returned with it, so
+    that the test can find them in pg_stat_activity."""
+    application = f"wb-{tag}-{os.getpid()}"
+    sink = PostgresUpsert(make_conninfo(dsn, application_name=application), table, key)
+    return application, WriteBehindQueue(sink, registry=None, **options)
+
+
 def test_a_database_outage_loses_nothing(private_server: PrivateServer) -> None:
     with psycopg.connect(private_server.dsn, autocommit=True) as db:
         create(db, "items", "id int PRIMARY KEY, v int")
@@ -63,10 +73,11 @@ def test_killed_connections_keep_the_last_value_per_key(
     dsn: str, db: psycopg.Connection[Any], table_name: str
 ) -> None:
     create(db, table_name, "k int PRIMARY KEY, v int NOT NULL")
-    application = f"wb-kill-{os.getpid()}"
-    wb = WriteBehindQueue(
-        PostgresUpsert(make_conninfo(dsn, application_name=application), table_name, "k"),
-        registry=None,
+    application, wb = tagged_queue(
+        dsn,
+        table_name,
+        "k",
+        "kill",
         batch_size=100,
         max_retries=1000,
         retry_backoff=0.01,
@@ -117,13 +128,7 @@ def test_killed_connections_keep_the_last_value_per_key(
 def test_a_locked_table_fills_the_queue_and_pushes_back(
     dsn: str, db: psycopg.Connection[Any], entries: str
 ) -> None:
-    application = f"wb-lock-{os.getpid()}"
-    wb = WriteBehindQueue(
-        PostgresUpsert(make_conninfo(dsn, application_name=application), entries, "verikey"),
-        registry=None,
-        maxsize=20,
-        batch_size=10,
-    )
+    application, wb = tagged_queue(dsn, entries, "verikey", "lock", maxsize=20, batch_size=10)
     wb.start()  # opens the sink before the table is locked
 
     def worker_waits_on_lock() -> bool:
