@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import overload
+from typing import NamedTuple, overload
 
 from ._batch import Coalesced, Entry, coalesce
 from ._metrics import QueueStats
@@ -54,6 +54,26 @@ class PacedRows(Sequence[Params]):
             on_read(min(start + _PROGRESS_STEP, len(rows)))
 
 
+class Report(NamedTuple):
+    """How the delivery of one batch ended."""
+
+    rows: int
+    """Rows written or given up (after coalescing)."""
+    attempts: int
+    """1 + the retries spent on transient errors."""
+    failed: int
+    """Rows given up."""
+    error: BaseException | None
+    """The last error that gave rows up."""
+
+    @property
+    def outcome(self) -> str:
+        """``persisted``, ``partial`` (some rows given up) or ``failed`` (all given up)."""
+        return (
+            "persisted" if not self.failed else "failed" if self.failed == self.rows else "partial"
+        )
+
+
 class Delivery:
     """Writes batches through a sink, each with its own budget of ``max_retries`` retries.
 
@@ -82,14 +102,15 @@ class Delivery:
         self._give_up = give_up
         self._sleep = sleep
 
-    def deliver(self, entries: Sequence[Entry], on_read: ReadProgress = lambda _: None) -> None:
+    def deliver(self, entries: Sequence[Entry], on_read: ReadProgress = lambda _: None) -> Report:
         """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``.
 
         ``on_read`` hears how far the sink has read into each attempt.
         """
         batch = coalesce(entries)
         parts = deque([(0, len(batch.entries))])
-        retries = 0
+        retries = failed = 0
+        last_error: BaseException | None = None
         while parts:
             start, stop = parts[0]
             try:
@@ -101,13 +122,15 @@ class Delivery:
                     parts.popleft()
                     if stop - start == 1:
                         self._reject(batch, [(start, stop)], error, "rejected")
+                        failed, last_error = failed + 1, error
                     else:
                         middle = (start + stop) // 2
                         parts.extendleft([(middle, stop), (start, middle)])
                     continue
                 if retries >= self._max_retries:
                     self._reject(batch, list(parts), error, f"out of retries ({retries})")
-                    return
+                    failed += sum(stop - start for start, stop in parts)
+                    return Report(len(batch.entries), retries + 1, failed, error)
                 retries += 1
                 delay = self._backoff.delay(retries)
                 log = logger.warning if kind is ErrorKind.TRANSIENT else logger.error
@@ -115,7 +138,7 @@ class Delivery:
                     "queue %s: write of %d rows failed (%s); retry %d/%d in %.2fs",
                     self._name,
                     stop - start,
-                    _describe(error),
+                    describe(error),
                     retries,
                     self._max_retries,
                     delay,
@@ -125,6 +148,7 @@ class Delivery:
                 continue
             parts.popleft()
             self._stats.written(sum(batch.weights[start:stop]))
+        return Report(len(batch.entries), retries + 1, failed, last_error)
 
     def _reject(
         self, batch: Coalesced, ranges: list[tuple[int, int]], error: BaseException, why: str
@@ -137,13 +161,14 @@ class Delivery:
             len(rows),
             why,
             _keys(rows),
-            _describe(error),
+            describe(error),
         )
         self._stats.gave_up(weight)
         self._give_up(rows, error)
 
 
-def _describe(error: BaseException) -> str:
+def describe(error: BaseException) -> str:
+    """One line naming the error, its SQLSTATE and its first line of text."""
     sqlstate = getattr(error, "sqlstate", None)
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     kind = type(error).__name__

@@ -19,6 +19,7 @@ from ._delivery import Delivery
 from ._metrics import Metrics, QueueStats
 from ._retry import Backoff, ErrorKind, classify
 from ._sink import Sink
+from ._tracing import FlushTracer
 from .errors import QueueClosed
 
 __all__ = ["FailureCallback", "WriteBehindQueue"]
@@ -105,6 +106,7 @@ class WriteBehindQueue:
             give_up=self._give_up,
             sleep=time.sleep,
         )
+        self._tracer = FlushTracer(self.name)
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -305,7 +307,7 @@ class WriteBehindQueue:
                 released = target
 
         try:
-            self._delivery.deliver(entries, on_read)
+            self._tracer.flush(len(entries), lambda: self._delivery.deliver(entries, on_read))
         finally:
             self._buffer.release(len(entries) - released)
             self._stats.batch_done(len(entries), time.monotonic() - started)
