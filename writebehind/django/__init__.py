@@ -1,0 +1,61 @@
+"""Django app: write-behind queues configured in settings.
+
+.. code-block:: python
+
+    INSTALLED_APPS += ["writebehind.django"]
+    WRITEBEHIND = {
+        "DSN": "postgresql://app@db/app",  # optional: derived from DATABASES["default"]
+        "QUEUES": {"events": {"table": "events", "key": "id"}},
+    }
+
+    from writebehind.django import get_queue
+    get_queue("events").put(row)
+
+Needs Django (extra ``django``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+
+from .._queue import WriteBehindQueue
+
+if TYPE_CHECKING:
+    from .apps import WriteBehindConfig
+
+__all__ = ["close_queues", "get_queue"]
+
+
+def get_queue(name: str) -> WriteBehindQueue:
+    """The queue ``name`` of ``WRITEBEHIND["QUEUES"]``: the same object on every call in a
+    process, built on the first (no thread or connection before), its own in each process.
+
+    ImproperlyConfigured if no such queue is configured or the app is not installed.
+    """
+    try:
+        return _app_config().queues.get(name)
+    except KeyError as error:
+        raise ImproperlyConfigured(f"WRITEBEHIND['QUEUES']: {error.args[0]}") from None
+
+
+def close_queues(timeout: float | None = None) -> None:
+    """Drain and close the queues this process has built; later ``get_queue`` calls build new
+    ones. For tests, before the test database goes away; servers need not, the exit hook
+    drains."""
+    _app_config().queues.close(timeout)
+
+
+def _app_config() -> WriteBehindConfig:
+    from .apps import APP_LABEL, WriteBehindConfig
+
+    try:
+        config = apps.get_app_config(APP_LABEL)
+    except LookupError:
+        raise ImproperlyConfigured(
+            "add 'writebehind.django' to INSTALLED_APPS to use writebehind's Django queues"
+        ) from None
+    assert isinstance(config, WriteBehindConfig)
+    return config
