@@ -25,7 +25,8 @@ new_entry: Callable[[tuple[Hashable, Params, Mapping[str, Any], float]], Entry] 
 
 
 class Coalesced(NamedTuple):
-    """Rows with distinct keys, in first-seen order, each holding the value put last."""
+    """Rows with distinct keys, each holding the value put last, in key order (or first-seen
+    order where the keys cannot be compared)."""
 
     entries: list[Entry]
     weights: list[int]
@@ -33,19 +34,32 @@ class Coalesced(NamedTuple):
 
 
 def coalesce(entries: Sequence[Entry]) -> Coalesced:
-    """Keep the last row put for each key.
+    """Keep the last row put for each key, and sort the rows by key.
 
     PostgreSQL refuses to update one row twice in one statement, and the value put last must be
     the one left in the table. Replaced rows are accounted to the row that replaced them.
+    Writers in several processes (gunicorn workers) upserting overlapping keys lock the rows in
+    the order they write them: in one order for all, they wait for each other instead of
+    deadlocking.
     """
     latest = {entry.key: index for index, entry in enumerate(entries)}
     if len(latest) == len(entries):
-        return Coalesced(list(entries), [1] * len(entries))
+        return _in_key_order(list(entries), [1] * len(entries))
     counts: dict[Hashable, int] = {}
     for entry in entries:
         counts[entry.key] = counts.get(entry.key, 0) + 1
     winners = [entries[index] for index in latest.values()]
-    return Coalesced(winners, [counts[entry.key] for entry in winners])
+    return _in_key_order(winners, [counts[entry.key] for entry in winners])
+
+
+def _in_key_order(entries: list[Entry], weights: list[int]) -> Coalesced:
+    try:
+        # Hashable keys are not known to be comparable: a TypeError says they are not.
+        keys: list[Any] = [entry.key for entry in entries]
+        order = sorted(range(len(entries)), key=keys.__getitem__)
+    except TypeError:  # keys of mixed types, or with None in a composite key
+        return Coalesced(entries, weights)
+    return Coalesced([entries[i] for i in order], [weights[i] for i in order])
 
 
 def seconds_until_due(oldest_enqueued_at: float, now: float, flush_interval: float) -> float:

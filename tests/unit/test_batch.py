@@ -28,3 +28,16 @@ def test_seconds_until_due_counts_from_the_oldest_row() -> None:
     assert seconds_until_due(oldest_enqueued_at=10.0, now=10.25, flush_interval=1.0) == 0.75
     assert seconds_until_due(oldest_enqueued_at=10.0, now=11.0, flush_interval=1.0) == 0.0
     assert seconds_until_due(oldest_enqueued_at=10.0, now=99.0, flush_interval=1.0) == 0.0
+
+
+def test_coalesce_sorts_by_key_so_concurrent_writers_lock_rows_in_one_order() -> None:
+    batch = coalesce([entry("c", 1), entry("a", 2), entry("b", 3), entry("a", 4)])
+    assert [e.key for e in batch.entries] == ["a", "b", "c"]
+    assert [e.params[1] for e in batch.entries] == [4, 3, 1]
+    assert batch.weights == [2, 1, 1]
+
+
+def test_coalesce_keeps_first_seen_order_when_keys_cannot_be_compared() -> None:
+    batch = coalesce([entry((1, None), 1), entry((1, "x"), 2), entry((1, None), 3)])
+    assert [e.key for e in batch.entries] == [(1, None), (1, "x")]
+    assert batch.weights == [2, 1]
