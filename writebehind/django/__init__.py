@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.apps import apps
+from django.apps import apps as django_apps
 from django.core.exceptions import ImproperlyConfigured
 
 from .._queue import WriteBehindQueue
@@ -52,7 +52,7 @@ def _app_config() -> WriteBehindConfig:
     from .apps import APP_LABEL, WriteBehindConfig
 
     try:
-        config = apps.get_app_config(APP_LABEL)
+        config = django_apps.get_app_config(APP_LABEL)
     except LookupError:
         raise ImproperlyConfigured(
             "add 'writebehind.django' to INSTALLED_APPS to use writebehind's Django queues"

@@ -37,24 +37,52 @@ class WriteBehindConfig(AppConfig):
 
 
 def check_tables(**kwargs: Any) -> list[checks.CheckMessage]:
-    """``manage.py check --database default``: each queue's table, key and columns exist."""
+    """``manage.py check --database default``: each queue's table, key and columns exist.
+
+    ``migrate`` runs this check too, before it creates the tables: while migrations are
+    pending, a problem is a warning (W001), not an error (E001) that would stop migrate.
+    """
     if not kwargs.get("databases"):
         return []
     from django.apps import apps
 
     config = apps.get_app_config(APP_LABEL)
     assert isinstance(config, WriteBehindConfig)
-    errors: list[checks.CheckMessage] = []
+    problems = []
     for spec in config.queues.specs.values():
         try:
             spec.verify()
         except Exception as error:
-            errors.append(
-                checks.Error(
-                    f"{spec.setting}: {error}",
-                    hint="Create the table (migrate), or fix the queue's table, key or columns.",
-                    obj=spec.setting,
-                    id="writebehind.E001",
-                )
+            problems.append((spec.setting, str(error)))
+    if not problems:
+        return []
+    if _migrations_pending():
+        return [
+            checks.Warning(
+                message,
+                hint="Migrations are pending: run migrate, then check again.",
+                obj=setting,
+                id="writebehind.W001",
             )
-    return errors
+            for setting, message in problems
+        ]
+    return [
+        checks.Error(
+            message,
+            hint="Create the table, or fix the queue's table, key or columns.",
+            obj=setting,
+            id="writebehind.E001",
+        )
+        for setting, message in problems
+    ]
+
+
+def _migrations_pending() -> bool:
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        return bool(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+    except Exception:  # no database to ask: report the problems as errors
+        return False

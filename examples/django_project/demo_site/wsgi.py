@@ -1,0 +1,8 @@
+"""WSGI entry point: ``gunicorn --preload demo_site.wsgi`` (queues are built per worker)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_site.settings")
+application = get_wsgi_application()
