@@ -38,7 +38,11 @@ def exporter(provider_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
 
 def flush_spans(exporter: InMemorySpanExporter, queue: str) -> list[ReadableSpan]:
     spans = exporter.get_finished_spans()
-    return [s for s in spans if s.name == "writebehind.flush" and s.attributes["queue"] == queue]
+    return [
+        s
+        for s in spans
+        if s.name == "writebehind.flush" and (s.attributes or {}).get("queue") == queue
+    ]
 
 
 def fast_queue(sink: FakeSink, name: str) -> WriteBehindQueue:
