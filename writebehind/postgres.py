@@ -28,6 +28,25 @@ _to_json = json.JSONEncoder(separators=(",", ":")).encode
 _TZ_TYPES = frozenset({"timestamp with time zone"})
 
 
+class _PipelineExitNoise(logging.Filter):
+    """Drops psycopg's "error ignored terminating <Pipeline>" warning on writebehind's threads.
+
+    executemany() runs in a pipeline; when the database refuses a row, psycopg raises the error
+    and may also log a warning for the pipeline it then cannot exit cleanly. The error is the
+    queue's to report (retried, or the row isolated and handed to on_failure), so on the
+    worker threads the warning only repeats it, once per attempt.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "error ignored terminating %r: %s"
+            and (record.threadName or "").startswith("writebehind-")
+        )
+
+
+_pipeline_exit_noise = _PipelineExitNoise()
+
+
 class PostgresUpsert:
     """Upserts batches into one table, one transaction per batch, through a connection pool.
 
@@ -95,6 +114,9 @@ class PostgresUpsert:
         with self._lock:
             if self._opened:
                 return
+            psycopg_logger = logging.getLogger("psycopg")
+            if _pipeline_exit_noise not in psycopg_logger.filters:
+                psycopg_logger.addFilter(_pipeline_exit_noise)
             owned = self._conninfo is not None
             if self._conninfo is not None:
                 # One writer thread uses one connection; the second serves open() and

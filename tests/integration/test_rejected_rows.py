@@ -63,3 +63,17 @@ def test_a_rejected_row_does_not_undo_an_earlier_value_of_its_key(
         assert wb.flush(timeout=30)
         wb.put({"verikey": "a", "n": -1, "doc": None})
     assert select(db, entries, "verikey, n") == [("a", 1)]
+
+
+def test_a_refused_row_is_logged_once_by_writebehind_not_again_by_psycopg(
+    dsn: str, entries: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING),
+        WriteBehindQueue(PostgresUpsert(dsn, entries, "verikey"), registry=None) as wb,
+    ):
+        for i in range(200):  # psycopg warns when rows follow the refused one in its pipeline
+            wb.put({"verikey": f"k{i:03}", "n": -1 if i == 100 else i, "doc": None})
+    assert [r.name for r in caplog.records if r.name.startswith("psycopg")] == []
+    refusals = [r.getMessage() for r in caplog.records if r.name == "writebehind"]
+    assert len(refusals) == 1 and "'k100'" in refusals[0] and "CheckViolation" in refusals[0]
