@@ -2,20 +2,232 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import named
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_quickstart(dsn: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py"), "--dsn", dsn, "--rows", "3000"],
+def run_example(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=EXAMPLES,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+@pytest.fixture
+def clean(db: psycopg.Connection[Any]) -> Iterator[list[str]]:
+    """Tables an example creates, dropped after the test."""
+    tables: list[str] = []
+    yield tables
+    for table in tables:
+        db.execute(named("DROP TABLE IF EXISTS {}", table))
+
+
+def test_quickstart(dsn: str, clean: list[str]) -> None:
+    clean.append("page_views")
+    result = run_example("quickstart.py", "--dsn", dsn, "--rows", "3000")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: every page holds its last value" in result.stdout
     assert "persisted 3000, failed 1 ['/broken']" in result.stdout
+
+
+def test_flask_app_self_check(dsn: str, clean: list[str]) -> None:
+    clean.append("page_views")
+    result = run_example("flask_app.py", "--dsn", dsn, "--requests", "500")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: every page holds its last view count" in result.stdout
+
+
+def summary_value(output: str, label: str) -> str:
+    found = re.search(rf"^{label}\s+(.+)$", output, re.MULTILINE)
+    assert found, output
+    return found.group(1)
+
+
+def megabytes(text: str) -> float:
+    return float(text.removesuffix(" MB"))
+
+
+def test_batch_import_keeps_memory_flat(dsn: str, tmp_path: Path, clean: list[str]) -> None:
+    clean.append("readings")
+    runs = {}
+    for rows in (20_000, 100_000):
+        csv_path = tmp_path / f"readings-{rows}.csv"
+        result = run_example(
+            "batch_import.py", "--dsn", dsn, "--csv", str(csv_path), "--rows", f"{rows}"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert csv_path.exists()
+        refused = rows // 10_007
+        assert summary_value(result.stdout, "in table") == f"{rows - refused:,}  OK"
+        assert summary_value(result.stdout, "refused").startswith(f"{refused:,} ")
+        rejects = csv_path.with_name(csv_path.stem + ".rejects.csv").read_text().splitlines()
+        assert len(rejects) == 1 + refused and all(",-999.0," in line for line in rejects[1:])
+        assert "100%" in result.stderr  # tqdm's bar reached the end
+        runs[rows] = megabytes(summary_value(result.stdout, "peak memory"))
+    # Five times the rows, about the same memory: the queue bounds what is held (holding every
+    # row would add tens of megabytes).
+    assert runs[100_000] - runs[20_000] < 15, runs
+
+
+def test_batch_import_without_tqdm_names_the_extra(dsn: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "tqdm.py"
+    blocker.write_text("raise ImportError('tqdm is not installed')\n")
+    result = run_example("batch_import.py", "--dsn", dsn, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert "pip install 'writebehind[progress]'" in result.stderr
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def wait_for_samples(
+    port: int, name: str, at_least: float, deadline: float = 60
+) -> dict[str, float]:
+    import time
+
+    give_up = time.monotonic() + deadline
+    while True:
+        samples = scrape(port)
+        if samples.get(name, 0) >= at_least or time.monotonic() > give_up:
+            return samples
+        time.sleep(0.1)  # polling a server in another process
+
+
+def test_metrics_server_serves_what_the_dashboard_queries(dsn: str, clean: list[str]) -> None:
+    from tests.unit.test_dashboard import queried_names
+
+    clean.append("metrics_demo")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "metrics_server.py",
+            "--dsn",
+            dsn,
+            "--port",
+            "0",
+            "--rate",
+            "5000",
+            "--rows",
+            "2000",
+        ],
+        cwd=EXAMPLES,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/metrics", first).group(1))  # type: ignore[union-attr]
+        assert process.stdout.readline().startswith("put 2000 rows")  # all put and flushed
+        samples = scrape(port)
+        queue = '{queue="metrics_demo"}'
+        assert samples[f"writebehind_enqueued_total{queue}"] == 2000
+        assert samples[f"writebehind_persisted_total{queue}"] == 1996
+        assert samples[f"writebehind_failed_total{queue}"] == 4
+        assert samples[f"writebehind_queue_depth{queue}"] == 0
+        served = {name.partition("{")[0] for name in samples}
+        assert queried_names() <= served
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "stopped: Metrics(total_enqueued=2000, total_persisted=1996, total_failed=4" in out
+
+
+def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path, clean: list[str]
+) -> None:
+    """Two workers forked from a preloaded app each build their own queue; /metrics adds
+    them up; rows still queued when gunicorn is stopped are written by each worker's exit."""
+    clean.append("page_views")
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {"WRITEBEHIND_DSN": dsn, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    init = run_example("-m", "flask", "--app", "flask_app.py", "init-db", env=env)
+    assert init.returncode == 0, init.stderr
+    check = run_example("-m", "flask", "--app", "flask_app.py", "writebehind", "check", env=env)
+    assert check.returncode == 0 and "table 'page_views' is ready" in check.stdout
+    db.execute("TRUNCATE page_views")
+
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--preload",
+            "--workers",
+            "2",
+            "--bind",
+            "127.0.0.1:0",
+            "--config",
+            "gunicorn.conf.py",
+            "flask_app:app",
+        ],
+        cwd=EXAMPLES,
+        env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        port = booted = 0
+        for line in server.stderr:
+            if found := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
+                port = int(found.group(1))
+            booted += "Booting worker" in line
+            if booted == 2:
+                break
+        assert port, "gunicorn did not start"
+
+        def post(first: int, last: int) -> None:
+            for i in range(first, last):
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/views/p{i}?views={i}", method="POST"
+                )
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    assert answer.status == 202
+
+        post(0, 200)
+        persisted = 'writebehind_persisted_total{queue="page_views"}'
+        samples = wait_for_samples(port, persisted, 200)
+        assert samples[persisted] == 200
+        assert samples['writebehind_enqueued_total{queue="page_views"}'] == 200
+        assert samples['writebehind_queue_depth{queue="page_views"}'] == 0
+        post(200, 400)  # then stop at once: each worker drains at its exit
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=120)
+    assert server.returncode == 0, log
+    assert db.execute("SELECT count(*), sum(views) FROM page_views").fetchone() == (
+        400,
+        sum(range(400)),
+    )
