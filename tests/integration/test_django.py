@@ -59,7 +59,7 @@ def test_example_project_migrates_passes_the_checks_and_its_own_tests(project_ds
 
     tested = django(project_dsn, "manage.py", "test", "pageviews", "-v2")
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "Ran 3 tests" in tested.stderr
+    assert "Ran 4 tests" in tested.stderr
     assert "OK" in tested.stderr
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.db import connection
 from django.test import TransactionTestCase
-from psycopg.conninfo import conninfo_to_dict
 
 from pageviews.models import PageView
 from writebehind.django import close_queues, get_queue
@@ -30,11 +29,16 @@ class WriteBehindPageViews(TransactionTestCase):
         self.assertEqual(list(PageView.objects.values_list("page", flat=True)), ["good"])
         self.assertIn("['bad']", logs.output[0])
 
-    def test_one_queue_per_process_writing_to_the_test_database(self) -> None:
-        queue = get_queue("page_views")
-        self.assertIs(get_queue("page_views"), queue)
+    def test_one_queue_per_process(self) -> None:
+        # The rows of the tests above reach the ORM's test database: the queue follows it.
         self.assertTrue(connection.settings_dict["NAME"].startswith("test_"))
-        self.assertEqual(
-            conninfo_to_dict(queue._sink._conninfo or "")["dbname"],  # type: ignore[attr-defined]
-            connection.settings_dict["NAME"],
-        )
+        self.assertIs(get_queue("page_views"), get_queue("page_views"))
+
+    def test_override_settings_gives_queues_of_the_new_settings(self) -> None:
+        before = get_queue("page_views")
+        queues = {"page_views": {"table": "pageviews_pageview", "key": "page", "name": "other"}}
+        with self.settings(WRITEBEHIND={"QUEUES": queues}):
+            during = get_queue("page_views")
+            self.assertIsNot(during, before)
+            self.assertEqual(during.name, "other")
+        self.assertIsNot(get_queue("page_views"), during)
