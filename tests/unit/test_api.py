@@ -20,3 +20,13 @@ def test_exception_tree() -> None:
 
 def test_the_package_is_typed() -> None:
     assert importlib.resources.files("writebehind").joinpath("py.typed").is_file()
+
+
+def test_integrations_expose_their_names() -> None:
+    from writebehind.django import close_queues, get_queue
+    from writebehind.django.apps import WriteBehindConfig
+    from writebehind.flask import WriteBehind
+
+    assert callable(get_queue) and callable(close_queues)
+    assert WriteBehindConfig.name == "writebehind.django" and WriteBehindConfig.default
+    assert callable(WriteBehind.init_app) and callable(WriteBehind.queue)
