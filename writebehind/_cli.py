@@ -64,13 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(dsn: str | None, rows: int, producers: int, batch_size: int) -> int:
+    import psycopg
+
     from ._demo import describe_server, format_summary, run_demo
+    from .errors import SchemaError
 
     try:
         result = run_demo(dsn, rows=rows, producers=producers, batch_size=batch_size)
     except ImportError as error:  # the embedded extra is missing
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (psycopg.Error, SchemaError) as error:  # no server there, or a table of another shape
+        print(f"error: {describe_server(dsn)}: {error}".rstrip(), file=sys.stderr)
+        return 1
     print(
         format_summary(
             result, producers=producers, batch_size=batch_size, where=describe_server(dsn)

@@ -102,3 +102,11 @@ def test_demo_on_its_own_embedded_server() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "table writebehind_demo on an embedded PostgreSQL" in result.stdout
     assert summary(result.stdout)["in table"] == "2,000  OK"
+
+
+def test_a_server_that_cannot_be_reached_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    result = writebehind("demo", "--dsn", f"host={tmp_path} connect_timeout=2", "--rows", "10")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {tmp_path}: ")
+    assert "connection" in result.stderr
+    assert "Traceback" not in result.stderr
