@@ -15,9 +15,14 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-import click
-from flask import Flask, current_app, has_app_context
-from flask.cli import AppGroup
+try:
+    import click
+    from flask import Flask, current_app, has_app_context
+    from flask.cli import AppGroup
+except ImportError as missing:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"writebehind.flask needs Flask: pip install 'writebehind[flask]' ({missing})"
+    ) from missing
 
 from ._config import ProcessQueues, parse_queues
 from ._queue import WriteBehindQueue

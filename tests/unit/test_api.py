@@ -30,3 +30,13 @@ def test_integrations_expose_their_names() -> None:
     assert callable(get_queue) and callable(close_queues)
     assert WriteBehindConfig.name == "writebehind.django" and WriteBehindConfig.default
     assert callable(WriteBehind.init_app) and callable(WriteBehind.queue)
+
+
+def test_an_integration_without_its_framework_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    for module, extra in (("flask", "flask"), ("django", "django")):
+        code = f"import sys; sys.modules[{module!r}] = None; import writebehind.{module}"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert f"pip install 'writebehind[{extra}]'" in result.stderr, result.stderr

@@ -18,8 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.apps import apps as django_apps
-from django.core.exceptions import ImproperlyConfigured
+try:
+    from django.apps import apps as django_apps
+    from django.core.exceptions import ImproperlyConfigured
+except ImportError as missing:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"writebehind.django needs Django: pip install 'writebehind[django]' ({missing})"
+    ) from missing
 
 from .._queue import WriteBehindQueue
 
