@@ -71,8 +71,9 @@ class WriteBehind:
     def queue(self, name: str) -> WriteBehindQueue:
         """The queue ``name`` of the current application (this process's; built on first use).
 
-        KeyError if ``WRITEBEHIND_QUEUES`` has no such queue; RuntimeError outside an
-        application context when the extension was not given an app.
+        Outside an application context, the application given to ``WriteBehind(app)``, or the
+        only one ``init_app`` saw. KeyError if ``WRITEBEHIND_QUEUES`` has no such queue;
+        RuntimeError when the application is ambiguous.
         """
         return self._queues().get(name)
 
@@ -97,6 +98,9 @@ class WriteBehind:
             return app
         if self.app is not None:
             return self.app
+        apps = list(self._queues_by_app.keys())
+        if len(apps) == 1:  # one application: a thread without its context still finds it
+            return apps[0]
         raise RuntimeError(
             "no Flask application: use the queues inside an application context, "
             "or give the app to WriteBehind(app)"

@@ -88,6 +88,24 @@ def test_extension_bound_to_one_app_works_outside_an_app_context(
     assert select(db, entries, "verikey, n") == [("a", 1)]
 
 
+def test_a_factory_made_app_is_found_outside_its_context(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    ext = WriteBehind()
+    app = make_app(ext, dsn, entries)
+    done = threading.Event()
+
+    def background_job() -> None:  # a thread of the application's, without an app context
+        ext.queue("entries").put({"verikey": "bg", "n": 7, "doc": None})
+        done.set()
+
+    threading.Thread(target=background_job).start()
+    assert done.wait(10)
+    with app.app_context():
+        ext.close()
+    assert select(db, entries, "verikey, n") == [("bg", 7)]
+
+
 def test_one_extension_serves_two_apps_with_their_own_queues(dsn: str, entries: str) -> None:
     ext = WriteBehind()
     first, second = make_app(ext, dsn, entries), make_app(ext, dsn, entries)
