@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.core import checks
 from django.core.signals import setting_changed
 
@@ -44,8 +44,6 @@ def check_tables(**kwargs: Any) -> list[checks.CheckMessage]:
     """
     if not kwargs.get("databases"):
         return []
-    from django.apps import apps
-
     config = apps.get_app_config(APP_LABEL)
     assert isinstance(config, WriteBehindConfig)
     problems = []
@@ -56,25 +54,20 @@ def check_tables(**kwargs: Any) -> list[checks.CheckMessage]:
             problems.append((spec.setting, str(error)))
     if not problems:
         return []
-    if _migrations_pending():
-        return [
-            checks.Warning(
-                message,
-                hint="Migrations are pending: run migrate, then check again.",
-                obj=setting,
-                id="writebehind.W001",
-            )
-            for setting, message in problems
-        ]
-    return [
-        checks.Error(
-            message,
-            hint="Create the table, or fix the queue's table, key or columns.",
-            obj=setting,
-            id="writebehind.E001",
+    message_type, code, hint = (
+        (
+            checks.Warning,
+            "writebehind.W001",
+            "Migrations are pending: run migrate, then check again.",
         )
-        for setting, message in problems
-    ]
+        if _migrations_pending()
+        else (
+            checks.Error,
+            "writebehind.E001",
+            "Create the table, or fix the queue's table, key or columns.",
+        )
+    )
+    return [message_type(text, hint=hint, obj=setting, id=code) for setting, text in problems]
 
 
 def _migrations_pending() -> bool:
