@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 
 __all__ = ["main"]
 
 
-def _count(minimum: int) -> type[int]:
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number (``100_000`` and ``100,000`` too), at least ``minimum``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text.replace("_", "").replace(",", ""))
@@ -22,7 +24,7 @@ def _count(minimum: int) -> type[int]:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
 
-    return parse  # type: ignore[return-value]
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -139,7 +139,7 @@ def _parse_queue(name: str, conninfo: str, options: object, where: str) -> Queue
     # registry nothing is registered, and neither constructor starts or connects anything.
     try:
         sink = PostgresUpsert(conninfo, spec.table, spec.key, **sink_options)
-        WriteBehindQueue(sink, **{**queue_options, "registry": None, "name": name})
+        WriteBehindQueue(sink, **{"name": name, **queue_options, "registry": None})
     except (TypeError, ValueError) as error:
         raise type(error)(f"{where}: {error}") from error
     return spec
@@ -179,11 +179,6 @@ class ProcessQueues:
             if queue is None:
                 queue = self._queues[name] = spec.build()
             return queue
-
-    def built(self) -> list[WriteBehindQueue]:
-        """The queues this process has built so far."""
-        with self._lock:
-            return list(self._queues.values()) if self._pid == os.getpid() else []
 
     def close(self, timeout: float | None = None) -> None:
         """Drain and close every queue this process built; later get() calls build new ones."""

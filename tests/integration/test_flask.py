@@ -144,6 +144,11 @@ def test_on_failure_as_a_dotted_path(dsn: str, db: psycopg.Connection[Any], entr
             TypeError,
             r"WRITEBEHIND_QUEUES\['q'\]: maxsize must be an int",
         ),
+        (
+            {"WRITEBEHIND_QUEUES": {"q": {"table": "t", "key": "k", "name": ""}}},
+            ValueError,
+            r"WRITEBEHIND_QUEUES\['q'\]: name must be a non-empty string",
+        ),
         ({"WRITEBEHIND_QUEUES": ["q"]}, TypeError, "WRITEBEHIND_QUEUES must be a dict"),
         (
             {"WRITEBEHIND_DSN": None, "WRITEBEHIND_QUEUES": {"q": {"table": "t", "key": "k"}}},
