@@ -13,7 +13,6 @@ Needs Flask (extra ``flask``).
 from __future__ import annotations
 
 import weakref
-from typing import Any
 
 try:
     import click
@@ -113,7 +112,7 @@ _commands = AppGroup("writebehind", help="writebehind queues.")
 @_commands.command("check")
 def _check_command() -> None:
     """Connect and check each queue's table, key and columns."""
-    extension: Any = current_app.extensions[EXTENSION_KEY]
+    extension: WriteBehind = current_app.extensions[EXTENSION_KEY]
     specs = extension._queues().specs
     failed = 0
     for name, spec in specs.items():
