@@ -6,7 +6,8 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -74,6 +75,16 @@ def select(db: psycopg.Connection[Any], table: str, columns: str = "*") -> list[
     """Every row of ``table``, ordered by its first column."""
     query = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(sql.SQL(columns), sql.Identifier(table))
     return db.execute(query).fetchall()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll a condition that no event signals (a server we disturb, another process)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @pytest.fixture

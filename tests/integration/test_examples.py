@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import named
+from tests.conftest import named, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -106,19 +106,6 @@ def scrape(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
-
-
-def wait_for_samples(
-    port: int, name: str, at_least: float, deadline: float = 60
-) -> dict[str, float]:
-    import time
-
-    give_up = time.monotonic() + deadline
-    while True:
-        samples = scrape(port)
-        if samples.get(name, 0) >= at_least or time.monotonic() > give_up:
-            return samples
-        time.sleep(0.1)  # polling a server in another process
 
 
 def test_metrics_server_serves_what_the_dashboard_queries(dsn: str, clean: list[str]) -> None:
@@ -218,7 +205,13 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
 
         post(0, 200)
         persisted = 'writebehind_persisted_total{queue="page_views"}'
-        samples = wait_for_samples(port, persisted, 200)
+        samples: dict[str, float] = {}
+
+        def all_written() -> bool:
+            samples.update(scrape(port))
+            return samples.get(persisted, 0) >= 200
+
+        assert wait_until(all_written, timeout=60)
         assert samples[persisted] == 200
         assert samples['writebehind_enqueued_total{queue="page_views"}'] == 200
         assert samples['writebehind_queue_depth{queue="page_views"}'] == 0

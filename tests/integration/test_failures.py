@@ -8,25 +8,14 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.conftest import PrivateServer, create, named, select
+from tests.conftest import PrivateServer, create, named, select, wait_until
 from writebehind import PostgresUpsert, QueueFull, WriteBehindQueue
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll a condition that no event signals (the worker's view of a server we disturb)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def tagged_queue(
