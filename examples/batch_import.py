@@ -57,8 +57,8 @@ def generate_csv(path: Path, rows: int) -> None:
             writer.writerow((sensor, taken_at, f"{celsius:.2f}"))
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number, row) for each line; a line that does not parse gives its error instead."""
+def read_rows(path: Path) -> Iterator[dict[str, Any] | str]:
+    """The row of each line; a line that does not parse gives its error, naming the line."""
     with path.open(newline="") as file:
         for number, record in enumerate(csv.DictReader(file), start=2):
             try:
@@ -71,7 +71,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
                     },
                 )
             except (TypeError, ValueError) as error:
-                yield number, f"line {number}: {error}"
+                yield f"line {number}: {error}"
 
 
 def peak_memory_mb() -> float:
@@ -116,7 +116,7 @@ def main() -> int:
             on_failure=lambda rows, error: refused.extend((row, str(error)) for row in rows),
         )
         with wb, tqdm(total=lines, unit=" rows", mininterval=0.5, smoothing=0.1) as bar:
-            for _, row in read_rows(args.csv):
+            for row in read_rows(args.csv):
                 if isinstance(row, str):
                     malformed.append(row)
                 else:
