@@ -62,14 +62,11 @@ def read_rows(path: Path) -> Iterator[dict[str, Any] | str]:
     with path.open(newline="") as file:
         for number, record in enumerate(csv.DictReader(file), start=2):
             try:
-                yield (
-                    number,
-                    {
-                        "sensor_id": int(record["sensor_id"]),
-                        "taken_at": datetime.fromisoformat(record["taken_at"]),
-                        "celsius": float(record["celsius"]),
-                    },
-                )
+                yield {
+                    "sensor_id": int(record["sensor_id"]),
+                    "taken_at": datetime.fromisoformat(record["taken_at"]),
+                    "celsius": float(record["celsius"]),
+                }
             except (TypeError, ValueError) as error:
                 yield f"line {number}: {error}"
 
