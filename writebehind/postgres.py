@@ -6,9 +6,10 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 from operator import itemgetter
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg import sql
@@ -55,7 +56,9 @@ class PostgresUpsert:
     closed. ``key`` names the conflict target: a column, or several, covered exactly by the
     primary key or a unique index. ``columns`` picks the written columns (the key is always
     written); by default every column without a default value. ``schema`` qualifies ``table``,
-    which is otherwise found along the search_path. ``connect_timeout`` bounds one wait for a
+    which is otherwise found along the search_path. ``naive_timezone`` (a zone name or tzinfo)
+    is given to naive datetimes for ``timestamptz`` columns, which are refused without it.
+    ``connect_timeout`` bounds one wait for a
     connection: past it the write fails as transient, and the queue retries it.
 
     Nothing connects before open() (called by the queue's first put), so a sink can be built
@@ -72,6 +75,7 @@ class PostgresUpsert:
         columns: Sequence[str] | None = None,
         schema: str | None = None,
         connect_timeout: float = 5.0,
+        naive_timezone: str | tzinfo | None = None,
     ) -> None:
         if not isinstance(conninfo_or_pool, (str, ConnectionPool)):
             raise TypeError("conninfo_or_pool must be a conninfo string or a ConnectionPool")
@@ -84,6 +88,7 @@ class PostgresUpsert:
             None if isinstance(conninfo_or_pool, str) else conninfo_or_pool
         )
         self._connect_timeout = connect_timeout
+        self.naive_timezone = _check_timezone(naive_timezone)
         self._lock = threading.Lock()
         self._opened = False
         # Set by open(): the written columns and what prepare() needs to convert a row.
@@ -187,7 +192,7 @@ class PostgresUpsert:
         return key, params
 
     def _shape_error(self, row: Mapping[str, Any]) -> str:
-        if not self._opened:
+        if self._query is None:
             return "the sink is not open; call open() (the queue does at its first put)"
         missing = [name for name in self._names if name not in row]
         unknown = [name for name in row if name not in self._name_set]
@@ -212,11 +217,31 @@ class PostgresUpsert:
         for index, name in self._tz_positions:
             value = values[index]
             if isinstance(value, datetime) and value.tzinfo is None:
+                if self.naive_timezone is not None:
+                    values[index] = value.replace(tzinfo=self.naive_timezone)
+                    continue
                 raise ValueError(
                     f"column {name!r} is timestamptz but got a naive datetime ({value}); "
                     "give it a tzinfo"
                 )
         return tuple(values)
+
+    def configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Read the catalog through ``conn`` (a connection of the caller's, left open) and get
+        ready to prepare rows; raises SchemaError as open() does. For writing through
+        ``write_on`` without a pool of the sink's own."""
+        info = read_table(conn, self.table, self.schema)
+        check_key(info, self.key)
+        columns = written_columns(info, self.key, self.columns)
+        with self._lock:
+            self._configure(info.schema, info.name, columns)
+
+    def write_on(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+        """Upsert ``rows`` (distinct keys, from prepare()) on ``conn``, inside whatever
+        transaction the caller has open there: neither commits nor rolls back."""
+        assert self._query is not None, "open() or configure() the sink first"
+        with conn.cursor() as cur:
+            cur.executemany(self._query, rows)
 
     def write(self, rows: Sequence[Params]) -> None:
         """Upsert ``rows`` (distinct keys) in one transaction."""
@@ -272,6 +297,17 @@ def _upsert_statement(
 
 def _not_open(_value: object) -> Any:
     raise RuntimeError("the sink is not open; call open() (the queue does at its first put)")
+
+
+def _check_timezone(value: object) -> tzinfo | None:
+    if value is None or isinstance(value, tzinfo):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"naive_timezone must be a time zone name or a tzinfo, got {value!r}")
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"naive_timezone: unknown time zone {value!r}") from None
 
 
 def _check_name(argument: str, value: object) -> str:
