@@ -25,7 +25,8 @@ class FakeSink:
         self.table: dict[Any, Any] = {}
         self.writes: list[list[Params]] = []
         self.attempts = 0
-        self.failures: deque[BaseException] = deque()
+        self.failures: deque[BaseException | None] = deque()
+        """Outcomes of the next writes: an error to raise, or None to let that write through."""
         self.gate: threading.Event | None = None
         self.write_started = threading.Event()
         self.opened = 0
@@ -49,8 +50,9 @@ class FakeSink:
         self.write_started.set()
         if self.gate is not None:
             assert self.gate.wait(30), "test gate never opened"
-        if self.failures:
-            raise self.failures.popleft()
+        failure = self.failures.popleft() if self.failures else None
+        if failure is not None:
+            raise failure
         if any(value == POISON for _, value in rows):
             raise psycopg.errors.CheckViolation("value is poison")
         keys = [key for key, _ in rows]

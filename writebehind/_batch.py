@@ -54,10 +54,11 @@ def coalesce(entries: Sequence[Entry]) -> Coalesced:
 
 def _in_key_order(entries: list[Entry], weights: list[int]) -> Coalesced:
     try:
-        # Hashable keys are not known to be comparable: a TypeError says they are not.
+        # Hashable keys are not known to be comparable: mixed types or a None in a composite key
+        # raise TypeError, a Decimal NaN raises decimal.InvalidOperation. Put order it is then.
         keys: list[Any] = [entry.key for entry in entries]
         order = sorted(range(len(entries)), key=keys.__getitem__)
-    except TypeError:  # keys of mixed types, or with None in a composite key
+    except Exception:
         return Coalesced(entries, weights)
     return Coalesced([entries[i] for i in order], [weights[i] for i in order])
 

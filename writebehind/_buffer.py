@@ -59,6 +59,36 @@ class RowBuffer(queue.Queue[T]):
             if size == 1 or size == self.batch_size:
                 self.not_empty.notify()
 
+    def put_now(self, item: T) -> None:
+        """Append ``item`` at once, even beyond ``maxsize`` (for the one thread that frees
+        room, which must never wait for it). QueueClosed once closed."""
+        with self.mutex:
+            if self.closed:
+                raise QueueClosed("the queue is closed")
+            self.queue.append(item)
+            self.put_count += 1
+            self.not_empty.notify()
+
+    def wake(self) -> None:
+        """Wake the worker to look at its state again."""
+        with self.mutex:
+            self.not_empty.notify_all()
+
+    def wait_for_rows(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for an item, a close or a wake()."""
+        with self.not_empty:
+            if not self.queue and not self.closed:
+                self.not_empty.wait(timeout)
+
+    def take_now(self) -> list[T]:
+        """Remove and return up to ``batch_size`` items at once, due or not."""
+        with self.mutex:
+            count = min(self.batch_size, len(self.queue))
+            items = [self.queue.popleft() for _ in range(count)]
+            self.taken_count += count
+            self.held += count
+            return items
+
     def close(self) -> None:
         """Refuse further puts and wake every waiter. Items already in stay to be taken."""
         with self.mutex:

@@ -1,15 +1,14 @@
-"""Writing one batch: transient errors retried in place, rejected rows isolated."""
+"""Writing one batch: failed writes retried in place, rows the database refuses isolated."""
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, overload
 
 from ._batch import Coalesced, Entry, coalesce
 from ._metrics import QueueStats
-from ._retry import Backoff, ErrorKind, classify
+from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
 from ._sink import Params, Sink
 
 logger = logging.getLogger("writebehind")
@@ -18,6 +17,7 @@ FailureHandler = Callable[[list[Entry], BaseException], None]
 """Receives rows given up (the winning row of each key) and the error that ended them."""
 
 _KEYS_LOGGED = 10  # keys named in one log line when many rows fail together
+_KEY_CHARS = 60  # a key's repr is cut to this in log lines (a refused key may be 16 kB)
 # Rows the sink reads between two progress reports: small enough that a producer let in by one
 # report fits its turn into the worker's next wait on the server.
 _PROGRESS_STEP = 32
@@ -60,7 +60,7 @@ class Report(NamedTuple):
     rows: int
     """Rows written or given up (after coalescing)."""
     attempts: int
-    """1 + the retries spent on transient errors."""
+    """1 + the retries spent on failed writes."""
     failed: int
     """Rows given up."""
     error: BaseException | None
@@ -74,13 +74,24 @@ class Report(NamedTuple):
         )
 
 
-class Delivery:
-    """Writes batches through a sink, each with its own budget of ``max_retries`` retries.
+class _OutOfBudget(Exception):
+    """The retry budget ran out while ``error`` kept the rows from being written."""
 
-    A batch is first written whole, one transaction. A transient (or unknown) error retries the
-    same rows in place after a backoff, so later rows wait behind them and no older value can
-    overtake a newer one. An error caused by data splits the rows in halves, written in order,
-    until each rejected row stands alone: k bad rows among n cost about 2k·log2(n) writes.
+    def __init__(self, error: BaseException, retries: int) -> None:
+        super().__init__(error)
+        self.error = error
+        self.retries = retries
+
+
+class Delivery:
+    """Writes batches through a sink; every row ends persisted or handed to ``give_up``.
+
+    A batch is first written whole, one transaction. A transient error, or one that is not about
+    rows (see ``_retry``), retries the same rows in place after a backoff, so that later rows
+    wait behind them and no older value can overtake a newer one, until ``budget`` runs out.
+    An error that may be caused by a row's values splits the rows in halves, written in order,
+    until each refused row stands alone with its own error: k refused rows among n cost at most
+    about 2k·log2(n) writes, and two more for each part whose halves both fail the same way.
     """
 
     def __init__(
@@ -88,94 +99,226 @@ class Delivery:
         sink: Sink,
         *,
         name: str,
-        max_retries: int,
+        budget: RetryBudget,
         backoff: Backoff,
         stats: QueueStats,
         give_up: FailureHandler,
         sleep: Callable[[float], None],
+        clock: Callable[[], float],
     ) -> None:
         self._sink = sink
         self._name = name
-        self._max_retries = max_retries
+        self._budget = budget
         self._backoff = backoff
         self._stats = stats
         self._give_up = give_up
         self._sleep = sleep
+        self._clock = clock
 
     def deliver(self, entries: Sequence[Entry], on_read: ReadProgress = lambda _: None) -> Report:
-        """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``.
+        """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``,
+        whatever goes wrong. ``on_read`` hears how far the sink has read into each attempt."""
+        try:
+            batch = coalesce(entries)
+        except Exception as error:  # coalesce raises for no key Python can hash; still settle
+            logger.exception("queue %s: could not assemble a batch", self._name)
+            batch = Coalesced(list(entries), [1] * len(entries))
+            run = _Run(self, batch, on_read)
+            run.reject(list(range(len(entries))), error, "unexpected error")
+            return run.report()
+        run = _Run(self, batch, on_read)
+        try:
+            run.write_all()
+        except _OutOfBudget as out:
+            run.reject(run.unsettled(), out.error, _out_of_budget(out.retries, self._budget))
+        except Exception as error:  # a bug must not lose the rows: they are given up with it
+            logger.exception("queue %s: unexpected error while writing a batch", self._name)
+            run.reject(run.unsettled(), error, "unexpected error")
+        return run.report()
 
-        ``on_read`` hears how far the sink has read into each attempt.
-        """
-        batch = coalesce(entries)
-        parts = deque([(0, len(batch.entries))])
-        retries = failed = 0
-        last_error: BaseException | None = None
-        while parts:
-            start, stop = parts[0]
+    def give_up_all(self, entries: Sequence[Entry], error: BaseException, why: str) -> None:
+        """Hand ``entries`` (put order, not written) to ``give_up`` with ``error``, counted and
+        logged with their keys."""
+        if entries:
+            run = _Run(self, Coalesced(list(entries), [1] * len(entries)), lambda _: None)
+            run.reject(list(range(len(entries))), error, why)
+
+
+class _Run:
+    """The delivery of one coalesced batch; rows are named by their index in it."""
+
+    def __init__(self, delivery: Delivery, batch: Coalesced, on_read: ReadProgress) -> None:
+        self.d = delivery
+        self.batch = batch
+        self.on_read = on_read
+        self.settled = [False] * len(batch.entries)
+        self.retries = 0
+        self.failed = 0
+        self.last_error: BaseException | None = None
+        self.not_rows_error: BaseException | None = None
+
+    def write_all(self) -> None:
+        pending = list(range(len(self.batch.entries)))
+        while pending:
+            error = self.attempt(pending)
+            if error is None:
+                return
+            pending = self.isolate(pending, error)
+            if pending:
+                self.wait(len(pending), self.not_rows_error or error)
+
+    def attempt(self, rows: list[int]) -> BaseException | None:
+        """Write ``rows`` in one transaction, retrying transient errors in place. Returns None
+        once written, or the first error that is not transient."""
+        entries = self.batch.entries
+        while True:
             try:
-                rows = [entry.params for entry in batch.entries[start:stop]]
-                self._sink.write(PacedRows(rows, on_read))
+                self.d._sink.write(PacedRows([entries[i].params for i in rows], self.on_read))
             except Exception as error:
-                kind = classify(error)
-                if kind is ErrorKind.REJECTED_DATA:
-                    parts.popleft()
-                    if stop - start == 1:
-                        self._reject(batch, [(start, stop)], error, "rejected")
-                        failed, last_error = failed + 1, error
-                    else:
-                        middle = (start + stop) // 2
-                        parts.extendleft([(middle, stop), (start, middle)])
+                self.d._budget.failed(self.d._clock())
+                if classify(error) is ErrorKind.TRANSIENT:
+                    self.wait(len(rows), error)
                     continue
-                if retries >= self._max_retries:
-                    self._reject(batch, list(parts), error, f"out of retries ({retries})")
-                    failed += sum(stop - start for start, stop in parts)
-                    return Report(len(batch.entries), retries + 1, failed, error)
-                retries += 1
-                delay = self._backoff.delay(retries)
-                log = logger.warning if kind is ErrorKind.TRANSIENT else logger.error
-                log(
-                    "queue %s: write of %d rows failed (%s); retry %d/%d in %.2fs",
-                    self._name,
-                    stop - start,
-                    describe(error),
-                    retries,
-                    self._max_retries,
-                    delay,
-                )
-                self._stats.retried()
-                self._sleep(delay)
-                continue
-            parts.popleft()
-            self._stats.written(sum(batch.weights[start:stop]))
-        return Report(len(batch.entries), retries + 1, failed, last_error)
+                return error
+            self.d._budget.succeeded()
+            for i in rows:
+                self.settled[i] = True
+            self.d._stats.written(sum(self.batch.weights[i] for i in rows))
+            return None
 
-    def _reject(
-        self, batch: Coalesced, ranges: list[tuple[int, int]], error: BaseException, why: str
-    ) -> None:
-        rows = [entry for start, stop in ranges for entry in batch.entries[start:stop]]
-        weight = sum(sum(batch.weights[start:stop]) for start, stop in ranges)
+    def isolate(self, rows: list[int], error: BaseException) -> list[int]:
+        """``rows`` failed together with ``error``: write those that can be, give up those
+        refused. Returns the rows whose failure is not about rows, to retry whole
+        (``not_rows_error`` says why)."""
+        kind = classify(error)
+        if kind is ErrorKind.NOT_ROWS:
+            self.not_rows_error = error
+            return rows
+        if len(rows) == 1:
+            self.reject(rows, error, "rejected")
+            return []
+        middle = len(rows) // 2
+        left, right = rows[:middle], rows[middle:]
+        left_error = self.attempt(left)
+        right_error = self.attempt(right)
+        if (
+            kind is ErrorKind.SUSPECT_DATA
+            and len(rows) >= 4
+            and left_error is not None
+            and right_error is not None
+            and same_failure(left_error, error)
+            and same_failure(right_error, error)
+        ):
+            return self.probe(rows, error, left_error, right_error)
+        return self.isolate_if(left, left_error) + self.isolate_if(right, right_error)
+
+    def probe(
+        self,
+        rows: list[int],
+        error: BaseException,
+        left_error: BaseException,
+        right_error: BaseException,
+    ) -> list[int]:
+        """Both halves of ``rows`` failed as the whole did. It is a row's fault only if some
+        row can be written: the first and the last row are tried alone."""
+        middle = len(rows) // 2
+        first, left_rest = rows[:1], rows[1:middle]
+        right_rest, last = rows[middle:-1], rows[-1:]
+        first_error = self.attempt(first)
+        if first_error is None:  # the left half failed for another of its rows
+            return self.isolate(left_rest, left_error) + self.isolate(rows[middle:], right_error)
+        last_error = self.attempt(last)
+        if last_error is None:  # the right half failed for another of its rows
+            return (
+                self.isolate(first, first_error)
+                + self.isolate_if(left_rest, self.attempt(left_rest))
+                + self.isolate(right_rest, right_error)
+            )
+        if same_failure(first_error, error) and same_failure(last_error, error):
+            self.not_rows_error = error  # every part fails alike: not about rows
+            return rows
+        return (
+            self.isolate(first, first_error)
+            + self.isolate_if(left_rest, self.attempt(left_rest))
+            + self.isolate_if(right_rest, self.attempt(right_rest))
+            + self.isolate(last, last_error)
+        )
+
+    def isolate_if(self, rows: list[int], error: BaseException | None) -> list[int]:
+        return [] if error is None else self.isolate(rows, error)
+
+    def wait(self, rows: int, error: BaseException) -> None:
+        """Back off before retrying ``rows`` rows; _OutOfBudget when the budget is spent."""
+        d = self.d
+        remaining = d._budget.remaining(self.retries, d._clock())
+        if remaining is not None and remaining <= 0:
+            raise _OutOfBudget(error, self.retries)
+        self.retries += 1
+        delay = d._backoff.delay(self.retries)
+        if remaining is not None:
+            delay = min(delay, remaining)
+        log = logger.warning if classify(error) is ErrorKind.TRANSIENT else logger.error
+        log(
+            "queue %s: write of %d rows failed (%s); retry %d in %.2fs",
+            d._name,
+            rows,
+            describe(error),
+            self.retries,
+            delay,
+        )
+        d._stats.retried()
+        d._sleep(delay)
+
+    def unsettled(self) -> list[int]:
+        return [i for i, done in enumerate(self.settled) if not done]
+
+    def reject(self, rows: list[int], error: BaseException, why: str) -> None:
+        if not rows:
+            return
+        entries = [self.batch.entries[i] for i in rows]
+        for i in rows:
+            self.settled[i] = True
+        self.failed += len(rows)
+        self.last_error = error
         logger.error(
             "queue %s: %d rows %s, keys %s: %s",
-            self._name,
+            self.d._name,
             len(rows),
             why,
-            _keys(rows),
+            _keys(entries),
             describe(error),
         )
-        self._stats.gave_up(weight)
-        self._give_up(rows, error)
+        self.d._stats.gave_up(sum(self.batch.weights[i] for i in rows))
+        self.d._give_up(entries, error)
+
+    def report(self) -> Report:
+        return Report(len(self.batch.entries), self.retries + 1, self.failed, self.last_error)
+
+
+def _out_of_budget(retries: int, budget: RetryBudget) -> str:
+    limits = []
+    if budget.max_retries is not None:
+        limits.append(f"max_retries={budget.max_retries}")
+    if budget.max_retry_time is not None:
+        limits.append(f"max_retry_time={budget.max_retry_time:g}s")
+    return f"given up after {retries} retries ({', '.join(limits)})"
 
 
 def describe(error: BaseException) -> str:
     """One line naming the error, its SQLSTATE and its first line of text."""
     sqlstate = getattr(error, "sqlstate", None)
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if len(text) > 300:
+        text = text[:300] + "…"
     kind = type(error).__name__
     return f"{kind} [{sqlstate}] {text}" if sqlstate else f"{kind}: {text}"
 
 
 def _keys(entries: Sequence[Entry]) -> str:
-    shown = ", ".join(repr(entry.key) for entry in entries[:_KEYS_LOGGED])
+    shown = ", ".join(_short(repr(entry.key)) for entry in entries[:_KEYS_LOGGED])
     more = len(entries) - _KEYS_LOGGED
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _KEY_CHARS else f"{text[:_KEY_CHARS]}… ({len(text)} chars)"

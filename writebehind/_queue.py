@@ -17,19 +17,24 @@ from ._batch import Entry, new_entry, seconds_until_due
 from ._buffer import RowBuffer
 from ._delivery import Delivery
 from ._metrics import Metrics, QueueStats
-from ._retry import Backoff, ErrorKind, classify
-from ._sink import Sink
+from ._opening import SinkOpener
+from ._retry import Backoff, RetryBudget
+from ._sink import Params, Sink
 from ._tracing import FlushTracer
 from .errors import QueueClosed
 
 __all__ = ["FailureCallback", "WriteBehindQueue"]
+
+UNCHECKED: Params = ()
+"""The params of a row accepted before the sink could read the catalog: checked later."""
 
 logger = logging.getLogger("writebehind")
 
 FailureCallback = Callable[[list[Mapping[str, Any]], BaseException], None]
 """``on_failure(rows, error)``: rows given up (as they were put) and the error that ended them.
 
-Called on the worker thread: later rows wait while it runs. What it raises is logged."""
+Called on the worker thread: later rows wait while it runs. What it raises is logged. It may
+put() rows again (accepted at once, even beyond ``maxsize``) and close(); flush() raises there."""
 
 # Longest a wait lasts before its condition is checked again, should a wake-up go missing.
 _IDLE_WAIT = 5.0
@@ -45,13 +50,23 @@ class WriteBehindQueue:
     handed to ``on_failure`` and logged, or (past ``shutdown_timeout`` at exit) counted and
     logged as abandoned.
 
+    put() never waits on the database: the worker opens the sink (reads the catalog), and
+    while it cannot, rows are accepted unchecked and checked once it can (a row that does not
+    fit goes to ``on_failure`` with the error put() would have raised). The first put() waits
+    for the first attempt to open, at most the sink's ``connect_timeout``; when the database
+    answers with a configuration it refuses (credentials, missing table or key), put() raises
+    that error at once.
+
     ``maxsize`` bounds the rows waiting plus the rows of the batch being written that the
     database has not read yet; put() blocks beyond it. A batch is written when ``batch_size``
     rows wait, when the oldest has waited ``flush_interval`` seconds, or on flush()/close().
-    A failed write is retried ``max_retries`` times, after ``retry_backoff`` seconds doubled
-    each time up to ``retry_backoff_max``, with jitter. ``registry=None`` exports no
-    Prometheus series; ``name`` labels them and names the worker thread (default: the sink's
-    name). ``clock`` is the monotonic clock that times ``flush_interval``.
+    A failed write is retried after ``retry_backoff`` seconds doubled each time up to
+    ``retry_backoff_max``, with jitter, until the writes have been failing for
+    ``max_retry_time`` seconds (counted from the first failure, whichever batch it was) or the
+    batch has been retried ``max_retries`` times (None: no limit on either); then the batch is
+    given up to ``on_failure``. ``registry=None`` exports no Prometheus series; ``name`` labels
+    them and names the worker thread (default: the sink's name). ``clock`` is the monotonic
+    clock that times ``flush_interval`` and ``max_retry_time``.
     """
 
     def __init__(
@@ -61,9 +76,10 @@ class WriteBehindQueue:
         maxsize: int = 10_000,
         batch_size: int = 500,
         flush_interval: float = 1.0,
-        max_retries: int = 3,
+        max_retries: int | None = None,
+        max_retry_time: float | None = 120.0,
         retry_backoff: float = 0.1,
-        retry_backoff_max: float = 10.0,
+        retry_backoff_max: float = 2.0,
         on_failure: FailureCallback | None = None,
         registry: CollectorRegistry | None = REGISTRY,
         name: str | None = None,
@@ -75,7 +91,10 @@ class WriteBehindQueue:
         _check_int("maxsize", maxsize, minimum=1)
         _check_int("batch_size", batch_size, minimum=1)
         _check_seconds("flush_interval", flush_interval, positive=True)
-        _check_int("max_retries", max_retries, minimum=0)
+        if max_retries is not None:
+            _check_int("max_retries", max_retries, minimum=0)
+        if max_retry_time is not None:
+            _check_seconds("max_retry_time", max_retry_time)
         _check_seconds("retry_backoff", retry_backoff)
         _check_seconds("retry_backoff_max", retry_backoff_max)
         if retry_backoff_max < retry_backoff:
@@ -95,17 +114,21 @@ class WriteBehindQueue:
         self._clock = clock
         self._buffer: RowBuffer[Entry] = RowBuffer(maxsize, batch_size)
         self._stats = QueueStats(self.name, registry, lambda: self._buffer.put_count)
-        self._max_retries = max_retries
         self._backoff = Backoff(retry_backoff, retry_backoff_max)
+        self._budget = RetryBudget(max_retries, max_retry_time)
         self._delivery = Delivery(
             sink,
             name=self.name,
-            max_retries=max_retries,
+            budget=self._budget,
             backoff=self._backoff,
             stats=self._stats,
             give_up=self._give_up,
             sleep=time.sleep,
+            clock=clock,
         )
+        self._opener = SinkOpener(sink, self.name, clock)
+        self._first_open_wait = float(getattr(sink, "connect_timeout", 5.0)) + 1.0
+        self._open_retries = 0
         self._tracer = FlushTracer(self.name)
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -129,13 +152,20 @@ class WriteBehindQueue:
         self.close()
 
     def start(self) -> None:
-        """Open the sink and start the worker now instead of at the first put().
+        """Open the sink and start the worker now: the way to fail fast at boot.
 
-        Transient errors are retried as for writes (``max_retries``, with backoff); then this
-        raises what the sink's open raised (SchemaError for an unusable table, a psycopg error
-        when the database cannot be reached), QueueClosed after close(), or RuntimeError in a
-        process forked after the queue started.
+        Makes one attempt to open the sink (bounded by its ``connect_timeout``) and raises what
+        it raised: SchemaError for an unusable table, a psycopg error naming the cause when the
+        database cannot be reached or refuses the connection. QueueClosed after close(),
+        RuntimeError in a process forked after the queue started.
         """
+        self._start_worker()
+        if not self._opener.opened and not self._opener.attempt():
+            error = self._opener.error
+            assert error is not None
+            raise error.with_traceback(None)
+
+    def _start_worker(self) -> None:
         with self._lock:
             if self._forked:
                 raise RuntimeError(
@@ -146,51 +176,59 @@ class WriteBehindQueue:
                 raise QueueClosed(f"queue {self.name!r} is closed")
             if self._worker is not None:
                 return
-            self._open_sink()
             worker = threading.Thread(target=self._run, name=f"writebehind-{self.name}")
             worker.daemon = True
             worker.start()
             self._worker = worker
             _lifecycle.register(self)
 
-    def _open_sink(self) -> None:
-        # The same patience as for writes: a server restarting or a connection killed while
-        # the catalog is read should not fail the first put.
-        retries = 0
-        while True:
-            try:
-                self._sink.open()
-                return
-            except Exception as error:
-                if classify(error) is not ErrorKind.TRANSIENT or retries >= self._max_retries:
-                    raise
-                retries += 1
-                delay = self._backoff.delay(retries)
-                logger.warning(
-                    "queue %s: opening the sink failed (%s); retry %d/%d in %.2fs",
-                    self.name,
-                    error,
-                    retries,
-                    self._max_retries,
-                    delay,
-                )
-                time.sleep(delay)
-
     def put(self, row: Mapping[str, Any], block: bool = True, timeout: float | None = None) -> None:
         """Accept ``row`` (a Mapping column -> value) for writing, and return.
 
-        The row is checked and converted now: TypeError if it is not a Mapping, ValueError
-        naming a missing or unknown column; nothing is accepted then. When ``maxsize`` rows are
-        waiting, wait for room (at most ``timeout`` seconds, then QueueFull), or raise QueueFull
-        at once if not ``block``. QueueClosed after close(). Database errors never reach here.
+        Never waits on the database. The row is checked and converted now: TypeError if it is
+        not a Mapping, ValueError naming a missing or unknown column; nothing is accepted then.
+        Until the sink could read the table's catalog, rows are accepted unchecked and checked
+        when it can (the first put waits for the first attempt, within ``timeout``); when the
+        database refuses the configuration (credentials, table, key), its error is raised here.
+        When ``maxsize`` rows are waiting, wait for room (at most ``timeout`` seconds, then
+        QueueFull), or raise QueueFull at once if not ``block``; on the worker thread (from
+        ``on_failure``) the row is accepted at once, beyond ``maxsize``. QueueClosed after
+        close().
         """
         if self._worker is None:
-            self.start()
-        key, params = self._prepare(row)
+            self._start_worker()
+        if not self._opener.opened:
+            key, params = self._put_unopened(row, block, timeout)
+        else:
+            key, params = self._prepare(row)
         buffer = self._buffer
-        buffer.put(new_entry((key, params, row, self._clock())), block, timeout)
+        entry = new_entry((key, params, row, self._clock()))
+        if self._worker is threading.current_thread():
+            buffer.put_now(entry)  # room is only ever freed by this thread: never wait for it
+        else:
+            buffer.put(entry, block, timeout)
         if buffer.put_count % QueueStats.SYNC_EVERY == 0:
             self._stats.sync()
+
+    def _put_unopened(
+        self, row: Mapping[str, Any], block: bool, timeout: float | None
+    ) -> tuple[Any, Params]:
+        if self._closed:
+            raise QueueClosed(f"queue {self.name!r} is closed")
+        opener = self._opener
+        if not opener.attempts:
+            wait = self._first_open_wait if block else 0.0
+            opener.wait_first(wait if timeout is None else min(wait, timeout))
+        if opener.opened:
+            return self._prepare(row)
+        error = opener.error
+        if error is not None and opener.configuration_error:
+            opener.want()
+            self._buffer.wake()
+            raise error.with_traceback(None)
+        if not isinstance(row, Mapping):
+            raise TypeError(f"row must be a Mapping of column -> value, got {type(row).__name__}")
+        return None, UNCHECKED
 
     def put_nowait(self, row: Mapping[str, Any]) -> None:
         """put() without waiting: QueueFull when ``maxsize`` rows are waiting."""
@@ -200,9 +238,15 @@ class WriteBehindQueue:
         """Write out every row put before this call, partial batch included.
 
         Returns True once each of those rows is persisted or given up (``on_failure``), False
-        if ``timeout`` seconds ran out first. Rows put meanwhile by other threads may be
-        written too, but are not waited for.
+        if ``timeout`` seconds ran out first or the worker is not running. Rows put meanwhile by
+        other threads may be written too, but are not waited for. RuntimeError on the worker
+        thread (from ``on_failure``), which would wait for itself.
         """
+        if self._worker is threading.current_thread():
+            raise RuntimeError(
+                f"queue {self.name!r}: flush() from on_failure would wait for the worker "
+                "that runs it; put() the rows and return"
+            )
         target = self._buffer.request_flush()
         deadline = None if timeout is None else time.monotonic() + timeout
         progress = self._stats.progress
@@ -235,7 +279,7 @@ class WriteBehindQueue:
             worker.join(timeout)
             if worker.is_alive():
                 logger.warning(
-                    "queue %s: close() timed out after %ss with %d rows not yet written",
+                    "queue %s: close() timed out after %.1fs with %d rows not yet written",
                     self.name,
                     timeout,
                     self.pending_rows(),
@@ -280,6 +324,12 @@ class WriteBehindQueue:
         buffer = self._buffer
         while True:
             try:
+                if not self._opener.opened:
+                    if buffer.closed and not buffer.qsize():
+                        self._close_sink()
+                        return
+                    self._open_sink()
+                    continue
                 entries = buffer.take(self._age_wait, _IDLE_WAIT)
                 self._stats.sync()
                 if entries:
@@ -289,6 +339,35 @@ class WriteBehindQueue:
                     return
             except Exception:  # the worker must outlive any bug; the rows stay counted
                 logger.exception("queue %s: unexpected error in the worker", self.name)
+
+    def _open_sink(self) -> None:
+        """One step of opening the sink while rows wait (or a producer asks): an attempt, then
+        a backoff, or rows given up in put order once the retry budget is spent."""
+        buffer, opener = self._buffer, self._opener
+        if not (buffer.qsize() or opener.wanted or not opener.attempts):
+            buffer.wait_for_rows(_IDLE_WAIT)
+            return
+        if opener.attempt():
+            self._open_retries = 0
+            self._budget.succeeded()
+            return
+        error = opener.error
+        assert error is not None
+        now = self._clock()
+        self._budget.failed(now)
+        remaining = self._budget.remaining(self._open_retries, now)
+        if remaining is not None and remaining <= 0 and buffer.qsize():
+            entries = buffer.take_now()
+            try:
+                self._delivery.give_up_all(entries, error, "given up: the sink cannot open")
+            finally:
+                self._settle_taken(entries, len(entries), time.monotonic())
+            return
+        self._open_retries += 1
+        delay = self._backoff.delay(self._open_retries)
+        if remaining is not None:
+            delay = max(0.0, min(delay, remaining))
+        time.sleep(delay)
 
     def _age_wait(self, oldest: Entry) -> float:
         return seconds_until_due(oldest.enqueued_at, self._clock(), self._flush_interval)
@@ -307,10 +386,32 @@ class WriteBehindQueue:
                 released = target
 
         try:
-            self._tracer.flush(len(entries), lambda: self._delivery.deliver(entries, on_read))
+            unchecked = any(not entry.params for entry in entries)
+            checked = self._check_unchecked(entries) if unchecked else entries
+            if checked:
+                self._tracer.flush(len(checked), lambda: self._delivery.deliver(checked, on_read))
         finally:
-            self._buffer.release(len(entries) - released)
-            self._stats.batch_done(len(entries), time.monotonic() - started)
+            self._settle_taken(entries, len(entries) - released, started)
+
+    def _settle_taken(self, entries: list[Entry], unreleased: int, started: float) -> None:
+        self._buffer.release(unreleased)
+        self._stats.batch_done(len(entries), time.monotonic() - started)
+
+    def _check_unchecked(self, entries: list[Entry]) -> list[Entry]:
+        """Rows accepted before the sink could open, checked now as put() would have; a row
+        that does not fit is given up with the error put() would have raised."""
+        checked = []
+        for entry in entries:
+            if entry.params:
+                checked.append(entry)
+                continue
+            try:
+                key, params = self._prepare(entry.row)
+            except (TypeError, ValueError) as error:
+                self._delivery.give_up_all([entry], error, "refused when checked")
+                continue
+            checked.append(entry._replace(key=key, params=params))
+        return checked
 
     def _give_up(self, entries: list[Entry], error: BaseException) -> None:
         if self._on_failure is None:

@@ -335,16 +335,34 @@ def test_an_on_failure_that_raises_is_logged_and_the_worker_goes_on(
     assert any("on_failure raised" in r.getMessage() for r in caplog.records)
 
 
-def test_unknown_errors_are_retried_then_given_up(
+def test_an_error_every_part_shares_is_retried_whole_then_given_up(
     make: Any, sink: FakeSink, failures: list[Failure]
 ) -> None:
     bug = RuntimeError("sink bug")
-    sink.failures.extend([bug, bug])
-    wb = make(max_retries=1)
-    wb.put(row(1))
+    # Per try: the batch, both halves, then its first and its last row alone.
+    sink.failures.extend([bug] * 10)
+    wb = make(max_retries=1, batch_size=8)
+    for i in range(8):
+        wb.put(row(i))
     assert wb.flush(timeout=10)
-    assert failures == [([row(1)], bug)]
-    assert wb.metrics().total_retries == 1
+    assert [([r["id"] for r in rows], error) for rows, error in failures] == [(list(range(8)), bug)]
+    assert (wb.metrics().total_retries, sink.attempts, sink.table) == (1, 10, {})
+
+
+def test_an_error_only_some_rows_cause_is_isolated_to_them(
+    make: Any, sink: FakeSink, failures: list[Failure]
+) -> None:
+    refused = [psycopg.errors.RaiseException(f"refused {n}") for n in range(3)]
+    # The batch fails, its left half fails, its right half goes through; then the left half's
+    # halves: [0, 1] fails, [2, 3] goes through; then row 0 fails alone, row 1 goes through.
+    sink.failures.extend([refused[0], refused[1], None, refused[2], None, refused[2], None])
+    wb = make(batch_size=8)
+    for i in range(8):
+        wb.put(row(i))
+    assert wb.flush(timeout=10)
+    assert [([r["id"] for r in rows], error) for rows, error in failures] == [([0], refused[2])]
+    assert sorted(sink.table) == list(range(1, 8))
+    assert wb.metrics().total_retries == 0
 
 
 def test_bad_rows_are_refused_at_put_and_nothing_is_enqueued(make: Any) -> None:

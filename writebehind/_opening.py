@@ -1,0 +1,107 @@
+"""Opening a queue's sink: one attempt at a time, so that put() never waits on the database."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+
+from ._delivery import describe
+from ._retry import ErrorKind, classify
+from ._sink import Sink
+from .errors import SchemaError
+
+logger = logging.getLogger("writebehind")
+
+# Server messages at connection time that mean "not now" rather than "not you": the server
+# answered, but is starting, stopping, recovering or full.
+_TRANSIENT_FATAL = (
+    "starting up",
+    "shutting down",
+    "in recovery mode",
+    "not yet accepting connections",
+    "not accepting connections",
+    "too many clients",
+    "connection slots are reserved",
+    "administrator command",
+)
+
+
+def is_configuration_error(error: BaseException) -> bool:
+    """Whether opening failed because the database refused this configuration (credentials,
+    database, table, key), rather than because it could not be reached or answer now.
+
+    Connection failures carry no SQLSTATE: a message with the server's ``FATAL:`` means the
+    server answered and refused, unless it says it is starting, stopping or full.
+    """
+    if isinstance(error, SchemaError):
+        return True
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate:
+        return classify(error) is ErrorKind.NOT_ROWS
+    if isinstance(error, psycopg.OperationalError):
+        text = str(error)
+        return "FATAL:" in text and not any(phrase in text for phrase in _TRANSIENT_FATAL)
+    return not isinstance(error, psycopg.Error)
+
+
+class SinkOpener:
+    """The open state of one queue's sink, shared by producers and the worker.
+
+    ``attempt()`` runs one ``sink.open()`` and records its outcome; ``wait_first`` lets the
+    first put() wait for the outcome of the first attempt, and no longer than it asks.
+    """
+
+    def __init__(self, sink: Sink, name: str, clock: Callable[[], float]) -> None:
+        self._sink = sink
+        self._name = name
+        self._clock = clock
+        self.changed = threading.Condition(threading.Lock())
+        self.opened = False
+        self.attempts = 0
+        self.error: BaseException | None = None
+        """The error of the last failed attempt (None once open)."""
+        self.configuration_error = False
+        self.wanted = False
+        """A producer asks for a new attempt (it was refused with the last error)."""
+        self._logged: str | None = None
+
+    def attempt(self) -> bool:
+        """Open the sink once; True if it is open. Never raises."""
+        try:
+            self._sink.open()
+        except Exception as error:
+            self._failed(error)
+            return False
+        with self.changed:
+            self.opened, self.error, self.wanted = True, None, False
+            self.attempts += 1
+            self.changed.notify_all()
+        if self._logged is not None:
+            logger.warning("queue %s: the sink is open again", self._name)
+            self._logged = None
+        return True
+
+    def _failed(self, error: BaseException) -> None:
+        configuration = is_configuration_error(error)
+        with self.changed:
+            self.error, self.configuration_error, self.wanted = error, configuration, False
+            self.attempts += 1
+            self.changed.notify_all()
+        text = describe(error)
+        if text != self._logged:  # once per cause, not once per retry
+            self._logged = text
+            logger.warning("queue %s: cannot open the sink: %s", self._name, text)
+
+    def wait_first(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for the first attempt to end."""
+        with self.changed:
+            if not self.attempts and timeout > 0:
+                self.changed.wait_for(lambda: self.attempts > 0, timeout)
+
+    def want(self) -> None:
+        with self.changed:
+            self.wanted = True
+            self.changed.notify_all()
