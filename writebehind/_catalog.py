@@ -21,6 +21,7 @@ class Column:
     """A default, identity or generated value: left out of the written columns by default."""
     generated: bool
     """A generated column, which cannot be written at all."""
+    not_null: bool = False
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class TableInfo:
     columns: tuple[Column, ...]
     unique_keys: tuple[frozenset[str], ...]
     """Column sets of the unique indexes that ON CONFLICT can use (plain, immediate, total)."""
+    nulls_not_distinct: frozenset[frozenset[str]] = frozenset()
+    """Those of ``unique_keys`` whose index treats NULLs as equal (PostgreSQL 15+)."""
 
     @property
     def qualified_name(self) -> str:
@@ -49,14 +52,16 @@ _COLUMNS_QUERY = """
 SELECT a.attnum, a.attname,
        (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)::regtype::text,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
-       a.attgenerated <> ''
+       a.attgenerated <> '',
+       a.attnotnull
 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
 _UNIQUE_QUERY = """
-SELECT i.indkey::int2[], i.indnkeyatts
+SELECT i.indkey::int2[], i.indnkeyatts,
+       coalesce((pg_catalog.to_jsonb(i) ->> 'indnullsnotdistinct')::bool, false)
 FROM pg_catalog.pg_index i
 WHERE i.indrelid = %s AND i.indisunique AND i.indimmediate AND i.indisvalid
   AND i.indpred IS NULL AND i.indexprs IS NULL
@@ -80,15 +85,21 @@ def read_table(conn: psycopg.Connection[Any], table: str, schema: str | None) ->
         rows = cur.fetchall()
         names_by_number = {number: name for number, name, *_ in rows}
         columns = tuple(
-            Column(name, type_name, has_default, generated)
-            for _, name, type_name, has_default, generated in rows
+            Column(name, type_name, has_default, generated, not_null)
+            for _, name, type_name, has_default, generated, not_null in rows
         )
         cur.execute(_UNIQUE_QUERY, (oid,))
-        unique_keys = tuple(
-            frozenset(names_by_number[number] for number in numbers[:key_count])
-            for numbers, key_count in cur.fetchall()
-        )
-    return TableInfo(str(schema_name), str(table_name), columns, unique_keys)
+        indexes = [
+            (frozenset(names_by_number[number] for number in numbers[:key_count]), equal_nulls)
+            for numbers, key_count, equal_nulls in cur.fetchall()
+        ]
+    return TableInfo(
+        str(schema_name),
+        str(table_name),
+        columns,
+        tuple(names for names, _ in indexes),
+        frozenset(names for names, equal_nulls in indexes if equal_nulls),
+    )
 
 
 def check_key(info: TableInfo, key: Sequence[str]) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
-from collections.abc import Callable, Hashable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, tzinfo
+from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,9 +18,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ._catalog import Column, check_key, read_table, written_columns
+from ._catalog import Column, TableInfo, check_key, read_table, written_columns
+from ._pools import ConnectionUnavailable, SharedPool, acquire, connection_options, release
 from ._sink import Params
 
 __all__ = ["PostgresUpsert"]
@@ -58,12 +63,19 @@ class PostgresUpsert:
     written); by default every column without a default value. ``schema`` qualifies ``table``,
     which is otherwise found along the search_path. ``naive_timezone`` (a zone name or tzinfo)
     is given to naive datetimes for ``timestamptz`` columns, which are refused without it.
-    ``connect_timeout`` bounds one wait for a
-    connection: past it the write fails as transient, and the queue retries it.
+    ``connect_timeout`` bounds one wait for a connection: past it the write fails as
+    transient, and the queue retries it. ``write_timeout`` bounds one write: the server cancels
+    it (``statement_timeout``, set for the write's transaction only) and, on TCP, keepalives
+    and ``tcp_user_timeout`` drop a connection whose server or network stops answering; a write
+    that runs out fails as transient and is retried.
 
-    Nothing connects before open() (called by the queue's first put), so a sink can be built
-    before a server forks. open() reads the catalog and raises SchemaError for a missing table,
-    a key without a unique index or an unknown column.
+    Sinks of one process with the same conninfo (and timeouts) share one pool, which opens at
+    most ``pool_size`` connections (the largest asked), one per sink writing at the same
+    time, and none while idle. A pool passed in is borrowed as it is.
+
+    Nothing connects before open() (called by the queue's worker), so a sink can be built
+    before a server forks. open() reads the catalog over one connection of its own and raises
+    SchemaError for a missing table, a key without a unique index or an unknown column.
     """
 
     def __init__(
@@ -75,6 +87,8 @@ class PostgresUpsert:
         columns: Sequence[str] | None = None,
         schema: str | None = None,
         connect_timeout: float = 5.0,
+        write_timeout: float = 30.0,
+        pool_size: int = 4,
         naive_timezone: str | tzinfo | None = None,
     ) -> None:
         if not isinstance(conninfo_or_pool, (str, ConnectionPool)):
@@ -88,6 +102,11 @@ class PostgresUpsert:
             None if isinstance(conninfo_or_pool, str) else conninfo_or_pool
         )
         self._connect_timeout = connect_timeout
+        self.connect_timeout = connect_timeout
+        self.write_timeout = _check_positive("write_timeout", write_timeout)
+        self.pool_size = _check_pool_size(pool_size)
+        self._shared: SharedPool | None = None
+        self._statement_timeout = str(max(1, round(self.write_timeout * 1000)))
         self.naive_timezone = _check_timezone(naive_timezone)
         self._lock = threading.Lock()
         self._opened = False
@@ -97,6 +116,9 @@ class PostgresUpsert:
         self._query: sql.Composed | None = None
         self._params_of: Callable[[Mapping[str, Any]], Params] = _not_open
         self._key_of: Callable[[Params], Hashable] = _not_open
+        self._key_fixes: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+        self._composite = len(self.key) > 1
+        self._null_key_error: str | None = None
         self._json_positions: tuple[tuple[int, str], ...] = ()
         self._tz_positions: tuple[tuple[int, str], ...] = ()
 
@@ -111,10 +133,12 @@ class PostgresUpsert:
         return self._names
 
     def open(self) -> None:
-        """Create the pool (if owned), read the table's catalog and build the upsert statement.
+        """Read the table's catalog, build the upsert statement and take a pool.
 
-        Idempotent and thread-safe. Raises SchemaError for an unusable table, key or column, or
-        the psycopg error met when connecting (an owned pool is closed again then).
+        Idempotent and thread-safe. Makes one connection attempt (bounded by
+        ``connect_timeout``) and raises what it met: SchemaError for an unusable table, key or
+        column, or the psycopg error naming why the database could not be reached or refused
+        the connection.
         """
         with self._lock:
             if self._opened:
@@ -122,35 +146,52 @@ class PostgresUpsert:
             psycopg_logger = logging.getLogger("psycopg")
             if _pipeline_exit_noise not in psycopg_logger.filters:
                 psycopg_logger.addFilter(_pipeline_exit_noise)
-            owned = self._conninfo is not None
             if self._conninfo is not None:
-                # One writer thread uses one connection; the second serves open() and
-                # replaces a broken one without waiting. The pool's reconnection backoff grows
-                # to minutes; cutting it at connect_timeout makes the next write start a fresh
-                # attempt, so writing resumes within seconds of the server's return.
-                self._pool = ConnectionPool(
+                options = connection_options(self._conninfo, self.write_timeout)
+                with psycopg.connect(
                     self._conninfo,
-                    min_size=1,
-                    max_size=2,
-                    open=False,
-                    name=f"writebehind-{self.table}",
-                    timeout=self._connect_timeout,
-                    reconnect_timeout=self._connect_timeout,
-                )
-                self._pool.open(wait=False)
-            assert self._pool is not None
-            try:
-                with self._pool.connection(timeout=self._connect_timeout) as conn:
+                    connect_timeout=max(1, round(self._connect_timeout)),
+                    **options,
+                ) as conn:
                     info = read_table(conn, self.table, self.schema)
-                check_key(info, self.key)
-                columns = written_columns(info, self.key, self.columns)
-            except BaseException:
-                if owned:
-                    self._pool.close()
-                    self._pool = None
-                raise
+            else:
+                with self._borrowed_connection() as conn:
+                    info = read_table(conn, self.table, self.schema)
+            check_key(info, self.key)
+            columns = written_columns(info, self.key, self.columns)
+            self._configure_key(info, columns)
             self._configure(info.schema, info.name, columns)
+            if self._conninfo is not None:
+                self._shared = acquire(
+                    self._conninfo,
+                    connect_timeout=self._connect_timeout,
+                    write_timeout=self.write_timeout,
+                    pool_size=self.pool_size,
+                )
             self._opened = True
+
+    def _configure_key(self, info: TableInfo, columns: Sequence[Column]) -> None:
+        """Key values are compared in Python to merge rows of one key; make values PostgreSQL
+        holds equal compare equal (a uuid in either letter case, citext, NaN), and refuse a
+        NULL that ON CONFLICT could never match."""
+        positions = {name: index for index, name in enumerate(self.key)}
+        by_name = {column.name: column for column in columns}
+        fixes = []
+        for name, index in positions.items():
+            fix = _KEY_CANONICAL.get(by_name[name].type_name.rpartition(".")[2])
+            if fix is not None:
+                fixes.append((index, fix))
+        self._key_fixes = tuple(fixes)
+        not_null = [name for name in self.key if by_name[name].not_null]
+        if not_null:
+            self._null_key_error = f"key column {not_null[0]!r} is NOT NULL"
+        elif frozenset(self.key) not in info.nulls_not_distinct:
+            self._null_key_error = (
+                "a NULL key never matches an existing row in a unique index (unless it is "
+                "NULLS NOT DISTINCT), so the row could never be updated"
+            )
+        else:
+            self._null_key_error = None
 
     def _configure(self, schema: str, table: str, columns: Sequence[Column]) -> None:
         self._names = tuple(column.name for column in columns)
@@ -185,11 +226,22 @@ class PostgresUpsert:
         if self._json_positions or self._tz_positions:
             params = self._convert(params)
         key = self._key_of(params)
+        if self._key_fixes or key is None or (self._composite and None in key):  # type: ignore[operator]
+            key = self._fix_key(key)
         try:
             hash(key)
         except TypeError:
-            raise TypeError(f"key {self.key!r} has an unhashable value: {key!r}") from None
+            raise TypeError(f"key {self.key!r} has an unhashable value: {_short(key)}") from None
         return key, params
+
+    def _fix_key(self, key: Any) -> Hashable:
+        values = list(key) if len(self.key) > 1 else [key]
+        if self._null_key_error is not None and None in values:
+            column = self.key[values.index(None)]
+            raise ValueError(f"key column {column!r} is None: {self._null_key_error}")
+        for index, fix in self._key_fixes:
+            values[index] = fix(values[index])
+        return tuple(values) if len(self.key) > 1 else values[0]
 
     def _shape_error(self, row: Mapping[str, Any]) -> str:
         if self._query is None:
@@ -234,6 +286,7 @@ class PostgresUpsert:
         check_key(info, self.key)
         columns = written_columns(info, self.key, self.columns)
         with self._lock:
+            self._configure_key(info, columns)
             self._configure(info.schema, info.name, columns)
 
     def write_on(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
@@ -244,32 +297,44 @@ class PostgresUpsert:
             cur.executemany(self._query, rows)
 
     def write(self, rows: Sequence[Params]) -> None:
-        """Upsert ``rows`` (distinct keys) in one transaction."""
-        assert self._pool is not None and self._query is not None, "open() the sink first"
+        """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``."""
+        assert self._query is not None, "open() the sink first"
         try:
-            with self._pool.connection(self._connect_timeout) as conn, conn.cursor() as cur:
+            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute(_SET_STATEMENT_TIMEOUT, (self._statement_timeout,))
                 cur.executemany(self._query, rows)
         except psycopg.OperationalError:
             # After a restart every idle connection is dead: replace them now rather than
             # spend one retry on each.
-            self._check_pool()
+            if self._shared is not None:
+                self._shared.check()
             raise
 
-    def _check_pool(self) -> None:
+    def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        if self._shared is not None:
+            return self._shared.connection()
+        return self._borrowed_connection()
+
+    @contextmanager
+    def _borrowed_connection(self) -> Iterator[psycopg.Connection[Any]]:
         assert self._pool is not None
         try:
-            self._pool.check()
-        except Exception:
-            logger.debug("pool check failed", exc_info=True)
+            conn = self._pool.getconn(self._connect_timeout)
+        except PoolTimeout as timeout:
+            raise ConnectionUnavailable(str(timeout)) from timeout
+        try:
+            with conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
 
     def close(self) -> None:
-        """Close the pool if this sink created it. Idempotent."""
+        """Let the shared pool go (closed with its last sink); a borrowed one stays open.
+        Idempotent."""
         with self._lock:
-            pool, self._opened = self._pool, False
-            if self._conninfo is not None:
-                self._pool = None
-        if pool is not None and self._conninfo is not None:
-            pool.close()
+            shared, self._shared, self._opened = self._shared, None, False
+        if shared is not None:
+            release(shared, self.pool_size)
 
 
 def _upsert_statement(
@@ -297,6 +362,71 @@ def _upsert_statement(
 
 def _not_open(_value: object) -> Any:
     raise RuntimeError("the sink is not open; call open() (the queue does at its first put)")
+
+
+def _uuid_key(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return value  # the database will refuse it, and the row be isolated
+    return value
+
+
+def _citext_key(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class _NaN:
+    """PostgreSQL holds NaN equal to NaN (numeric and float), Python does not."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _NaN)
+
+    def __hash__(self) -> int:
+        return 0x7FF8
+
+    def __repr__(self) -> str:
+        return "NaN"
+
+
+_NAN_KEY = _NaN()
+
+
+def _nan_key(value: Any) -> Any:
+    return _NAN_KEY if isinstance(value, (float, Decimal)) and value != value else value
+
+
+_KEY_CANONICAL: dict[str, Callable[[Any], Any]] = {
+    "uuid": _uuid_key,
+    "citext": _citext_key,
+    "numeric": _nan_key,
+    "double precision": _nan_key,
+    "real": _nan_key,
+}
+
+_SET_STATEMENT_TIMEOUT = "SELECT pg_catalog.set_config('statement_timeout', %s, true)"
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive, finite number of seconds; got {value}")
+    return float(value)
+
+
+def _check_pool_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"pool_size must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"pool_size must be at least 1, got {value}")
+    return value
 
 
 def _check_timezone(value: object) -> tzinfo | None:

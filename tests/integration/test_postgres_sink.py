@@ -204,12 +204,17 @@ def test_sink_arguments_are_checked_without_connecting() -> None:
         PostgresUpsert(42, table="t", key="id")  # type: ignore[arg-type]
 
 
-def test_an_owned_pool_is_closed_a_borrowed_one_is_not(dsn: str, entries: str) -> None:
-    owned = PostgresUpsert(dsn, table=entries, key="verikey")
-    with WriteBehindQueue(owned, registry=None) as wb:
+def test_a_shared_pool_closes_with_its_last_sink_a_borrowed_one_never(
+    dsn: str, entries: str
+) -> None:
+    first, second = (PostgresUpsert(dsn, table=entries, key="verikey") for _ in range(2))
+    with WriteBehindQueue(first, registry=None, name="first") as wb:
         wb.put({"verikey": "a", "n": 1, "doc": None})
-        pool = owned._pool
-        assert pool is not None and not pool.closed
+        with WriteBehindQueue(second, registry=None, name="second") as wb2:
+            wb2.put({"verikey": "c", "n": 1, "doc": None})
+            assert first._shared is not None and first._shared is second._shared
+            pool = first._shared.pool
+        assert not pool.closed  # the first queue still uses it
     assert pool.closed
 
     with ConnectionPool(dsn, min_size=1, open=True) as borrowed:
@@ -217,7 +222,7 @@ def test_an_owned_pool_is_closed_a_borrowed_one_is_not(dsn: str, entries: str) -
             wb.put({"verikey": "b", "n": 1, "doc": None})
         assert not borrowed.closed
         with borrowed.connection() as conn:
-            assert conn.execute(named("SELECT count(*) FROM {}", entries)).fetchone() == (2,)
+            assert conn.execute(named("SELECT count(*) FROM {}", entries)).fetchone() == (3,)
 
 
 def test_on_failure_receives_rows_as_they_were_put(dsn: str, entries: str) -> None:

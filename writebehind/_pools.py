@@ -1,0 +1,150 @@
+"""Connection pools shared by the sinks of one process that write to the same database.
+
+One ``psycopg_pool.ConnectionPool`` per (process, conninfo, timeouts): queues on the same database
+share its connections, so 50 queues need as many connections as can write at once, not 100.
+A pool keeps no connection open while idle (``min_size=0``), and is closed when its last sink
+lets it go. Besides the per-queue metric families this is the package's only module-level state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+logger = logging.getLogger("writebehind")
+
+__all__ = ["ConnectionUnavailable", "SharedPool", "acquire", "connection_options", "release"]
+
+# Idle connections are closed after this many seconds (one per period, down to none).
+_MAX_IDLE = 60.0
+
+
+class ConnectionUnavailable(psycopg.OperationalError):
+    """No connection within ``connect_timeout``; the message names the last connection error."""
+
+
+def connection_options(conninfo: str, write_timeout: float) -> dict[str, Any]:
+    """libpq settings that bound a wait on a server or network that stops answering, for a TCP
+    connection (ignored on a Unix socket): keepalives, and ``tcp_user_timeout`` for data the
+    server does not acknowledge. Settings the conninfo already has are left alone."""
+    given = conninfo_to_dict(conninfo)
+    options: dict[str, Any] = {
+        "keepalives": 1,
+        "keepalives_idle": max(1, round(write_timeout / 3)),
+        "keepalives_interval": max(1, round(write_timeout / 9)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": max(1, round(write_timeout * 1000)),
+    }
+    return {name: value for name, value in options.items() if name not in given}
+
+
+class SharedPool:
+    """One pool and the sinks using it. ``connection()`` names the real cause of a failure to
+    connect, where the pool alone would only say that it timed out."""
+
+    def __init__(self, key: tuple[Any, ...], conninfo: str, connect_timeout: float, **kwargs: Any):
+        self.key = key
+        self.sizes: list[int] = []
+        self.last_error: BaseException | None = None
+        self._connect_timeout = connect_timeout
+        shared = self
+
+        class RecordingConnection(psycopg.Connection[Any]):
+            @classmethod
+            def connect(cls, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    conn = super().connect(*args, **kwargs)
+                except Exception as error:
+                    shared.last_error = error
+                    raise
+                shared.last_error = None
+                return conn
+
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            conninfo,
+            kwargs=kwargs,
+            connection_class=RecordingConnection,
+            min_size=0,
+            max_size=1,
+            open=False,
+            name=f"writebehind-{os.getpid()}-{len(_pools)}",
+            timeout=connect_timeout,
+            # The pool's own reconnection backoff grows to minutes; cutting it at
+            # connect_timeout makes the next write start a fresh attempt, so writing resumes
+            # within seconds of the server's return.
+            reconnect_timeout=connect_timeout,
+            max_idle=_MAX_IDLE,
+        )
+        self.pool.open(wait=False)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one transaction: committed if the block succeeds, else rolled back.
+
+        ConnectionUnavailable (a psycopg.OperationalError) when none comes within
+        ``connect_timeout``, naming the last connection error."""
+        try:
+            conn = self.pool.getconn(self._connect_timeout)
+        except PoolTimeout as timeout:
+            cause = self.last_error
+            if cause is None:
+                raise ConnectionUnavailable(str(timeout)) from timeout
+            text = str(cause).strip().replace("\n", " ")
+            raise ConnectionUnavailable(f"{timeout}; last connection error: {text}") from cause
+        try:
+            with conn:
+                yield conn
+        finally:
+            self.pool.putconn(conn)
+
+    def check(self) -> None:
+        """Replace the idle connections that broke (after a server restart every one has)."""
+        try:
+            self.pool.check()
+        except Exception:
+            logger.debug("pool check failed", exc_info=True)
+
+    def _resize(self) -> None:
+        # As many connections as sinks can write at once, up to the largest pool_size asked.
+        size = max(1, min(len(self.sizes), max(self.sizes, default=1)))
+        if size != self.pool.max_size:
+            self.pool.resize(min_size=0, max_size=size)
+
+
+_pools: dict[tuple[Any, ...], SharedPool] = {}
+_lock = threading.Lock()
+
+
+def acquire(
+    conninfo: str, *, connect_timeout: float, write_timeout: float, pool_size: int
+) -> SharedPool:
+    """The pool of this process for ``conninfo``, created on first use; pair with release()."""
+    key = (os.getpid(), conninfo, connect_timeout, write_timeout)
+    with _lock:
+        shared = _pools.get(key)
+        if shared is None:
+            options = connection_options(conninfo, write_timeout)
+            shared = _pools[key] = SharedPool(key, conninfo, connect_timeout, **options)
+        shared.sizes.append(pool_size)
+        shared._resize()
+        return shared
+
+
+def release(shared: SharedPool, pool_size: int) -> None:
+    """One sink is done with ``shared``; the last one closes it."""
+    with _lock:
+        shared.sizes.remove(pool_size)
+        if shared.sizes:
+            shared._resize()
+            return
+        if _pools.get(shared.key) is shared:
+            del _pools[shared.key]
+    shared.pool.close()
