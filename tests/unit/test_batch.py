@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from writebehind._batch import Entry, coalesce, seconds_until_due
 
 
@@ -41,3 +43,10 @@ def test_coalesce_keeps_first_seen_order_when_keys_cannot_be_compared() -> None:
     batch = coalesce([entry((1, None), 1), entry((1, "x"), 2), entry((1, None), 3)])
     assert [e.key for e in batch.entries] == [(1, None), (1, "x")]
     assert batch.weights == [2, 1]
+
+
+def test_coalesce_keeps_put_order_when_ordering_keys_raises_something_else() -> None:
+    # Comparing a Decimal NaN raises decimal.InvalidOperation, not TypeError.
+    keys = [Decimal(3), Decimal("NaN"), Decimal(1)]
+    batch = coalesce([entry(key, i) for i, key in enumerate(keys)])
+    assert [e.params[1] for e in batch.entries] == [0, 1, 2]
