@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -49,24 +50,34 @@ class EagerConnection(Protocol):
 
 
 class OwnConnection:
-    """One psycopg connection of the queue's own, opened on first use; each write commits."""
+    """One psycopg connection of the queue's own, opened on first use; each write commits.
+
+    close() closes it; so does the garbage collector, should the queue be dropped unclosed."""
 
     def __init__(self, conninfo: str, connect_timeout: float = 5.0) -> None:
         self._conninfo = conninfo
         self._connect_timeout = max(1, round(connect_timeout))
         self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
+        # A holder the finalizer can close without keeping this object alive.
+        self._slot: list[psycopg.Connection[Any]] = []
+        weakref.finalize(self, _close_slot, self._slot)
 
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
-            )
-        return self._conn
+        if self._slot and not self._slot[0].closed:
+            return self._slot[0]
+        conn = psycopg.connect(
+            self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
+        )
+        self._slot[:] = [conn]
+        return conn
 
     def configure(self, sink: PostgresUpsert) -> None:
         with self._lock:
-            sink.configure(self._connection())
+            try:
+                sink.configure(self._connection())
+            except BaseException:
+                _close_slot(self._slot)  # nothing to write through
+                raise
 
     def write(self, sink: PostgresUpsert, params: Params) -> None:
         with self._lock:
@@ -81,9 +92,13 @@ class OwnConnection:
 
     def close(self) -> None:
         with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+            _close_slot(self._slot)
+
+
+def _close_slot(slot: list[psycopg.Connection[Any]]) -> None:
+    for conn in slot:
+        conn.close()
+    slot.clear()
 
 
 class EagerQueue:
