@@ -13,8 +13,8 @@ from flask import Flask
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import named, select
-from writebehind import PostgresUpsert, QueueClosed, SchemaError, WriteBehindQueue
-from writebehind._eager import EagerQueue, OwnConnection
+from writebehind import EagerQueue, PostgresUpsert, QueueClosed, SchemaError, WriteBehindQueue
+from writebehind._eager import OwnConnection
 from writebehind.flask import WriteBehind
 
 failed_rows: list[Mapping[str, Any]] = []
