@@ -1,4 +1,4 @@
-"""A Flask application that records page views through a write-behind queue.
+"""A Flask application that records the last visit of each page through a write-behind queue.
 
     python examples/flask_app.py [--dsn DSN] [--requests N]
         # a self-check: an embedded server (or yours), N requests through Flask's test client
@@ -8,8 +8,11 @@
     flask --app examples/flask_app.py writebehind check       # check it, as a deploy step
     gunicorn --preload -w 4 -c examples/gunicorn.conf.py --chdir examples flask_app:app
 
-``POST /views/<page>`` puts a row and answers 202 at once; ``GET /metrics`` serves Prometheus
-metrics (aggregated over gunicorn's workers when PROMETHEUS_MULTIPROC_DIR is set).
+``POST /visits/<page>`` puts the page's last visit (when, and the Referer) and answers 202 at
+once: each visit replaces the page's previous one, which is what an upsert does. ``GET /metrics``
+serves Prometheus metrics (aggregated over gunicorn's workers when PROMETHEUS_MULTIPROC_DIR is
+set). In tests, ``create_app({"WRITEBEHIND_EAGER": True, ...})`` writes each visit before the
+view returns.
 """
 
 from __future__ import annotations
@@ -30,11 +33,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from writebehind.flask import WriteBehind
 
 TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS page_views (
-    page text PRIMARY KEY,
-    views bigint NOT NULL CHECK (views >= 0),
-    referrer text,
-    seen_at timestamptz NOT NULL
+CREATE TABLE IF NOT EXISTS last_visits (
+    page varchar(200) PRIMARY KEY,
+    seen_at timestamptz NOT NULL,
+    referrer text
 )
 """
 
@@ -44,7 +46,7 @@ wb = WriteBehind()
 
 def record_failure(rows: list[Mapping[str, Any]], error: BaseException) -> None:
     """on_failure: rows the database refused, or that ran out of retries."""
-    log.error("page views not recorded (%s): %s", error, [row["page"] for row in rows])
+    log.error("visits not recorded (%s): %s", error, [row["page"] for row in rows])
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -52,8 +54,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["WRITEBEHIND_DSN"] = os.environ.get("WRITEBEHIND_DSN")
     app.config["WRITEBEHIND_QUEUES"] = {
-        "page_views": {
-            "table": "page_views",
+        "last_visits": {
+            "table": "last_visits",
             "key": "page",
             "flush_interval": 0.5,
             "on_failure": record_failure,
@@ -62,16 +64,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     wb.init_app(app)
 
-    @app.post("/views/<path:page>")
-    def record_view(page: str) -> tuple[dict[str, Any], int]:
-        views = int(request.args.get("views", "1"))
-        wb.queue("page_views").put(
-            {
-                "page": page,
-                "views": views,
-                "referrer": request.referrer,
-                "seen_at": datetime.now(timezone.utc),
-            }
+    @app.post("/visits/<path:page>")
+    def record_visit(page: str) -> tuple[dict[str, Any], int]:
+        wb.queue("last_visits").put(
+            {"page": page, "seen_at": datetime.now(timezone.utc), "referrer": request.referrer}
         )
         return {"accepted": page}, 202
 
@@ -88,37 +84,38 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.cli.command("init-db")
     def init_db() -> None:
-        """Create the page_views table."""
+        """Create the last_visits table."""
         with psycopg.connect(app.config["WRITEBEHIND_DSN"], autocommit=True) as conn:
             conn.execute(TABLE_DDL)
-        print("table page_views is ready")
+        print("table last_visits is ready")
 
     return app
 
 
 def self_check(dsn: str, requests: int) -> bool:
-    """Send ``requests`` page views through the test client; check the table."""
+    """Send ``requests`` visits of 100 pages through the test client; check the table."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(TABLE_DDL)
-        conn.execute("TRUNCATE page_views")
+        conn.execute("TRUNCATE last_visits")
     app = create_app({"WRITEBEHIND_DSN": dsn, "TESTING": True})
     client = app.test_client()
     started = time.perf_counter()
+    expected: dict[str, str | None] = {}
     for i in range(requests):
-        answer = client.post(f"/views/page/{i % 100}?views={i}")
+        page, referrer = f"page/{i % 100}", f"https://example.com/from/{i}"
+        answer = client.post(f"/visits/{page}", headers={"Referer": referrer})
         assert answer.status_code == 202, answer.text
+        expected[page] = referrer
     with app.app_context():
-        queue = wb.queue("page_views")
+        queue = wb.queue("last_visits")
         wb.close()  # drain: every accepted row is written before the table is read
     metrics = queue.metrics()
     elapsed = time.perf_counter() - started
     with psycopg.connect(dsn) as conn:
-        found = conn.execute("SELECT count(*), sum(views) FROM page_views").fetchone()
-    pages, total = found or (0, 0)
-    expected = (min(requests, 100), sum(range(max(0, requests - 100), requests)))
-    print(f"{requests} requests in {elapsed:.2f}s; table page_views: {pages} pages")
-    print(f"queue page_views: {metrics}")
-    return (pages, total) == expected
+        found: dict[str, str | None] = dict(conn.execute("SELECT page, referrer FROM last_visits"))
+    print(f"{requests} requests in {elapsed:.2f}s; table last_visits: {len(found)} pages")
+    print(f"queue last_visits: {metrics}")
+    return found == expected
 
 
 def main() -> int:
@@ -131,7 +128,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     with database(args.dsn) as dsn:
         ok = self_check(dsn, args.requests)
-    print("OK: every page holds its last view count" if ok else "MISMATCH")
+    print("OK: every page holds its last visit" if ok else "MISMATCH")
     return 0 if ok else 1
 
 

@@ -5,6 +5,7 @@
 ...     wb.put({"id": 1, "value": "a"})
 """
 
+from ._eager import EagerQueue
 from ._metrics import Metrics
 from ._queue import FailureCallback, WriteBehindQueue
 from ._sink import Params, Sink
@@ -12,6 +13,7 @@ from .errors import QueueClosed, QueueFull, SchemaError, WriteBehindError
 from .postgres import PostgresUpsert
 
 __all__ = [
+    "EagerQueue",
     "FailureCallback",
     "Metrics",
     "Params",

@@ -12,18 +12,27 @@ import importlib
 import inspect
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
+from prometheus_client import REGISTRY
 from psycopg.conninfo import conninfo_to_dict
 
 from ._catalog import check_key, read_table, written_columns
+from ._eager import EagerConnection, EagerQueue, OwnConnection
 from ._queue import WriteBehindQueue
 from .postgres import PostgresUpsert
 
-__all__ = ["ProcessQueues", "QueueSpec", "parse_queues"]
+__all__ = ["CLOSE_TIMEOUT", "ProcessQueues", "Queue", "QueueSpec", "parse_queues"]
+
+Queue = WriteBehindQueue | EagerQueue
+"""What the integrations hand out: a background queue, or an eager one in tests."""
+
+CLOSE_TIMEOUT = 5.0
+"""Default longest wait, in seconds, of the integrations' close() for their queues to drain."""
 
 
 def _keywords(function: Callable[..., Any]) -> frozenset[str]:
@@ -53,9 +62,27 @@ class QueueSpec:
 
     def build(self) -> WriteBehindQueue:
         """A new queue (not started: no thread, no connection) over its own PostgresUpsert."""
-        sink = PostgresUpsert(self.current_conninfo(), self.table, self.key, **self.sink_options)
         options = {"name": self.name, **self.queue_options}
-        return WriteBehindQueue(sink, **options)
+        return WriteBehindQueue(self._sink(), **options)
+
+    def build_eager(self, connection: EagerConnection | None = None) -> EagerQueue:
+        """A new EagerQueue writing through ``connection`` (default: one of its own, to this
+        spec's database). Of the queue's options only ``on_failure``, ``registry`` and
+        ``name`` apply: nothing is batched, retried or waited for."""
+        if connection is None:
+            timeout = self.sink_options.get("connect_timeout", 5.0)
+            connection = OwnConnection(self.current_conninfo(), timeout)
+        options = self.queue_options
+        return EagerQueue(
+            self._sink(),
+            connection,
+            on_failure=options.get("on_failure"),
+            registry=options.get("registry", REGISTRY),
+            name=options.get("name", self.name),
+        )
+
+    def _sink(self) -> PostgresUpsert:
+        return PostgresUpsert(self.current_conninfo(), self.table, self.key, **self.sink_options)
 
     def current_conninfo(self) -> str:
         return self.conninfo() if callable(self.conninfo) else self.conninfo
@@ -160,13 +187,18 @@ class ProcessQueues:
     rows and their connections stay the parent's.
     """
 
-    def __init__(self, specs: Mapping[str, QueueSpec]) -> None:
+    def __init__(
+        self,
+        specs: Mapping[str, QueueSpec],
+        build: Callable[[QueueSpec], Queue] = QueueSpec.build,
+    ) -> None:
         self.specs = dict(specs)
+        self._build = build
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._queues: dict[str, WriteBehindQueue] = {}
+        self._queues: dict[str, Queue] = {}
 
-    def get(self, name: str) -> WriteBehindQueue:
+    def get(self, name: str) -> Queue:
         """The queue ``name``, built now if this process has none. KeyError if not configured."""
         spec = self.specs.get(name)
         if spec is None:
@@ -177,13 +209,20 @@ class ProcessQueues:
                 self._pid, self._queues = os.getpid(), {}
             queue = self._queues.get(name)
             if queue is None:
-                queue = self._queues[name] = spec.build()
+                queue = self._queues[name] = self._build(spec)
             return queue
 
     def close(self, timeout: float | None = None) -> None:
-        """Drain and close every queue this process built; later get() calls build new ones."""
+        """Drain and close every queue this process built; later get() calls build new ones.
+
+        ``timeout`` bounds the whole call (None: as long as the drain takes): every queue
+        drains at the same time. A queue still draining then goes on in the background.
+        """
         with self._lock:
             queues = list(self._queues.values()) if self._pid == os.getpid() else []
             self._queues = {}
         for queue in queues:
-            queue.close(timeout)
+            queue.stop_accepting()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for queue in queues:
+            queue.close(None if deadline is None else max(0.0, deadline - time.monotonic()))

@@ -7,6 +7,8 @@
     wb = WriteBehind(app)            # or wb = WriteBehind(); wb.init_app(app) in a factory
     wb.queue("events").put(row)      # in a view
 
+    app.config["WRITEBEHIND_EAGER"] = True   # in tests, before init_app: put() writes at once
+
 Needs Flask (extra ``flask``).
 """
 
@@ -23,8 +25,7 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
         f"writebehind.flask needs Flask: pip install 'writebehind[flask]' ({missing})"
     ) from missing
 
-from ._config import ProcessQueues, parse_queues
-from ._queue import WriteBehindQueue
+from ._config import ProcessQueues, Queue, QueueSpec, parse_queues
 
 __all__ = ["WriteBehind"]
 
@@ -43,6 +44,10 @@ class WriteBehind:
     exists, and every worker process writes through queues of its own. Queues drain at
     interpreter exit, or at ``close()``.
 
+    With ``WRITEBEHIND_EAGER = True`` (for tests) ``queue(name)`` gives an ``EagerQueue``
+    instead: each ``put()`` checks the row and writes it before it returns, through a connection
+    of the queue's own that commits every row (no thread, no batching, no retries).
+
     The command ``flask writebehind check`` connects and checks every queue's table, key and
     columns.
     """
@@ -57,18 +62,23 @@ class WriteBehind:
 
     def init_app(self, app: Flask) -> None:
         """Check ``app``'s config and register as ``app.extensions["writebehind"]``."""
+        eager = app.config.get("WRITEBEHIND_EAGER", False)
+        if not isinstance(eager, bool):
+            raise TypeError(f"WRITEBEHIND_EAGER must be True or False, got {eager!r}")
         specs = parse_queues(
             app.config.get("WRITEBEHIND_DSN"),
             app.config.get("WRITEBEHIND_QUEUES", {}),
             setting="WRITEBEHIND_QUEUES",
             dsn_setting="WRITEBEHIND_DSN",
         )
-        self._queues_by_app[app] = ProcessQueues(specs)
+        build = QueueSpec.build_eager if eager else QueueSpec.build
+        self._queues_by_app[app] = ProcessQueues(specs, build)
         app.extensions[EXTENSION_KEY] = self
         app.cli.add_command(_commands)
 
-    def queue(self, name: str) -> WriteBehindQueue:
-        """The queue ``name`` of the current application (this process's; built on first use).
+    def queue(self, name: str) -> Queue:
+        """The queue ``name`` of the current application (this process's; built on first use):
+        a ``WriteBehindQueue``, or an ``EagerQueue`` under ``WRITEBEHIND_EAGER``.
 
         Outside an application context, the application given to ``WriteBehind(app)``, or the
         only one ``init_app`` saw. KeyError if ``WRITEBEHIND_QUEUES`` has no such queue;
@@ -77,7 +87,8 @@ class WriteBehind:
         return self._queues().get(name)
 
     def close(self, timeout: float | None = None) -> None:
-        """Drain and close the current application's queues in this process.
+        """Drain and close the current application's queues in this process, waiting at most
+        ``timeout`` seconds in all (None: as long as the drain takes).
 
         A later ``queue(name)`` builds a new queue. Tests use this to have every row written
         before they look at the table; servers need not, the exit hook drains.

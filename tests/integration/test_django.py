@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -52,6 +53,8 @@ def test_example_project_migrates_passes_the_checks_and_its_own_tests(project_ds
 
     migrated = django(project_dsn, "manage.py", "migrate", "-v0")
     assert migrated.returncode == 0, migrated.stderr
+    unchanged = django(project_dsn, "manage.py", "makemigrations", "--check", "--dry-run")
+    assert unchanged.returncode == 0, unchanged.stdout  # the migration matches the model
 
     checked = django(project_dsn, "manage.py", "check", "--database", "default")
     assert checked.returncode == 0, checked.stderr
@@ -59,8 +62,17 @@ def test_example_project_migrates_passes_the_checks_and_its_own_tests(project_ds
 
     tested = django(project_dsn, "manage.py", "test", "pageviews", "-v2")
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "Ran 4 tests" in tested.stderr
+    assert "Ran 7 tests" in tested.stderr
     assert "OK" in tested.stderr
+    # Under TestCase with EAGER, each of these two tests finds its own row alone in the table:
+    # the other's was rolled back with it.
+    for test in (
+        "test_a_visit_is_in_the_table_when_the_view_returns",
+        "test_rows_of_the_other_tests_were_rolled_back",
+    ):
+        assert re.search(
+            rf"^{test} \(pageviews\.tests\.EagerLastVisits.*\) \.\.\. ok$", tested.stderr, re.M
+        )
 
 
 def write_settings(folder: Path, body: str) -> None:
@@ -73,8 +85,8 @@ def write_settings(folder: Path, body: str) -> None:
     ("body", "message"),
     [
         (
-            'WRITEBEHIND = {"QUEUES": {"page_views": {"table": "pageviews_pageview"}}}',
-            "WRITEBEHIND['QUEUES']['page_views']['key'] is missing",
+            'WRITEBEHIND = {"QUEUES": {"last_visits": {"table": "pageviews_lastvisit"}}}',
+            "WRITEBEHIND['QUEUES']['last_visits']['key'] is missing",
         ),
         (
             'WRITEBEHIND = {"QUEUES": {"pv": {"table": "t", "key": "k", "batchsize": 10}}}',
@@ -87,6 +99,10 @@ def write_settings(folder: Path, body: str) -> None:
         (
             'WRITEBEHIND = {"QUEUS": {}}',
             "WRITEBEHIND['QUEUS'] is not a writebehind setting",
+        ),
+        (
+            'WRITEBEHIND = {**WRITEBEHIND, "EAGER": "yes"}',
+            "WRITEBEHIND['EAGER'] must be True or False, got 'yes'",
         ),
         (
             'WRITEBEHIND = {"QUEUES": {"pv": {"table": "t", "key": "k", "on_failure": "no.such"}}}',
@@ -132,7 +148,8 @@ def test_check_reports_an_unusable_key_as_an_error(project_dsn: str, tmp_path: P
     write_settings(
         tmp_path,
         """
-        WRITEBEHIND = {"QUEUES": {"page_views": {"table": "pageviews_pageview", "key": "views"}}}
+        queue = {"table": "pageviews_lastvisit", "key": "seen_at"}
+        WRITEBEHIND = {"QUEUES": {"last_visits": queue}}
         """,
     )
     checked = django(
@@ -178,3 +195,101 @@ def test_conninfo_of_a_database_without_name_is_postgres() -> None:
         {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": None, "OPTIONS": {}}}
     )
     assert conninfo_to_dict(conninfo) == {"dbname": "postgres"}
+
+
+def test_close_queues_returns_when_the_callers_transaction_blocks_the_drain(
+    project_dsn: str,
+) -> None:
+    """As under TestCase without EAGER: the worker waits for a row lock held by the caller's
+    own transaction until after tearDown; close_queues() gives up waiting after its default
+    bound, and the worker writes the row once the transaction ends."""
+    assert django(project_dsn, "manage.py", "migrate", "-v0").returncode == 0
+    script = textwrap.dedent(
+        """
+        import time, django
+        django.setup()
+        from django.db import transaction
+        from django.utils import timezone
+        from pageviews.models import LastVisit
+        from writebehind.django import close_queues, get_queue
+
+        with transaction.atomic():  # the test's transaction
+            LastVisit.objects.create(page="home", seen_at=timezone.now(), referrer="orm")
+            get_queue("last_visits").put(
+                {"page": "home", "seen_at": timezone.now(), "referrer": "queue"}
+            )
+            started = time.monotonic()
+            close_queues()
+            print(f"closed after {time.monotonic() - started:.1f}s")
+            transaction.set_rollback(True)
+        """
+    )
+    result = django(project_dsn, "-c", script)
+    assert result.returncode == 0, result.stderr
+    seconds = float(re.fullmatch(r"closed after (\S+)s\n", result.stdout).group(1))  # type: ignore[union-attr]
+    assert 4.5 <= seconds < 30, result.stdout
+    assert re.search(
+        r"close\(\) timed out after [\d.]+s with 1 rows not yet written", result.stderr
+    )
+    with psycopg.connect(project_dsn) as conn:  # written at exit, once the lock was released
+        found = conn.execute("SELECT page, referrer FROM pageviews_lastvisit").fetchall()
+    assert found == [("home", "queue")]
+
+
+NAIVE_PUT = """
+import datetime, os, django
+django.setup()
+import psycopg
+from writebehind.django import close_queues, get_queue
+
+queue = get_queue("last_visits")
+try:
+    queue.put({"page": "p", "seen_at": datetime.datetime(2024, 7, 1, 12, 0), "referrer": None})
+except ValueError as error:
+    print("refused:", error)
+close_queues(None)
+with psycopg.connect(os.environ["WRITEBEHIND_DSN"]) as conn:
+    for (seen_at,) in conn.execute("SELECT seen_at AT TIME ZONE 'UTC' FROM pageviews_lastvisit"):
+        print("stored:", seen_at.isoformat(), "UTC")
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # Read in TIME_ZONE, as Django reads them (Paris is UTC+2 in July).
+        ('USE_TZ = False\nTIME_ZONE = "Europe/Paris"', "stored: 2024-07-01T10:00:00 UTC"),
+        (
+            """
+            USE_TZ = False
+            TIME_ZONE = "Europe/Paris"
+            WRITEBEHIND = {**WRITEBEHIND, "EAGER": True}
+            """,
+            "stored: 2024-07-01T10:00:00 UTC",
+        ),
+        # The queue's own naive_timezone wins.
+        (
+            """
+            USE_TZ = False
+            TIME_ZONE = "Europe/Paris"
+            WRITEBEHIND["QUEUES"]["last_visits"]["naive_timezone"] = "America/New_York"
+            """,
+            "stored: 2024-07-01T16:00:00 UTC",
+        ),
+        # With USE_TZ, Django warns about naive datetimes; the queue refuses them.
+        (
+            'USE_TZ = True\nTIME_ZONE = "Europe/Paris"',
+            "refused: column 'seen_at' is timestamptz but got a naive datetime",
+        ),
+    ],
+    ids=["use_tz_false", "use_tz_false_eager", "naive_timezone_option", "use_tz_true"],
+)
+def test_naive_datetimes_without_use_tz_are_read_in_time_zone(
+    project_dsn: str, tmp_path: Path, body: str, expected: str
+) -> None:
+    assert django(project_dsn, "manage.py", "migrate", "-v0").returncode == 0
+    write_settings(tmp_path, body)
+    result = django(project_dsn, "-c", NAIVE_PUT, settings="wb_settings", extra_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.startswith(expected)

@@ -51,10 +51,11 @@ def test_quickstart(dsn: str, clean: list[str]) -> None:
 
 
 def test_flask_app_self_check(dsn: str, clean: list[str]) -> None:
-    clean.append("page_views")
+    clean.append("last_visits")
     result = run_example("flask_app.py", "--dsn", dsn, "--requests", "500")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "OK: every page holds its last view count" in result.stdout
+    assert "table last_visits: 100 pages" in result.stdout
+    assert "OK: every page holds its last visit" in result.stdout
 
 
 def summary_value(output: str, label: str) -> str:
@@ -155,15 +156,15 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
 ) -> None:
     """Two workers forked from a preloaded app each build their own queue; /metrics adds
     them up; rows still queued when gunicorn is stopped are written by each worker's exit."""
-    clean.append("page_views")
+    clean.append("last_visits")
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     env = {"WRITEBEHIND_DSN": dsn, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     init = run_example("-m", "flask", "--app", "flask_app.py", "init-db", env=env)
     assert init.returncode == 0, init.stderr
     check = run_example("-m", "flask", "--app", "flask_app.py", "writebehind", "check", env=env)
-    assert check.returncode == 0 and "table 'page_views' is ready" in check.stdout
-    db.execute("TRUNCATE page_views")
+    assert check.returncode == 0 and "table 'last_visits' is ready" in check.stdout
+    db.execute("TRUNCATE last_visits")
 
     server = subprocess.Popen(
         [
@@ -198,13 +199,15 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
         def post(first: int, last: int) -> None:
             for i in range(first, last):
                 request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/views/p{i}?views={i}", method="POST"
+                    f"http://127.0.0.1:{port}/visits/p{i}",
+                    headers={"Referer": f"https://example.com/{i}"},
+                    method="POST",
                 )
                 with urllib.request.urlopen(request, timeout=10) as answer:
                     assert answer.status == 202
 
         post(0, 200)
-        persisted = 'writebehind_persisted_total{queue="page_views"}'
+        persisted = 'writebehind_persisted_total{queue="last_visits"}'
         samples: dict[str, float] = {}
 
         def all_written() -> bool:
@@ -213,14 +216,12 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
 
         assert wait_until(all_written, timeout=60)
         assert samples[persisted] == 200
-        assert samples['writebehind_enqueued_total{queue="page_views"}'] == 200
-        assert samples['writebehind_queue_depth{queue="page_views"}'] == 0
+        assert samples['writebehind_enqueued_total{queue="last_visits"}'] == 200
+        assert samples['writebehind_queue_depth{queue="last_visits"}'] == 0
         post(200, 400)  # then stop at once: each worker drains at its exit
     finally:
         server.send_signal(signal.SIGTERM)
         _, log = server.communicate(timeout=120)
     assert server.returncode == 0, log
-    assert db.execute("SELECT count(*), sum(views) FROM page_views").fetchone() == (
-        400,
-        sum(range(400)),
-    )
+    visits = dict(db.execute("SELECT page, referrer FROM last_visits").fetchall())
+    assert visits == {f"p{i}": f"https://example.com/{i}" for i in range(400)}

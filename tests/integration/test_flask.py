@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+import psycopg.errors
 import pytest
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import select
-from writebehind import WriteBehindQueue
+from tests.conftest import named, select
+from writebehind import EagerQueue, PostgresUpsert, QueueClosed, SchemaError, WriteBehindQueue
+from writebehind._eager import OwnConnection
 from writebehind.flask import WriteBehind
 
 failed_rows: list[Mapping[str, Any]] = []
@@ -184,3 +186,106 @@ def test_check_command_reports_each_queue(dsn: str, entries: str) -> None:
     assert result.exit_code == 1
     assert f"queue 'entries': table {entries!r} is ready" in result.output
     assert "WRITEBEHIND_QUEUES['missing']: table 'no_such_table' does not exist" in result.output
+
+
+def test_eager_queue_writes_each_put_before_it_returns(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    failed: list[tuple[list[Mapping[str, Any]], BaseException]] = []
+    ext = WriteBehind()
+    app = make_app(ext, dsn, entries, on_failure=lambda rows, error: failed.append((rows, error)))
+    app.config["WRITEBEHIND_EAGER"] = True
+    ext.init_app(app)
+    before = writebehind_threads()
+    client = app.test_client()
+    assert client.post("/entries/k1").status_code == 202
+    assert select(db, entries, "verikey, n") == [("k1", 1)]  # committed, no flush, no close
+    assert writebehind_threads() == before  # no worker thread
+
+    assert client.post("/entries/k-1").status_code == 202  # n = -1 breaks the CHECK
+    [(rows, error)] = failed
+    assert rows == [{"verikey": "k-1", "n": -1, "doc": {}}]  # as put, as a queue hands them
+    assert isinstance(error, psycopg.errors.CheckViolation)
+    assert client.post("/entries/k2").status_code == 202  # the connection is still usable
+    assert select(db, entries, "verikey") == [("k1",), ("k2",)]
+
+    with app.app_context():
+        queue = ext.queue("entries")
+        assert isinstance(queue, EagerQueue)
+        assert queue.name == "entries"
+        with pytest.raises(ValueError, match="unknown column"):  # checked as a queue does
+            queue.put({"verikey": "k3", "n": 3, "doc": None, "extra": 1})
+        with pytest.raises(TypeError, match="not JSON"):
+            queue.put({"verikey": "k3", "n": 3, "doc": {1j}})
+        assert queue.flush(timeout=0) is True
+        assert queue.pending_rows() == 0
+        metrics = queue.metrics()
+        assert (metrics.total_enqueued, metrics.total_persisted, metrics.total_failed) == (3, 2, 1)
+        assert metrics.total_batches == 2 and metrics.current_queue_depth == 0
+        ext.close()
+        with pytest.raises(QueueClosed):
+            queue.put({"verikey": "k4", "n": 4, "doc": None})
+        assert ext.queue("entries") is not queue  # a new one after close()
+
+
+def test_eager_queue_refuses_a_missing_table_at_its_first_put(dsn: str) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        WRITEBEHIND_DSN=dsn,
+        WRITEBEHIND_EAGER=True,
+        WRITEBEHIND_QUEUES={"q": {"table": "no_such_table", "key": "id", "registry": None}},
+    )
+    ext = WriteBehind(app)
+    with pytest.raises(SchemaError, match="no_such_table"):
+        ext.queue("q").put({"id": 1})
+    with (
+        EagerQueue(
+            PostgresUpsert(dsn, "no_such_table", "id"), OwnConnection(dsn), registry=None
+        ) as queue,
+        pytest.raises(SchemaError),
+    ):
+        queue.start()
+
+
+def test_eager_queue_metrics_add_up_while_threads_put(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    queue = EagerQueue(PostgresUpsert(dsn, entries, "verikey"), OwnConnection(dsn), registry=None)
+    snapshots = []
+    stop = threading.Event()
+
+    def watch() -> None:  # samples the counters while the producers put
+        while not stop.wait(0.001):
+            snapshots.append(queue.metrics())
+
+    def produce(first: int) -> None:
+        for i in range(first, first + 100):
+            queue.put({"verikey": f"k{i}", "n": i % 7 - 1, "doc": None})  # n = -1 refused
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    producers = [threading.Thread(target=produce, args=(i * 100,)) for i in range(3)]
+    for thread in producers:
+        thread.start()
+    for thread in producers:
+        thread.join()
+    stop.set()
+    watcher.join()
+    queue.close()
+    final = queue.metrics()
+    snapshots.append(final)
+    for m in snapshots:
+        assert m.total_enqueued == m.total_persisted + m.total_failed + m.current_queue_depth
+        assert m.current_queue_depth >= 0
+    refused = sum(1 for i in range(300) if i % 7 == 0)
+    assert (final.total_enqueued, final.total_failed) == (300, refused)
+    assert db.execute(named("SELECT count(*) FROM {}", entries)).fetchone() == (300 - refused,)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_eager_setting_must_be_a_bool(dsn: str, value: object) -> None:
+    app = Flask(__name__)
+    app.config.update(WRITEBEHIND_DSN=dsn, WRITEBEHIND_EAGER=value, WRITEBEHIND_QUEUES={})
+    with pytest.raises(TypeError, match=f"WRITEBEHIND_EAGER must be True or False, got {value!r}"):
+        WriteBehind(app)
+    assert "writebehind" not in app.extensions

@@ -11,6 +11,9 @@
     from writebehind.django import get_queue
     get_queue("events").put(row)
 
+In tests, ``WRITEBEHIND = {"EAGER": True, ...}`` makes ``put()`` write at once through Django's
+own connection, so that a ``TestCase`` rolls the rows back with the test.
+
 Needs Django (extra ``django``).
 """
 
@@ -26,7 +29,7 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
         f"writebehind.django needs Django: pip install 'writebehind[django]' ({missing})"
     ) from missing
 
-from .._queue import WriteBehindQueue
+from .._config import CLOSE_TIMEOUT, Queue
 
 if TYPE_CHECKING:
     from .apps import WriteBehindConfig
@@ -34,9 +37,14 @@ if TYPE_CHECKING:
 __all__ = ["close_queues", "get_queue"]
 
 
-def get_queue(name: str) -> WriteBehindQueue:
+def get_queue(name: str) -> Queue:
     """The queue ``name`` of ``WRITEBEHIND["QUEUES"]``: the same object on every call in a
     process, built on the first (no thread or connection before), its own in each process.
+
+    A ``WriteBehindQueue``; with ``WRITEBEHIND["EAGER"]`` an ``EagerQueue``, whose ``put()``
+    writes the row before it returns through ``django.db.connection``, in a savepoint: under
+    ``TestCase`` the row is rolled back with the test, and a row the database refuses goes to
+    ``on_failure`` while the test's transaction goes on.
 
     ImproperlyConfigured if no such queue is configured or the app is not installed.
     """
@@ -46,10 +54,16 @@ def get_queue(name: str) -> WriteBehindQueue:
         raise ImproperlyConfigured(f"WRITEBEHIND['QUEUES']: {error.args[0]}") from None
 
 
-def close_queues(timeout: float | None = None) -> None:
+def close_queues(timeout: float | None = CLOSE_TIMEOUT) -> None:
     """Drain and close the queues this process has built; later ``get_queue`` calls build new
     ones. For tests, before the test database goes away; servers need not, the exit hook
-    drains."""
+    drains.
+
+    Waits at most ``timeout`` seconds in all, 5 by default (None: as long as the drain takes),
+    so that a ``tearDown`` never hangs: under ``TestCase`` a queue's worker may wait for a row
+    lock that the test's own transaction holds until after ``tearDown``. A queue still draining
+    then logs a warning and goes on in the background. Eager queues close at once.
+    """
     _app_config().queues.close(timeout)
 
 

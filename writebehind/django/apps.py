@@ -8,8 +8,8 @@ from django.apps import AppConfig, apps
 from django.core import checks
 from django.core.signals import setting_changed
 
-from .._config import ProcessQueues
-from .settings import queue_specs
+from .._config import CLOSE_TIMEOUT, ProcessQueues
+from .settings import process_queues
 
 APP_LABEL = "writebehind"
 
@@ -25,15 +25,15 @@ class WriteBehindConfig(AppConfig):
     queues: ProcessQueues
 
     def ready(self) -> None:
-        self.queues = ProcessQueues(queue_specs())
+        self.queues = process_queues()
         checks.register(check_tables, checks.Tags.database)
         setting_changed.connect(self._setting_changed, dispatch_uid="writebehind-settings")
 
     def _setting_changed(self, *, setting: str, **_: Any) -> None:
         # override_settings in tests: later get_queue() calls follow the new settings.
-        if setting in ("WRITEBEHIND", "DATABASES"):
-            self.queues.close()
-            self.queues = ProcessQueues(queue_specs())
+        if setting in ("WRITEBEHIND", "DATABASES", "USE_TZ", "TIME_ZONE"):
+            self.queues.close(CLOSE_TIMEOUT)
+            self.queues = process_queues()
 
 
 def check_tables(**kwargs: Any) -> list[checks.CheckMessage]:

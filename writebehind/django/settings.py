@@ -11,30 +11,59 @@ from django.core.exceptions import ImproperlyConfigured
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from .._config import QueueSpec, parse_queues
+from .._config import ProcessQueues, QueueSpec, parse_queues
+from ._eager import DjangoConnection
 
-__all__ = ["database_conninfo", "queue_specs"]
+__all__ = ["database_conninfo", "eager", "process_queues", "queue_specs"]
 
-SETTINGS_KEYS = ("DSN", "QUEUES")
+SETTINGS_KEYS = ("DSN", "QUEUES", "EAGER")
 _POSTGRES_ENGINES = (
     "django.db.backends.postgresql",
     "django.contrib.gis.db.backends.postgis",
 )
 
 
-def queue_specs() -> dict[str, QueueSpec]:
-    """The queues of ``settings.WRITEBEHIND``, checked; ImproperlyConfigured naming the key."""
+def process_queues() -> ProcessQueues:
+    """This process's queues of ``settings.WRITEBEHIND``: eager ones under ``EAGER``."""
+    specs = queue_specs()
+    if eager():
+        return ProcessQueues(specs, lambda spec: spec.build_eager(DjangoConnection()))
+    return ProcessQueues(specs)
+
+
+def eager() -> bool:
+    """``WRITEBEHIND["EAGER"]``, checked: True or False (default False)."""
+    value = _config().get("EAGER", False)
+    if not isinstance(value, bool):
+        raise ImproperlyConfigured(f"WRITEBEHIND['EAGER'] must be True or False, got {value!r}")
+    return value
+
+
+def _config() -> Mapping[str, Any]:
     config = getattr(settings, "WRITEBEHIND", {})
     if not isinstance(config, Mapping):
         raise ImproperlyConfigured(
-            f"WRITEBEHIND must be a dict with 'QUEUES' and optionally 'DSN', got {config!r}"
+            f"WRITEBEHIND must be a dict with 'QUEUES' and optionally 'DSN' and 'EAGER', "
+            f"got {config!r}"
         )
     for key in config:
         if key not in SETTINGS_KEYS:
+            known = ", ".join(map(repr, SETTINGS_KEYS))
             raise ImproperlyConfigured(
-                f"WRITEBEHIND[{key!r}] is not a writebehind setting; they are 'DSN' and 'QUEUES'"
+                f"WRITEBEHIND[{key!r}] is not a writebehind setting; they are {known}"
             )
-    queues = config.get("QUEUES", {})
+    return config
+
+
+def queue_specs() -> dict[str, QueueSpec]:
+    """The queues of ``settings.WRITEBEHIND``, checked; ImproperlyConfigured naming the key.
+
+    With ``USE_TZ = False``, a queue's sink reads naive datetimes for ``timestamptz`` columns
+    in ``TIME_ZONE``, as Django does, unless the queue's options set ``naive_timezone``.
+    """
+    config = _config()
+    eager()
+    queues = _with_naive_timezone(config.get("QUEUES", {}))
     dsn = config.get("DSN")
     derived = dsn is None
     if derived and isinstance(queues, Mapping) and queues:
@@ -50,6 +79,17 @@ def queue_specs() -> dict[str, QueueSpec]:
         )
     except (TypeError, ValueError) as error:
         raise ImproperlyConfigured(str(error)) from error
+
+
+def _with_naive_timezone(queues: object) -> object:
+    # With USE_TZ, Django warns about naive datetimes: they stay refused.
+    zone = getattr(settings, "TIME_ZONE", None)
+    if getattr(settings, "USE_TZ", True) or not zone or not isinstance(queues, Mapping):
+        return queues
+    return {
+        name: {"naive_timezone": zone, **options} if isinstance(options, Mapping) else options
+        for name, options in queues.items()
+    }
 
 
 def database_conninfo(databases: Mapping[str, Any]) -> str:

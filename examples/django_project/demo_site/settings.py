@@ -41,8 +41,8 @@ DATABASES = {
 
 WRITEBEHIND = {
     "QUEUES": {
-        "page_views": {
-            "table": "pageviews_pageview",
+        "last_visits": {
+            "table": "pageviews_lastvisit",
             "key": "page",
             "flush_interval": 0.5,
             "on_failure": "pageviews.failures.record",

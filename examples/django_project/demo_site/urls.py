@@ -2,5 +2,5 @@ from django.urls import path
 from pageviews import views
 
 urlpatterns = [
-    path("views/<path:page>", views.record_view),
+    path("visits/<path:page>", views.record_visit),
 ]

@@ -1,4 +1,4 @@
-"""on_failure of the page_views queue (named by its dotted path in settings)."""
+"""on_failure of the last_visits queue (named by its dotted path in settings)."""
 
 from __future__ import annotations
 
@@ -10,4 +10,4 @@ log = logging.getLogger(__name__)
 
 
 def record(rows: list[Mapping[str, Any]], error: BaseException) -> None:
-    log.error("page views not recorded (%s): %s", error, [row["page"] for row in rows])
+    log.error("visits not recorded (%s): %s", error, [row["page"] for row in rows])

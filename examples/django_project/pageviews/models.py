@@ -5,12 +5,10 @@ from datetime import datetime
 from django.db import models
 
 
-class PageView(models.Model):
-    """Views per page, written behind by the queue ``page_views``."""
+class LastVisit(models.Model):
+    """The last visit of each page: when, and from where. Written behind by the queue
+    ``last_visits``; each visit replaces the page's previous one, which is what an upsert does."""
 
     page: models.CharField[str, str] = models.CharField(max_length=200, unique=True)
-    views: models.BigIntegerField[int, int] = models.BigIntegerField()
-    updated_at: models.DateTimeField[datetime, datetime] = models.DateTimeField()
-
-    class Meta:
-        constraints = [models.CheckConstraint(condition=models.Q(views__gte=0), name="views_gte_0")]
+    seen_at: models.DateTimeField[datetime, datetime] = models.DateTimeField()
+    referrer: models.TextField[str | None, str | None] = models.TextField(null=True)

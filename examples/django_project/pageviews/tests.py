@@ -2,43 +2,88 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import connection
-from django.test import TransactionTestCase
+from django.test import TestCase, TransactionTestCase, override_settings
 
-from pageviews.models import PageView
+from pageviews.models import LastVisit
 from writebehind.django import close_queues, get_queue
 
+LONG_PAGE = "p" * 201  # longer than the column's 200 characters: the database refuses it
 
-class WriteBehindPageViews(TransactionTestCase):
+
+@override_settings(WRITEBEHIND={**settings.WRITEBEHIND, "EAGER": True})
+class EagerLastVisits(TestCase):
+    """The way to test views that put rows: with EAGER, put() writes through Django's own
+    connection inside the test's transaction, which rolls the rows back after each test."""
+
+    def tearDown(self) -> None:
+        close_queues()
+
+    def visit(self, page: str, referrer: str) -> None:
+        answer = self.client.post(f"/visits/{page}", headers={"Referer": referrer})
+        self.assertEqual(answer.status_code, 202)
+
+    # The next two tests each see their own row only, whichever runs first: the other's row
+    # went away with the other test's transaction.
+    def test_a_visit_is_in_the_table_when_the_view_returns(self) -> None:
+        self.visit("home", "https://example.com/a")
+        self.visit("home", "https://example.com/b")
+        self.assertEqual(
+            list(LastVisit.objects.values_list("page", "referrer")),
+            [("home", "https://example.com/b")],
+        )
+
+    def test_rows_of_the_other_tests_were_rolled_back(self) -> None:
+        self.visit("about", "https://example.com/c")
+        self.assertEqual(list(LastVisit.objects.values_list("page", flat=True)), ["about"])
+
+    def test_a_refused_row_goes_to_on_failure_and_the_test_goes_on(self) -> None:
+        with self.assertLogs("pageviews.failures", "ERROR") as logs:
+            self.visit(LONG_PAGE, "https://example.com/d")
+        self.assertIn(f"['{LONG_PAGE}']", logs.output[0])
+        self.assertIn("value too long", logs.output[0])
+        self.visit("contact", "https://example.com/e")  # the test's transaction is still usable
+        self.assertEqual(list(LastVisit.objects.values_list("page", flat=True)), ["contact"])
+        metrics = get_queue("last_visits").metrics()
+        self.assertEqual((metrics.total_persisted, metrics.total_failed), (1, 1))
+
+
+class WriteBehindLastVisits(TransactionTestCase):
+    """The queues as in production: rows are written by a worker thread, through connections
+    of their own, and committed; TransactionTestCase empties the tables after each test."""
+
     def tearDown(self) -> None:
         close_queues()  # drained, and no connection left to the test database
 
-    def test_views_are_written_behind_and_the_last_count_wins(self) -> None:
+    def test_visits_are_written_behind_and_the_last_one_wins(self) -> None:
         for i in range(300):
-            answer = self.client.post(f"/views/page/{i % 30}?views={i}")
+            answer = self.client.post(
+                f"/visits/page/{i % 30}", headers={"Referer": f"https://example.com/{i}"}
+            )
             self.assertEqual(answer.status_code, 202)
-        self.assertTrue(get_queue("page_views").flush(timeout=30))
-        self.assertEqual(PageView.objects.count(), 30)
-        self.assertEqual(PageView.objects.get(page="page/29").views, 299)
+        self.assertTrue(get_queue("last_visits").flush(timeout=30))
+        self.assertEqual(LastVisit.objects.count(), 30)
+        self.assertEqual(LastVisit.objects.get(page="page/29").referrer, "https://example.com/299")
 
     def test_a_refused_row_goes_to_on_failure_and_the_others_are_written(self) -> None:
         with self.assertLogs("pageviews.failures", "ERROR") as logs:
-            self.client.post("/views/good?views=1")
-            self.client.post("/views/bad?views=-1")
-            self.assertTrue(get_queue("page_views").flush(timeout=30))
-        self.assertEqual(list(PageView.objects.values_list("page", flat=True)), ["good"])
-        self.assertIn("['bad']", logs.output[0])
+            self.client.post("/visits/good")
+            self.client.post(f"/visits/{LONG_PAGE}")
+            self.assertTrue(get_queue("last_visits").flush(timeout=30))
+        self.assertEqual(list(LastVisit.objects.values_list("page", flat=True)), ["good"])
+        self.assertIn(f"['{LONG_PAGE}']", logs.output[0])
 
     def test_one_queue_per_process(self) -> None:
         # The rows of the tests above reach the ORM's test database: the queue follows it.
         self.assertTrue(connection.settings_dict["NAME"].startswith("test_"))
-        self.assertIs(get_queue("page_views"), get_queue("page_views"))
+        self.assertIs(get_queue("last_visits"), get_queue("last_visits"))
 
     def test_override_settings_gives_queues_of_the_new_settings(self) -> None:
-        before = get_queue("page_views")
-        queues = {"page_views": {"table": "pageviews_pageview", "key": "page", "name": "other"}}
+        before = get_queue("last_visits")
+        queues = {"last_visits": {"table": "pageviews_lastvisit", "key": "page", "name": "other"}}
         with self.settings(WRITEBEHIND={"QUEUES": queues}):
-            during = get_queue("page_views")
+            during = get_queue("last_visits")
             self.assertIsNot(during, before)
             self.assertEqual(during.name, "other")
-        self.assertIsNot(get_queue("page_views"), during)
+        self.assertIsNot(get_queue("last_visits"), during)

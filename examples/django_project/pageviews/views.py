@@ -10,8 +10,9 @@ from writebehind.django import get_queue
 
 @csrf_exempt
 @require_POST
-def record_view(request: HttpRequest, page: str) -> JsonResponse:
-    """Count a view of ``page``: accepted at once, written behind."""
-    views = int(request.GET.get("views", "1"))
-    get_queue("page_views").put({"page": page, "views": views, "updated_at": timezone.now()})
+def record_visit(request: HttpRequest, page: str) -> JsonResponse:
+    """Record the last visit of ``page``: accepted at once, written behind."""
+    get_queue("last_visits").put(
+        {"page": page, "seen_at": timezone.now(), "referrer": request.headers.get("Referer")}
+    )
     return JsonResponse({"accepted": page}, status=202)

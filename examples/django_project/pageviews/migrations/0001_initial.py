@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name="PageView",
+            name="LastVisit",
             fields=[
                 (
                     "id",
@@ -17,15 +17,8 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("page", models.CharField(max_length=200, unique=True)),
-                ("views", models.BigIntegerField()),
-                ("updated_at", models.DateTimeField()),
+                ("seen_at", models.DateTimeField()),
+                ("referrer", models.TextField(null=True)),
             ],
-            options={
-                "constraints": [
-                    models.CheckConstraint(
-                        condition=models.Q(("views__gte", 0)), name="views_gte_0"
-                    )
-                ],
-            },
         ),
     ]
