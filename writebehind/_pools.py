@@ -21,7 +21,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 logger = logging.getLogger("writebehind")
 
-__all__ = ["ConnectionUnavailable", "SharedPool", "acquire", "connection_options", "release"]
+__all__ = [
+    "ConnectionUnavailable",
+    "SharedPool",
+    "acquire",
+    "connection_options",
+    "opening_slot",
+    "release",
+]
 
 # Idle connections are closed after this many seconds (one per period, down to none).
 _MAX_IDLE = 60.0
@@ -120,7 +127,26 @@ class SharedPool:
 
 
 _pools: dict[tuple[Any, ...], SharedPool] = {}
+_gates: dict[tuple[int, str], threading.BoundedSemaphore] = {}
 _lock = threading.Lock()
+
+
+@contextmanager
+def opening_slot(conninfo: str, slots: int, timeout: float) -> Iterator[None]:
+    """One of ``slots`` places for a connection of its own to ``conninfo`` (a sink reading the
+    catalog), so that many queues opening at once do not exhaust the server's connections.
+    ConnectionUnavailable if none frees up within ``timeout``."""
+    key = (os.getpid(), conninfo)
+    with _lock:
+        gate = _gates.get(key)
+        if gate is None:
+            gate = _gates[key] = threading.BoundedSemaphore(slots)
+    if not gate.acquire(timeout=timeout):
+        raise ConnectionUnavailable(f"no free connection slot within {timeout:g}s")
+    try:
+        yield
+    finally:
+        gate.release()
 
 
 def acquire(

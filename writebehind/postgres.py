@@ -20,8 +20,16 @@ from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from . import _watchdog
 from ._catalog import Column, TableInfo, check_key, read_table, written_columns
-from ._pools import ConnectionUnavailable, SharedPool, acquire, connection_options, release
+from ._pools import (
+    ConnectionUnavailable,
+    SharedPool,
+    acquire,
+    connection_options,
+    opening_slot,
+    release,
+)
 from ._sink import Params
 
 __all__ = ["PostgresUpsert"]
@@ -107,6 +115,8 @@ class PostgresUpsert:
         self.pool_size = _check_pool_size(pool_size)
         self._shared: SharedPool | None = None
         self._statement_timeout = str(max(1, round(self.write_timeout * 1000)))
+        self._cut_after = self.write_timeout + min(5.0, self.write_timeout)
+        self._what = f"a write to {self.table!r}"
         self.naive_timezone = _check_timezone(naive_timezone)
         self._lock = threading.Lock()
         self._opened = False
@@ -148,11 +158,14 @@ class PostgresUpsert:
                 psycopg_logger.addFilter(_pipeline_exit_noise)
             if self._conninfo is not None:
                 options = connection_options(self._conninfo, self.write_timeout)
-                with psycopg.connect(
-                    self._conninfo,
-                    connect_timeout=max(1, round(self._connect_timeout)),
-                    **options,
-                ) as conn:
+                with (
+                    opening_slot(self._conninfo, self.pool_size, self._connect_timeout),
+                    psycopg.connect(
+                        self._conninfo,
+                        connect_timeout=max(1, round(self._connect_timeout)),
+                        **options,
+                    ) as conn,
+                ):
                     info = read_table(conn, self.table, self.schema)
             else:
                 with self._borrowed_connection() as conn:
@@ -300,7 +313,14 @@ class PostgresUpsert:
         """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``."""
         assert self._query is not None, "open() the sink first"
         try:
-            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # The server ends a slow statement at write_timeout; past a grace period the
+            # connection is cut, should the server have stopped answering altogether.
+            with (
+                self._connection() as conn,
+                _watchdog.deadline(self._cut_after, _watchdog.sever(conn, self._what)),
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
                 cur.execute(_SET_STATEMENT_TIMEOUT, (self._statement_timeout,))
                 cur.executemany(self._query, rows)
         except psycopg.OperationalError:

@@ -1,0 +1,108 @@
+"""The last bound on a write: a deadline past which its connection is cut.
+
+``statement_timeout`` ends a write the server is slow to do, and TCP keepalives end one whose
+network is gone; neither ends a write to a server process that stopped answering (a frozen
+backend, a stalled Unix socket). One daemon thread per process watches the deadlines of the writes
+in flight and shuts the socket of a write past its deadline down, so that the write fails as a lost
+connection, and is retried.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import psycopg
+
+logger = logging.getLogger("writebehind")
+
+__all__ = ["deadline", "sever"]
+
+_lock = threading.Lock()
+_changed = threading.Condition(_lock)
+_heap: list[tuple[float, int]] = []
+_actions: dict[int, Callable[[], None]] = {}
+_tokens = itertools.count()
+_thread_pid: int | None = None
+
+
+@contextmanager
+def deadline(seconds: float, on_expiry: Callable[[], None]) -> Iterator[None]:
+    """Run ``on_expiry`` (on the watchdog's thread) if the block is still running after
+    ``seconds``."""
+    token = next(_tokens)
+    due = time.monotonic() + seconds
+    with _lock:
+        _ensure_thread()
+        _actions[token] = on_expiry
+        heapq.heappush(_heap, (due, token))
+        if _heap[0][1] == token:
+            _changed.notify()
+    try:
+        yield
+    finally:
+        with _lock:
+            _actions.pop(token, None)
+
+
+def sever(conn: psycopg.Connection[Any], what: str) -> Callable[[], None]:
+    """An expiry action that shuts ``conn``'s socket down: a wait on it ends with an error."""
+
+    def cut() -> None:
+        try:
+            duplicate = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        except Exception:  # already closed: nothing is waiting on it
+            return
+        logger.warning("%s: no answer past its deadline; cutting its connection", what)
+        with duplicate, suppress(OSError):
+            duplicate.shutdown(socket.SHUT_RDWR)
+
+    return cut
+
+
+def _ensure_thread() -> None:
+    # Called under the lock. A forked child has the parent's heap but not its thread.
+    global _thread_pid
+    if _thread_pid == os.getpid():
+        return
+    _thread_pid = os.getpid()
+    thread = threading.Thread(target=_watch, name="writebehind-watchdog", daemon=True)
+    thread.start()
+
+
+def _reset_in_child() -> None:
+    # Another thread may have held the lock at the fork; the parent's writes are not ours.
+    global _lock, _changed, _heap, _actions, _thread_pid
+    _lock = threading.Lock()
+    _changed = threading.Condition(_lock)
+    _heap, _actions, _thread_pid = [], {}, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
+
+
+def _watch() -> None:
+    while True:
+        with _lock:
+            while True:
+                while _heap and _heap[0][1] not in _actions:
+                    heapq.heappop(_heap)  # finished in time
+                now = time.monotonic()
+                if _heap and _heap[0][0] <= now:
+                    _, token = heapq.heappop(_heap)
+                    action = _actions.pop(token)
+                    break
+                _changed.wait(None if not _heap else _heap[0][0] - now)
+        try:
+            action()
+        except Exception:
+            logger.exception("writebehind watchdog: an expiry action failed")
