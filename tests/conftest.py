@@ -93,8 +93,10 @@ def registry() -> CollectorRegistry:
 
 
 @pytest.fixture
-def sink() -> FakeSink:
-    return FakeSink()
+def sink() -> Iterator[FakeSink]:
+    fake = FakeSink()
+    yield fake
+    assert fake.violations == []
 
 
 class PrivateServer:

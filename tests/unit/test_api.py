@@ -1,4 +1,5 @@
 import importlib.resources
+import inspect
 import queue
 
 import writebehind
@@ -6,10 +7,23 @@ from writebehind import QueueClosed, QueueFull, SchemaError, WriteBehindError
 
 
 def test_public_names() -> None:
+    assert sorted(writebehind.__all__) == sorted(
+        [
+            "EagerQueue",
+            "FailureCallback",
+            "Metrics",
+            "Params",
+            "PostgresUpsert",
+            "QueueClosed",
+            "QueueFull",
+            "SchemaError",
+            "Sink",
+            "WriteBehindError",
+            "WriteBehindQueue",
+        ]
+    )
     for name in writebehind.__all__:
         assert getattr(writebehind, name) is not None, name
-    for name in ["WriteBehindQueue", "PostgresUpsert", "Metrics", "QueueFull", "QueueClosed"]:
-        assert name in writebehind.__all__
 
 
 def test_exception_tree() -> None:
@@ -27,9 +41,11 @@ def test_integrations_expose_their_names() -> None:
     from writebehind.django.apps import WriteBehindConfig
     from writebehind.flask import WriteBehind
 
-    assert callable(get_queue) and callable(close_queues)
+    assert list(inspect.signature(get_queue).parameters) == ["name"]
+    assert list(inspect.signature(close_queues).parameters) == ["timeout"]
     assert WriteBehindConfig.name == "writebehind.django" and WriteBehindConfig.default
-    assert callable(WriteBehind.init_app) and callable(WriteBehind.queue)
+    assert list(inspect.signature(WriteBehind.init_app).parameters) == ["self", "app"]
+    assert list(inspect.signature(WriteBehind.queue).parameters) == ["self", "name"]
 
 
 def test_an_integration_without_its_framework_names_the_extra() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import prometheus_client
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from tests.fakes import POISON, FakeSink
 from writebehind import Metrics, WriteBehindQueue
@@ -70,10 +70,15 @@ def test_the_default_registry_takes_several_queues() -> None:
 
 
 def test_no_registry_no_series_but_a_snapshot() -> None:
-    with WriteBehindQueue(FakeSink(), registry=None) as wb:
+    name = f"unregistered-{id(object())}"
+    with WriteBehindQueue(FakeSink(), registry=None, name=name) as wb:
         wb.put({"id": 1, "value": 1})
         assert wb.flush(timeout=10)
         assert wb.metrics().total_persisted == 1
+    names = {
+        sample.labels.get("queue") for family in REGISTRY.collect() for sample in family.samples
+    }
+    assert name not in names
 
 
 def test_metrics_has_exactly_the_documented_fields() -> None:
