@@ -42,23 +42,30 @@ _to_json = json.JSONEncoder(separators=(",", ":")).encode
 _TZ_TYPES = frozenset({"timestamp with time zone"})
 
 
-class _PipelineExitNoise(logging.Filter):
-    """Drops psycopg's "error ignored terminating <Pipeline>" warning on writebehind's threads.
+class _PsycopgNoise(logging.Filter):
+    """Drops psycopg's reports of what writebehind reports itself, better, on its own logger.
 
-    executemany() runs in a pipeline; when the database refuses a row, psycopg raises the error
-    and may also log a warning for the pipeline it then cannot exit cleanly. The error is the
-    queue's to report (retried, or the row isolated and handed to on_failure), so on the
-    worker threads the warning only repeats it, once per attempt.
+    - "error ignored terminating <Pipeline>", on writebehind's threads: executemany() runs in a
+      pipeline; when the database refuses a row, psycopg raises the error and may also warn
+      about the pipeline it then cannot exit cleanly. The error is the queue's to report
+      (retried, or the row isolated and handed to on_failure).
+    - "error connecting in 'writebehind-...'" and "reconnection attempt ... failed", from
+      writebehind's pools: each retry of a write logs the queue and the connection error.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.msg == "error ignored terminating %r: %s"
-            and (record.threadName or "").startswith("writebehind-")
-        )
+        if record.msg == "error ignored terminating %r: %s":
+            return not (record.threadName or "").startswith("writebehind-")
+        if record.msg in _POOL_MESSAGES and isinstance(record.args, tuple) and record.args:
+            return not str(record.args[0]).startswith("writebehind-")
+        return True
 
 
-_pipeline_exit_noise = _PipelineExitNoise()
+_POOL_MESSAGES = frozenset(
+    {"error connecting in %r: %s", "reconnection attempt in pool %r failed after %s sec"}
+)
+
+_psycopg_noise = _PsycopgNoise()
 
 
 class PostgresUpsert:
@@ -153,9 +160,10 @@ class PostgresUpsert:
         with self._lock:
             if self._opened:
                 return
-            psycopg_logger = logging.getLogger("psycopg")
-            if _pipeline_exit_noise not in psycopg_logger.filters:
-                psycopg_logger.addFilter(_pipeline_exit_noise)
+            for logger_name in ("psycopg", "psycopg.pool"):
+                psycopg_logger = logging.getLogger(logger_name)
+                if _psycopg_noise not in psycopg_logger.filters:
+                    psycopg_logger.addFilter(_psycopg_noise)
             if self._conninfo is not None:
                 options = connection_options(self._conninfo, self.write_timeout)
                 with (

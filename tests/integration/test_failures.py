@@ -74,14 +74,16 @@ def test_killed_connections_keep_the_last_value_per_key(
     )
     done = threading.Event()
     kills = 0
+    last_kill_at = 0  # committed batches when a connection was last killed
 
     def killer() -> None:
         # Kills again only once the writer has committed more batches: on a slow machine a
         # fixed kill rate can outpace reconnecting, and then no writer can make progress.
-        nonlocal kills
+        # It goes on until the last rows are written, so that the last values see faults too.
+        nonlocal kills, last_kill_at
         with psycopg.connect(dsn, autocommit=True) as conn:
             killed_at = -1
-            while not done.is_set() and kills < 40:
+            while not done.is_set():
                 batches = wb.metrics().total_batches
                 if batches >= killed_at + 3:
                     killed = conn.execute(
@@ -89,7 +91,9 @@ def test_killed_connections_keep_the_last_value_per_key(
                         " WHERE application_name = %s",
                         (application,),
                     ).fetchone()
-                    kills += killed[0] if killed else 0
+                    if killed and killed[0]:
+                        kills += killed[0]
+                        last_kill_at = batches
                     killed_at = batches
                 done.wait(0.005)  # polls the writer's progress
 
@@ -110,6 +114,7 @@ def test_killed_connections_keep_the_last_value_per_key(
         assassin.join(30)
     assert kills > 0
     assert m.total_retries > 0
+    assert last_kill_at >= m.total_batches - 10, (last_kill_at, m.total_batches)
     assert (m.total_persisted, m.total_failed) == (30_000, 0)
     assert dict(select(db, table_name)) == last
 

@@ -76,6 +76,7 @@ def test_a_server_process_that_stops_answering_has_its_connection_cut(
     assert wb.metrics().total_retries >= 1
 
 
+@pytest.mark.timeout(180)
 def test_writing_resumes_within_seconds_of_the_server_coming_back(
     private_server: PrivateServer,
 ) -> None:
@@ -100,6 +101,7 @@ def test_writing_resumes_within_seconds_of_the_server_coming_back(
     assert (m.total_persisted, m.total_failed) == (101, 0)
 
 
+@pytest.mark.timeout(400)
 def test_with_the_defaults_a_minute_is_ridden_out_and_rows_are_given_up_after_two(
     private_server: PrivateServer,
 ) -> None:
