@@ -257,8 +257,12 @@ class _Run:
         delay = d._backoff.delay(self.retries)
         if remaining is not None:
             delay = min(delay, remaining)
-        log = logger.warning if classify(error) is ErrorKind.TRANSIENT else logger.error
-        log(
+        # A long outage retries every few seconds: the first retries and every tenth are told.
+        level = logging.WARNING if classify(error) is ErrorKind.TRANSIENT else logging.ERROR
+        if self.retries > 3 and self.retries % 10:
+            level = logging.DEBUG
+        logger.log(
+            level,
             "queue %s: write of %d rows failed (%s); retry %d in %.2fs",
             d._name,
             rows,

@@ -61,6 +61,8 @@ class SharedPool:
         self.key = key
         self.sizes: list[int] = []
         self.last_error: BaseException | None = None
+        self._conninfo = conninfo
+        self._kwargs = kwargs
         self._connect_timeout = connect_timeout
         shared = self
 
@@ -96,8 +98,21 @@ class SharedPool:
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection for one transaction: committed if the block succeeds, else rolled back.
 
-        ConnectionUnavailable (a psycopg.OperationalError) when none comes within
-        ``connect_timeout``, naming the last connection error."""
+        While the pool's last attempt to connect failed, the connection is made here, directly,
+        so that an outage costs each retry one attempt (not a wait of ``connect_timeout`` on
+        the pool) and the error is the real one. ConnectionUnavailable (a
+        psycopg.OperationalError) when the pool gives none within ``connect_timeout``."""
+        if self.last_error is not None:
+            with opening_slot(self._conninfo, max(self.sizes, default=1), self._connect_timeout):
+                direct = psycopg.connect(
+                    self._conninfo,
+                    connect_timeout=max(1, round(self._connect_timeout)),
+                    **self._kwargs,
+                )
+                self.last_error = None  # the server answers: the pool may try again
+                with direct:
+                    yield direct
+            return
         try:
             conn = self.pool.getconn(self._connect_timeout)
         except PoolTimeout as timeout:
