@@ -43,11 +43,11 @@ def clean(db: psycopg.Connection[Any]) -> Iterator[list[str]]:
 
 
 def test_quickstart(dsn: str, clean: list[str]) -> None:
-    clean.append("page_views")
+    clean.append("sensor_latest")
     result = run_example("quickstart.py", "--dsn", dsn, "--rows", "3000")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "OK: every page holds its last value" in result.stdout
-    assert "persisted 3000, failed 1 ['/broken']" in result.stdout
+    assert "OK: every sensor holds its last reading" in result.stdout
+    assert "persisted 3000, failed 1 ['broken']" in result.stdout
 
 
 def test_flask_app_self_check(dsn: str, clean: list[str]) -> None:
