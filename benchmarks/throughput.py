@@ -49,6 +49,7 @@ from writebehind import PostgresUpsert, WriteBehindQueue
 from writebehind.embedded import database
 
 DEFAULT_TABLE = "bench_rows"
+DEFAULT_ROWS = 100_000
 DEFAULT_RUNS = 6
 COLUMNS = ("id", "name", "email", "city", "score", "ratio", "active", "updated", "attrs")
 NEW_PREFIX = "user-"  # the value every run writes
@@ -238,9 +239,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="Exit status: 0, or 1 if a run left a row without its new value.",
     )
     parser.add_argument("--dsn", help="conninfo; default: an embedded server")
-    parser.add_argument("--rows", type=positive_int, default=100_000, help="rows per run")
     parser.add_argument(
-        "--batch-size", type=positive_int, nargs="+", default=[100, 500, 1000], metavar="B"
+        "--rows",
+        type=positive_int,
+        default=DEFAULT_ROWS,
+        help=f"rows per run (default {DEFAULT_ROWS:,})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        nargs="+",
+        default=[100, 500, 1000],
+        metavar="B",
+        help="batch sizes to measure (default 100 500 1000)",
     )
     parser.add_argument(
         "--runs",

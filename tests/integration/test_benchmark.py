@@ -16,6 +16,7 @@ from benchmarks import throughput
 from tests.conftest import named
 
 SCRIPT = Path(throughput.__file__).resolve()
+README = SCRIPT.parents[1] / "README.md"
 HEADER = "| batch | raw psycopg rows/s | raw spread | writebehind rows/s | wb spread | ratio |"
 
 
@@ -111,3 +112,11 @@ def test_a_run_that_misses_a_row_fails_the_benchmark(
     assert status == 1
     err = capsys.readouterr().err
     assert f"FAILED: {side}, batch 100, run 1: the table holds 300 rows" in err
+
+
+def test_readme_states_the_scripts_defaults() -> None:
+    section = README.read_text().split("\n## Performance\n", 1)[1].split("\n## ", 1)[0]
+    text = " ".join(section.split())
+    assert "python benchmarks/throughput.py" in text
+    assert f"writes {throughput.DEFAULT_ROWS:,} rows" in text
+    assert f"runs {throughput.DEFAULT_RUNS} times per batch size" in text
