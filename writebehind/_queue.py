@@ -6,6 +6,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -15,7 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from . import _lifecycle
 from ._batch import Entry, new_entry, seconds_until_due
 from ._buffer import RowBuffer
-from ._delivery import Delivery
+from ._delivery import Delivery, FailureHandler
 from ._metrics import Metrics, QueueStats
 from ._opening import SinkOpener
 from ._retry import Backoff, RetryBudget
@@ -113,7 +114,8 @@ class WriteBehindQueue:
         self._on_failure = on_failure
         self._clock = clock
         self._buffer: RowBuffer[Entry] = RowBuffer(maxsize, batch_size)
-        self._stats = QueueStats(self.name, registry, lambda: self._buffer.put_count)
+        buffer = self._buffer
+        self._stats = QueueStats(self.name, registry, lambda: buffer.put_count)
         self._backoff = Backoff(retry_backoff, retry_backoff_max)
         self._budget = RetryBudget(max_retries, max_retry_time)
         self._delivery = Delivery(
@@ -122,7 +124,7 @@ class WriteBehindQueue:
             budget=self._budget,
             backoff=self._backoff,
             stats=self._stats,
-            give_up=self._give_up,
+            give_up=_weak(self._give_up),  # no cycle: an unreferenced queue is freed at once
             sleep=time.sleep,
             clock=clock,
         )
@@ -176,7 +178,11 @@ class WriteBehindQueue:
                 raise QueueClosed(f"queue {self.name!r} is closed")
             if self._worker is not None:
                 return
-            worker = threading.Thread(target=self._run, name=f"writebehind-{self.name}")
+            worker = threading.Thread(
+                target=_work,
+                args=(weakref.ref(self), self._sink, self.name),
+                name=f"writebehind-{self.name}",
+            )
             worker.daemon = True
             worker.start()
             self._worker = worker
@@ -320,25 +326,24 @@ class WriteBehindQueue:
 
     # -- worker thread ---------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _step(self) -> bool:
+        """One step of the worker: open the sink, or write one batch. True once closed and
+        drained."""
         buffer = self._buffer
-        while True:
-            try:
-                if not self._opener.opened:
-                    if buffer.closed and not buffer.qsize():
-                        self._close_sink()
-                        return
-                    self._open_sink()
-                    continue
-                entries = buffer.take(self._age_wait, _IDLE_WAIT)
-                self._stats.sync()
-                if entries:
-                    self._write(entries)
-                elif buffer.closed and not buffer.qsize():
-                    self._close_sink()
-                    return
-            except Exception:  # the worker must outlive any bug; the rows stay counted
-                logger.exception("queue %s: unexpected error in the worker", self.name)
+        if not self._opener.opened:
+            if buffer.closed and not buffer.qsize():
+                self._close_sink()
+                return True
+            self._open_sink()
+            return False
+        entries = buffer.take(self._age_wait, _IDLE_WAIT)
+        self._stats.sync()
+        if entries:
+            self._write(entries)
+        elif buffer.closed and not buffer.qsize():
+            self._close_sink()
+            return True
+        return False
 
     def _open_sink(self) -> None:
         """One step of opening the sink while rows wait (or a producer asks): an attempt, then
@@ -420,6 +425,40 @@ class WriteBehindQueue:
             self._on_failure([entry.row for entry in entries], error)
         except Exception:
             logger.exception("queue %s: on_failure raised", self.name)
+
+
+def _weak(method: Callable[[list[Entry], BaseException], None]) -> FailureHandler:
+    ref = weakref.WeakMethod(method)
+
+    def call(entries: list[Entry], error: BaseException) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(entries, error)
+
+    return call
+
+
+def _work(ref: weakref.ref[WriteBehindQueue], sink: Sink, name: str) -> None:
+    """The worker thread. It holds the queue only during a step (a step waits at most
+    _IDLE_WAIT for rows), so a queue nobody references any more, which can then hold no rows,
+    is collected; the worker then lets its sink go (and with it the pool) and ends."""
+    while True:
+        queue = ref()
+        if queue is None:
+            logger.info("queue %s: no longer referenced; closing its sink", name)
+            try:
+                sink.close()
+            except Exception:
+                logger.exception("queue %s: closing the sink failed", name)
+            return
+        try:
+            finished = queue._step()
+        except Exception:  # the worker must outlive any bug; the rows stay counted
+            logger.exception("queue %s: unexpected error in the worker", name)
+            finished = False
+        del queue
+        if finished:
+            return
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

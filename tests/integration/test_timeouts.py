@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -181,3 +182,25 @@ def test_fifty_queues_share_a_few_connections_and_hold_none_when_idle(
         assert wait_until(lambda: count() == 0, timeout=30)  # idle: none held
         for queue in queues:
             queue.close()
+
+
+def test_a_queue_nobody_references_closes_itself_once_drained(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(db, table_name, "id int PRIMARY KEY, v int")
+    application = f"wb-forgotten-{os.getpid()}"
+    sink = PostgresUpsert(make_conninfo(dsn, application_name=application), table_name, "id")
+    wb = WriteBehindQueue(sink, registry=None, name="forgotten")
+    for i in range(100):
+        wb.put({"id": i, "v": i})
+    collected = threading.Event()
+    weakref.finalize(wb, collected.set)
+    del wb  # the rows are not written yet: the worker holds the queue until they are
+    assert wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name == "writebehind-forgotten"]
+    )
+    assert collected.is_set()
+    assert len(select(db, table_name)) == 100
+    assert sink._shared is None  # the pool let go: it closes with its last sink
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    assert wait_until(lambda: db.execute(query, (application,)).fetchone() == (0,))
