@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime, tzinfo
@@ -87,7 +88,7 @@ class PostgresUpsert:
         self._pool: ConnectionPool[Any] | None = (
             None if isinstance(conninfo_or_pool, str) else conninfo_or_pool
         )
-        self._connect_timeout = connect_timeout
+        self._connect_timeout = _check_timeout("connect_timeout", connect_timeout)
         self.naive_timezone = _check_timezone(naive_timezone)
         self._lock = threading.Lock()
         self._opened = False
@@ -323,3 +324,13 @@ def _check_names(argument: str, values: object) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"{argument} names a column twice: {list(names)}")
     return names
+
+
+def _check_timeout(argument: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{argument} must be a number of seconds, got {type(value).__name__} {value!r}"
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{argument} must be a positive finite number of seconds, got {value!r}")
+    return float(value)
