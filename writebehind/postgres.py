@@ -25,8 +25,9 @@ __all__ = ["PostgresUpsert"]
 logger = logging.getLogger("writebehind")
 
 _JSON_TYPES = frozenset({"json", "jsonb"})
-# Compact separators: less to build and to send than json.dumps' default.
-_to_json = json.JSONEncoder(separators=(",", ":")).encode
+# Compact separators: less to build and to send than json.dumps' default. NaN and Infinity
+# are not JSON: PostgreSQL would refuse them at write time, so they fail their put instead.
+_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _TZ_TYPES = frozenset({"timestamp with time zone"})
 
 
@@ -175,8 +176,9 @@ class PostgresUpsert:
         """Check ``row`` against the written columns; return its key and parameters.
 
         TypeError if ``row`` is not a Mapping, a key value is unhashable or a json value cannot
-        be serialized; ValueError naming missing or unknown columns, or a naive datetime for a
-        ``timestamptz`` column (PostgreSQL would read it in the session time zone).
+        be serialized; ValueError naming missing or unknown columns, a naive datetime for a
+        ``timestamptz`` column (PostgreSQL would read it in the session time zone), a str for a
+        json column that is not JSON text, or NaN or Infinity in a json value.
         """
         if type(row) is not dict and not isinstance(row, Mapping):  # the ABC check is slow
             raise TypeError(f"row must be a Mapping of column -> value, got {type(row).__name__}")
@@ -208,13 +210,17 @@ class PostgresUpsert:
         values = list(params)
         for index, name in self._json_positions:
             value = values[index]
-            if value is not None and not isinstance(value, (Json, Jsonb)):
-                # Serialized here, in the producer, so that a bad value fails its own put; the
-                # text goes out untyped and the server reads it as the column's json type.
-                try:
+            if value is None or isinstance(value, (Json, Jsonb)):
+                continue
+            # Serialized (or checked) here, in the producer, so that a bad value fails its own
+            # put; the text goes out untyped and the server reads it as the column's json type.
+            try:
+                if isinstance(value, str):
+                    _json_text.decode(value)  # JSON text already, as psycopg takes a str
+                else:
                     values[index] = _to_json(value)
-                except (TypeError, ValueError) as error:
-                    raise TypeError(f"column {name!r}: value is not JSON: {error}") from None
+            except (TypeError, ValueError) as error:
+                raise _json_error(name, value, error) from None
         for index, name in self._tz_positions:
             value = values[index]
             if isinstance(value, datetime) and value.tzinfo is None:
@@ -324,6 +330,40 @@ def _check_names(argument: str, values: object) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"{argument} names a column twice: {list(names)}")
     return names
+
+
+class _NotJSONConstant(ValueError):
+    """NaN, Infinity or -Infinity in JSON text: Python reads them, PostgreSQL refuses them."""
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise _NotJSONConstant(constant)
+
+
+_json_text = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _json_error(column: str, value: object, error: Exception) -> Exception:
+    """The error for a json column's value that is not JSON, naming the column."""
+    if isinstance(error, _NotJSONConstant):
+        return ValueError(
+            f"column {column!r}: the JSON text holds {error}: NaN and Infinity are not JSON, "
+            "PostgreSQL refuses them"
+        )
+    if "Out of range float" in str(error):
+        return ValueError(
+            f"column {column!r}: the value holds a NaN or Infinity float: NaN and Infinity are "
+            "not JSON, PostgreSQL refuses them"
+        )
+    if isinstance(error, json.JSONDecodeError) and isinstance(value, str):
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+        return ValueError(
+            f"column {column!r}: a str is taken as JSON text, and {shown} is not JSON "
+            f'({error}); to store a JSON string, wrap it: psycopg.types.json.Jsonb("hello"), '
+            'or pass json.dumps("hello")'
+        )
+    kind = TypeError if isinstance(error, TypeError) else ValueError
+    return kind(f"column {column!r}: value is not JSON: {error}")
 
 
 def _check_timeout(argument: str, value: object) -> float:
