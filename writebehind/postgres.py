@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool
 
-from ._catalog import Column, check_key, read_table, written_columns
+from ._catalog import Column, WrittenColumns, check_key, read_table, written_columns
 from ._sink import Params
 
 __all__ = ["PostgresUpsert"]
@@ -171,6 +171,12 @@ class PostgresUpsert:
             (i, c.name) for i, c in enumerate(columns) if c.type_name in _TZ_TYPES
         )
         self._query = _upsert_statement(schema, table, self._names, self.key)
+        # The table's other columns, so that a row naming one is told why it is not written.
+        table_columns = columns.table_columns if isinstance(columns, WrittenColumns) else ()
+        self._left_out: dict[str, Column] = {
+            c.name: c for c in table_columns if c.name not in self._name_set
+        }
+        self._table_order = tuple(c.name for c in table_columns)
 
     def prepare(self, row: Mapping[str, Any]) -> tuple[Hashable, Params]:
         """Check ``row`` against the written columns; return its key and parameters.
@@ -198,12 +204,31 @@ class PostgresUpsert:
         if self._query is None:
             return "the sink is not open; call open() (the queue does at its first put)"
         missing = [name for name in self._names if name not in row]
-        unknown = [name for name in row if name not in self._name_set]
+        extra = [name for name in row if name not in self._name_set]
+        unknown = [name for name in extra if name not in self._left_out]
+        left_out = [self._left_out[name] for name in extra if name in self._left_out]
         problems = []
         if missing:
             problems.append(f"missing column(s) {', '.join(map(repr, missing))}")
         if unknown:
             problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        # Columns of the table that are not written: say why, and how to write them.
+        defaulted = {c.name for c in left_out if not c.generated}
+        listed = [n for n in self._table_order if n in defaulted or n in self._name_set]
+        for column in left_out:
+            if column.generated:
+                problems.append(f"column {column.name!r} is generated and cannot be written")
+            elif self.columns is None:
+                suggested = [name for name in listed if name not in self.key]
+                problems.append(
+                    f"column {column.name!r} has a default: list it in columns={suggested} "
+                    "to write it"
+                )
+            else:
+                problems.append(
+                    f"column {column.name!r} is not in columns={list(self.columns)}: add it "
+                    "there to write it"
+                )
         return f"row for {self.table!r}: {'; '.join(problems)} (writes {list(self._names)})"
 
     def _convert(self, params: Params) -> Params:

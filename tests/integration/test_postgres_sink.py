@@ -82,7 +82,7 @@ def test_rows_must_match_the_written_columns(dsn: str, entries: str) -> None:
             wb.put({"verikey": "a", "n": 1})
         with pytest.raises(ValueError, match="unknown column.*'colour'"):
             wb.put({"verikey": "a", "n": 1, "doc": None, "colour": "red"})
-        with pytest.raises(ValueError, match="unknown column.*'updated_at'"):
+        with pytest.raises(ValueError, match="'updated_at' has a default"):
             wb.put({"verikey": "a", "n": 1, "doc": None, "updated_at": None})
         assert wb.metrics().total_enqueued == 0
 
