@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ class Column:
     has_default: bool
     """A default, identity or generated value: left out of the written columns by default."""
     generated: bool
-    """A generated column, which cannot be written at all."""
+    """A generated column, or an identity GENERATED ALWAYS: an INSERT cannot write it."""
     not_null: bool = False
 
 
@@ -52,7 +52,7 @@ _COLUMNS_QUERY = """
 SELECT a.attnum, a.attname,
        (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)::regtype::text,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
-       a.attgenerated <> '',
+       a.attgenerated <> '' OR a.attidentity = 'a',
        a.attnotnull
 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
@@ -77,7 +77,12 @@ def read_table(conn: psycopg.Connection[Any], table: str, schema: str | None) ->
         found = cur.fetchone()
         if found is None:
             where = f"schema {schema!r}" if schema else "the search_path"
-            raise SchemaError(f"table {shown!r} does not exist in {where}")
+            message = f"table {shown!r} does not exist in {where}"
+            if not schema and "." in table:
+                # The name is one identifier, quoted: "app.events" is not events in app.
+                in_schema, _, name = table.partition(".")
+                message += f"; did you mean schema={in_schema!r}, table={name!r}?"
+            raise SchemaError(message)
         oid, schema_name, table_name, kind = found
         if kind not in ("r", "p"):
             raise SchemaError(f"{shown!r} is not a table (relkind {kind!r})")
@@ -114,11 +119,32 @@ def check_key(info: TableInfo, key: Sequence[str]) -> None:
         )
 
 
+class WrittenColumns(tuple[Column, ...]):
+    """The columns each row must give, in table order; ``table_columns`` holds all of the
+    table's, so that a row naming one left out can be told why."""
+
+    table_columns: tuple[Column, ...]
+
+    def __new__(
+        cls, columns: Iterable[Column], table_columns: tuple[Column, ...]
+    ) -> WrittenColumns:
+        self = super().__new__(cls, columns)
+        self.table_columns = table_columns
+        return self
+
+
 def written_columns(
     info: TableInfo, key: Sequence[str], requested: Sequence[str] | None
-) -> tuple[Column, ...]:
+) -> WrittenColumns:
     """The columns each row must give, in table order: the key, plus ``requested`` if given,
-    else every column without a default value."""
+    else every column without a default value. SchemaError for a column that cannot be
+    written (unknown, or generated)."""
+    for name in key:
+        column = info.column(name)
+        if column is not None and column.generated:
+            raise SchemaError(
+                f"key column {name!r} of {info.qualified_name} is generated and cannot be written"
+            )
     if requested is None:
         wanted = set(key) | {c.name for c in info.columns if not c.has_default}
     else:
@@ -131,4 +157,6 @@ def written_columns(
                     f"column {name!r} of {info.qualified_name} is generated and cannot be written"
                 )
         wanted = set(key) | set(requested)
-    return tuple(column for column in info.columns if column.name in wanted)
+    return WrittenColumns(
+        (column for column in info.columns if column.name in wanted), info.columns
+    )

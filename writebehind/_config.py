@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ._catalog import check_key, read_table, written_columns
 from ._eager import EagerConnection, EagerQueue, OwnConnection
-from ._queue import WriteBehindQueue
+from ._queue import WriteBehindQueue, _check_registry
 from .postgres import PostgresUpsert
 
 __all__ = ["CLOSE_TIMEOUT", "ProcessQueues", "Queue", "QueueSpec", "parse_queues"]
@@ -41,7 +41,8 @@ def _keywords(function: Callable[..., Any]) -> frozenset[str]:
 
 
 SINK_OPTIONS = _keywords(PostgresUpsert.__init__)
-QUEUE_OPTIONS = _keywords(WriteBehindQueue.__init__)
+# ``clock`` is the queue's hook for tests, not a setting.
+QUEUE_OPTIONS = _keywords(WriteBehindQueue.__init__) - {"clock"}
 REQUIRED_OPTIONS = ("table", "key")
 OPTIONS = frozenset(REQUIRED_OPTIONS) | SINK_OPTIONS | QUEUE_OPTIONS
 
@@ -167,6 +168,7 @@ def _parse_queue(name: str, conninfo: str, options: object, where: str) -> Queue
     try:
         sink = PostgresUpsert(conninfo, spec.table, spec.key, **sink_options)
         WriteBehindQueue(sink, **{"name": name, **queue_options, "registry": None})
+        _check_registry(queue_options.get("registry"))  # not given above: it would register
     except (TypeError, ValueError) as error:
         raise type(error)(f"{where}: {error}") from error
     return spec

@@ -43,6 +43,8 @@ class DemoResult:
     put_latencies_ns: Sequence[int]
     """Every put() call's duration, sorted."""
     rows_in_table: int
+    batch_size: int
+    """The batch size the queue used: the one asked for, or the queue's maxsize if smaller."""
 
     @property
     def ok(self) -> bool:
@@ -105,6 +107,7 @@ def run_demo(
         metrics=queue.metrics(),
         put_latencies_ns=sorted(ns for part in latencies for ns in part),
         rows_in_table=counted[0] if counted else 0,
+        batch_size=queue.batch_size,
     )
 
 
@@ -172,7 +175,8 @@ class _Progress:
 
 
 def format_summary(result: DemoResult, *, producers: int, batch_size: int, where: str) -> str:
-    """The summary table printed at the end of a demo run."""
+    """The summary table printed at the end of a demo run. ``batch_size`` is the one asked
+    for; the head shows the one used, and why when they differ."""
     m = result.metrics
     rate = result.rows / result.seconds if result.seconds > 0 else 0.0
     verdict = "OK" if result.ok else "MISMATCH"
@@ -188,10 +192,10 @@ def format_summary(result: DemoResult, *, producers: int, batch_size: int, where
         ("in table", f"{result.rows_in_table:,}  {verdict}"),
     ]
     width = max(len(value) for _, value in lines)
-    head = (
-        f"writebehind demo: {producers} producer thread(s), batch size {batch_size}, "
-        f"table {TABLE} on {where}"
-    )
+    used = f"batch size {result.batch_size:,}"
+    if result.batch_size != batch_size:
+        used += f" (asked {batch_size:,}, capped at the queue's maxsize)"
+    head = f"writebehind demo: {producers} producer thread(s), {used}, table {TABLE} on {where}"
     rule = f"+{'-' * 10}+{'-' * (width + 2)}+"
     body = [f"| {label:<8} | {value:>{width}} |" for label, value in lines]
     return "\n".join([head, rule, *body, rule])

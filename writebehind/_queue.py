@@ -61,6 +61,8 @@ class WriteBehindQueue:
     ``maxsize`` bounds the rows waiting plus the rows of the batch being written that the
     database has not read yet; put() blocks beyond it. A batch is written when ``batch_size``
     rows wait, when the oldest has waited ``flush_interval`` seconds, or on flush()/close().
+    A batch never holds more than ``maxsize`` rows: with ``maxsize`` below ``batch_size``, the
+    batch size used is ``maxsize`` (the ``batch_size`` attribute holds the one in use).
     A failed write is retried after ``retry_backoff`` seconds doubled each time up to
     ``retry_backoff_max``, with jitter, until the writes have been failing for
     ``max_retry_time`` seconds (counted from the first failure, whichever batch it was) or the
@@ -105,6 +107,7 @@ class WriteBehindQueue:
             raise TypeError("on_failure must be a callable(rows, error) or None")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError("name must be a non-empty string or None")
+        _check_registry(registry)
 
         self.name: str = name or sink.name
         self.shutdown_timeout = float(shutdown_timeout)
@@ -137,6 +140,11 @@ class WriteBehindQueue:
         self._closed = False
         self._sink_closed = False
         self._forked = False
+
+    @property
+    def batch_size(self) -> int:
+        """The most rows in one write: ``batch_size`` as given, or ``maxsize`` if smaller."""
+        return self._buffer.batch_size
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._worker else "not started"
@@ -474,3 +482,11 @@ def _check_seconds(name: str, value: object, *, positive: bool = False) -> None:
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "positive" if positive else "zero or more"
         raise ValueError(f"{name} must be a finite number of seconds, {bound}; got {value}")
+
+
+def _check_registry(value: object) -> None:
+    if value is not None and not isinstance(value, CollectorRegistry):
+        raise TypeError(
+            "registry must be a prometheus_client.CollectorRegistry or None, "
+            f"got {type(value).__name__} {value!r}"
+        )

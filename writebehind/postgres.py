@@ -21,7 +21,7 @@ from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import _watchdog
-from ._catalog import Column, TableInfo, check_key, read_table, written_columns
+from ._catalog import Column, TableInfo, WrittenColumns, check_key, read_table, written_columns
 from ._pools import (
     ConnectionUnavailable,
     SharedPool,
@@ -37,8 +37,9 @@ __all__ = ["PostgresUpsert"]
 logger = logging.getLogger("writebehind")
 
 _JSON_TYPES = frozenset({"json", "jsonb"})
-# Compact separators: less to build and to send than json.dumps' default.
-_to_json = json.JSONEncoder(separators=(",", ":")).encode
+# Compact separators: less to build and to send than json.dumps' default. NaN and Infinity
+# are not JSON: PostgreSQL would refuse them at write time, so they fail their put instead.
+_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _TZ_TYPES = frozenset({"timestamp with time zone"})
 
 
@@ -116,9 +117,9 @@ class PostgresUpsert:
         self._pool: ConnectionPool[Any] | None = (
             None if isinstance(conninfo_or_pool, str) else conninfo_or_pool
         )
-        self._connect_timeout = connect_timeout
-        self.connect_timeout = connect_timeout
-        self.write_timeout = _check_positive("write_timeout", write_timeout)
+        self._connect_timeout = _check_timeout("connect_timeout", connect_timeout)
+        self.connect_timeout = self._connect_timeout
+        self.write_timeout = _check_timeout("write_timeout", write_timeout)
         self.pool_size = _check_pool_size(pool_size)
         self._shared: SharedPool | None = None
         self._statement_timeout = str(max(1, round(self.write_timeout * 1000)))
@@ -231,13 +232,20 @@ class PostgresUpsert:
             (i, c.name) for i, c in enumerate(columns) if c.type_name in _TZ_TYPES
         )
         self._query = _upsert_statement(schema, table, self._names, self.key)
+        # The table's other columns, so that a row naming one is told why it is not written.
+        table_columns = columns.table_columns if isinstance(columns, WrittenColumns) else ()
+        self._left_out: dict[str, Column] = {
+            c.name: c for c in table_columns if c.name not in self._name_set
+        }
+        self._table_order = tuple(c.name for c in table_columns)
 
     def prepare(self, row: Mapping[str, Any]) -> tuple[Hashable, Params]:
         """Check ``row`` against the written columns; return its key and parameters.
 
         TypeError if ``row`` is not a Mapping, a key value is unhashable or a json value cannot
-        be serialized; ValueError naming missing or unknown columns, or a naive datetime for a
-        ``timestamptz`` column (PostgreSQL would read it in the session time zone).
+        be serialized; ValueError naming missing or unknown columns, a naive datetime for a
+        ``timestamptz`` column (PostgreSQL would read it in the session time zone), a str for a
+        json column that is not JSON text, or NaN or Infinity in a json value.
         """
         if type(row) is not dict and not isinstance(row, Mapping):  # the ABC check is slow
             raise TypeError(f"row must be a Mapping of column -> value, got {type(row).__name__}")
@@ -268,25 +276,48 @@ class PostgresUpsert:
         if self._query is None:
             return "the sink is not open; call open() (the queue does at its first put)"
         missing = [name for name in self._names if name not in row]
-        unknown = [name for name in row if name not in self._name_set]
+        extra = [name for name in row if name not in self._name_set]
+        unknown = [name for name in extra if name not in self._left_out]
+        left_out = [self._left_out[name] for name in extra if name in self._left_out]
         problems = []
         if missing:
             problems.append(f"missing column(s) {', '.join(map(repr, missing))}")
         if unknown:
             problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        # Columns of the table that are not written: say why, and how to write them.
+        defaulted = {c.name for c in left_out if not c.generated}
+        listed = [n for n in self._table_order if n in defaulted or n in self._name_set]
+        for column in left_out:
+            if column.generated:
+                problems.append(f"column {column.name!r} is generated and cannot be written")
+            elif self.columns is None:
+                suggested = [name for name in listed if name not in self.key]
+                problems.append(
+                    f"column {column.name!r} has a default: list it in columns={suggested} "
+                    "to write it"
+                )
+            else:
+                problems.append(
+                    f"column {column.name!r} is not in columns={list(self.columns)}: add it "
+                    "there to write it"
+                )
         return f"row for {self.table!r}: {'; '.join(problems)} (writes {list(self._names)})"
 
     def _convert(self, params: Params) -> Params:
         values = list(params)
         for index, name in self._json_positions:
             value = values[index]
-            if value is not None and not isinstance(value, (Json, Jsonb)):
-                # Serialized here, in the producer, so that a bad value fails its own put; the
-                # text goes out untyped and the server reads it as the column's json type.
-                try:
+            if value is None or isinstance(value, (Json, Jsonb)):
+                continue
+            # Serialized (or checked) here, in the producer, so that a bad value fails its own
+            # put; the text goes out untyped and the server reads it as the column's json type.
+            try:
+                if isinstance(value, str):
+                    _json_text.decode(value)  # JSON text already, as psycopg takes a str
+                else:
                     values[index] = _to_json(value)
-                except (TypeError, ValueError) as error:
-                    raise TypeError(f"column {name!r}: value is not JSON: {error}") from None
+            except (TypeError, ValueError) as error:
+                raise _json_error(name, value, error) from None
         for index, name in self._tz_positions:
             value = values[index]
             if isinstance(value, datetime) and value.tzinfo is None:
@@ -441,14 +472,6 @@ def _short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
 
 
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive, finite number of seconds; got {value}")
-    return float(value)
-
-
 def _check_pool_size(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"pool_size must be an int, got {type(value).__name__}")
@@ -481,3 +504,47 @@ def _check_names(argument: str, values: object) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"{argument} names a column twice: {list(names)}")
     return names
+
+
+class _NotJSONConstant(ValueError):
+    """NaN, Infinity or -Infinity in JSON text: Python reads them, PostgreSQL refuses them."""
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise _NotJSONConstant(constant)
+
+
+_json_text = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _json_error(column: str, value: object, error: Exception) -> Exception:
+    """The error for a json column's value that is not JSON, naming the column."""
+    if isinstance(error, _NotJSONConstant):
+        return ValueError(
+            f"column {column!r}: the JSON text holds {error}: NaN and Infinity are not JSON, "
+            "PostgreSQL refuses them"
+        )
+    if "Out of range float" in str(error):
+        return ValueError(
+            f"column {column!r}: the value holds a NaN or Infinity float: NaN and Infinity are "
+            "not JSON, PostgreSQL refuses them"
+        )
+    if isinstance(error, json.JSONDecodeError) and isinstance(value, str):
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+        return ValueError(
+            f"column {column!r}: a str is taken as JSON text, and {shown} is not JSON "
+            f'({error}); to store a JSON string, wrap it: psycopg.types.json.Jsonb("hello"), '
+            'or pass json.dumps("hello")'
+        )
+    kind = TypeError if isinstance(error, TypeError) else ValueError
+    return kind(f"column {column!r}: value is not JSON: {error}")
+
+
+def _check_timeout(argument: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{argument} must be a number of seconds, got {type(value).__name__} {value!r}"
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{argument} must be a positive finite number of seconds, got {value!r}")
+    return float(value)

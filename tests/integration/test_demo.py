@@ -52,6 +52,19 @@ def test_demo_writes_every_row_and_prints_the_summary(dsn: str, demo_table: str)
     assert "rows written (100.0%)" in result.stderr  # the progress line's last word
 
 
+def test_demo_prints_the_batch_size_it_used(dsn: str, demo_table: str) -> None:
+    result = writebehind("demo", "--dsn", dsn, "--rows", "2000", "--producers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 producer thread(s), batch size 500, table" in result.stdout
+    # More than the queue's maxsize (10,000): its batches hold 10,000 rows, and it says so.
+    result = writebehind(
+        "demo", "--dsn", dsn, "--rows", "25000", "--producers", "1", "--batch-size", "20000"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "batch size 10,000 (asked 20,000, capped at the queue's maxsize)" in result.stdout
+    assert int(summary(result.stdout)["batches"]) >= 3  # at most 10,000 rows a batch
+
+
 def test_demo_exits_non_zero_when_the_table_misses_rows(
     dsn: str, db: psycopg.Connection[Any], demo_table: str
 ) -> None:

@@ -424,6 +424,8 @@ def test_close_times_out_and_leaves_the_worker_draining(
         ("shutdown_timeout", -1, ValueError),
         ("on_failure", "log", TypeError),
         ("name", "", ValueError),
+        ("registry", "nope", TypeError),
+        ("registry", {}, TypeError),
     ],
 )
 def test_bad_options_name_themselves(
@@ -432,6 +434,17 @@ def test_bad_options_name_themselves(
     options: dict[str, Any] = {"registry": None, "retry_backoff": 0.1, option: value}
     with pytest.raises(error, match=option):
         WriteBehindQueue(sink, **options)
+
+
+def test_batch_size_is_at_most_maxsize(make: Any, sink: FakeSink) -> None:
+    assert make().batch_size == 500
+    assert make(maxsize=1000, batch_size=200).batch_size == 200
+    small = make(maxsize=5)  # a small queue is fine: its batches hold 5 rows
+    assert small.batch_size == 5
+    for i in range(5):
+        small.put(row(i))
+    assert sink.wait_for_rows(5)  # written as a full batch, not after the 60 s flush_interval
+    assert [len(rows) for rows in sink.writes] == [5]
 
 
 def test_a_sink_must_implement_the_protocol() -> None:
