@@ -319,7 +319,10 @@ def describe(error: BaseException) -> str:
 
 
 def _keys(entries: Sequence[Entry]) -> str:
-    shown = ", ".join(_short(repr(entry.key)) for entry in entries[:_KEYS_LOGGED])
+    # A row accepted before the catalog was read has no key yet: the row itself is shown.
+    shown = ", ".join(
+        _short(repr(entry.key if entry.params else entry.row)) for entry in entries[:_KEYS_LOGGED]
+    )
     more = len(entries) - _KEYS_LOGGED
     return shown + (f" and {more} more" if more > 0 else "")
 

@@ -80,7 +80,7 @@ class SinkOpener:
             self.attempts += 1
             self.changed.notify_all()
         if self._logged is not None:
-            logger.warning("queue %s: the sink is open again", self._name)
+            logger.info("queue %s: the sink is open", self._name)
             self._logged = None
         return True
 

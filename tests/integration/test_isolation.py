@@ -61,7 +61,7 @@ def refuse_trigger(db: psycopg.Connection[Any], table: str, condition: str, mess
 
 
 def test_rows_refused_outside_classes_22_and_23_are_isolated_each_with_its_own_error(
-    dsn: str, db: psycopg.Connection[Any], table_name: str
+    dsn: str, db: psycopg.Connection[Any], table_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     create(db, table_name, "k text PRIMARY KEY, n int NOT NULL")
     refuse_trigger(db, table_name, "NEW.n = 666", "refused by a trigger")
@@ -86,6 +86,9 @@ def test_rows_refused_outside_classes_22_and_23_are_isolated_each_with_its_own_e
     assert isinstance(errors[huge], pe.ProgramLimitExceeded)
     assert isinstance(errors["k200"], pe.RaiseException)
     assert (wb.metrics().total_failed, wb.metrics().total_retries) == (3, 0)
+    logged = [r.getMessage() for r in caplog.records if r.name == "writebehind"]
+    assert len(logged) == 3 and all(len(line) < 1000 for line in logged)  # the key is cut
+    assert any(f"({len(repr(huge))} chars)" in line for line in logged)
 
 
 def test_a_refused_row_costs_few_writes_and_the_others_commit_once_in_their_part(
