@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "acquire",
     "connection_options",
     "opening_slot",
+    "pooled",
     "release",
 ]
 
@@ -113,19 +114,8 @@ class SharedPool:
                 with direct:
                     yield direct
             return
-        try:
-            conn = self.pool.getconn(self._connect_timeout)
-        except PoolTimeout as timeout:
-            cause = self.last_error
-            if cause is None:
-                raise ConnectionUnavailable(str(timeout)) from timeout
-            text = str(cause).strip().replace("\n", " ")
-            raise ConnectionUnavailable(f"{timeout}; last connection error: {text}") from cause
-        try:
-            with conn:
-                yield conn
-        finally:
-            self.pool.putconn(conn)
+        with pooled(self.pool, self._connect_timeout, lambda: self.last_error) as conn:
+            yield conn
 
     def check(self) -> None:
         """Replace the idle connections that broke (after a server restart every one has)."""
@@ -139,6 +129,30 @@ class SharedPool:
         size = max(1, min(len(self.sizes), max(self.sizes, default=1)))
         if size != self.pool.max_size:
             self.pool.resize(min_size=0, max_size=size)
+
+
+@contextmanager
+def pooled(
+    pool: ConnectionPool[Any],
+    timeout: float,
+    last_error: Callable[[], BaseException | None] = lambda: None,
+) -> Iterator[psycopg.Connection[Any]]:
+    """A connection of ``pool`` for one transaction: committed if the block succeeds, else
+    rolled back. ConnectionUnavailable when none comes within ``timeout``, naming
+    ``last_error()``, the last connection error, if known."""
+    try:
+        conn = pool.getconn(timeout)
+    except PoolTimeout as timed_out:
+        cause = last_error()
+        if cause is None:
+            raise ConnectionUnavailable(str(timed_out)) from timed_out
+        text = str(cause).strip().replace("\n", " ")
+        raise ConnectionUnavailable(f"{timed_out}; last connection error: {text}") from cause
+    try:
+        with conn:
+            yield conn
+    finally:
+        pool.putconn(conn)
 
 
 _pools: dict[tuple[Any, ...], SharedPool] = {}
@@ -162,6 +176,19 @@ def opening_slot(conninfo: str, slots: int, timeout: float) -> Iterator[None]:
         yield
     finally:
         gate.release()
+
+
+def _forget_in_child() -> None:
+    # The parent's pools are the parent's (their threads did not survive the fork), and another
+    # thread may have held the lock at the fork.
+    global _lock
+    _lock = threading.Lock()
+    _pools.clear()
+    _gates.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def acquire(

@@ -7,8 +7,8 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, tzinfo
 from decimal import Decimal
 from operator import itemgetter
@@ -18,16 +18,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from . import _watchdog
 from ._catalog import Column, TableInfo, WrittenColumns, check_key, read_table, written_columns
 from ._pools import (
-    ConnectionUnavailable,
     SharedPool,
     acquire,
     connection_options,
     opening_slot,
+    pooled,
     release,
 )
 from ._sink import Params
@@ -374,18 +374,9 @@ class PostgresUpsert:
             return self._shared.connection()
         return self._borrowed_connection()
 
-    @contextmanager
-    def _borrowed_connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _borrowed_connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         assert self._pool is not None
-        try:
-            conn = self._pool.getconn(self._connect_timeout)
-        except PoolTimeout as timeout:
-            raise ConnectionUnavailable(str(timeout)) from timeout
-        try:
-            with conn:
-                yield conn
-        finally:
-            self._pool.putconn(conn)
+        return pooled(self._pool, self._connect_timeout)
 
     def close(self) -> None:
         """Let the shared pool go (closed with its last sink); a borrowed one stays open.
