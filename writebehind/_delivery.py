@@ -17,7 +17,7 @@ FailureHandler = Callable[[list[Entry], BaseException], None]
 """Receives rows given up (the winning row of each key) and the error that ended them."""
 
 _KEYS_LOGGED = 10  # keys named in one log line when many rows fail together
-_KEY_CHARS = 60  # a key's repr is cut to this in log lines (a refused key may be 16 kB)
+_KEY_CHARS = 120  # a key's repr is cut to this in log lines (a refused key may be 16 kB)
 # Rows the sink reads between two progress reports: small enough that a producer let in by one
 # report fits its turn into the worker's next wait on the server.
 _PROGRESS_STEP = 32
