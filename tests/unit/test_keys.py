@@ -1,0 +1,50 @@
+"""Key values PostgreSQL holds equal are one key in Python too: the sink's key canonicalization."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from writebehind import PostgresUpsert
+from writebehind._catalog import Column, TableInfo
+
+
+def sink_for(key_type: str, *, not_null: bool = True) -> PostgresUpsert:
+    """A sink configured from a catalog description, as open() would configure it."""
+    columns = (Column("k", key_type, False, False, not_null), Column("v", "integer", False, False))
+    info = TableInfo("public", "t", columns, (frozenset({"k"}),))
+    sink = PostgresUpsert("host=/nonexistent", "t", "k")
+    sink._configure_key(info, columns)
+    sink._configure("public", "t", columns)
+    return sink
+
+
+def key(sink: PostgresUpsert, value: object) -> object:
+    return sink.prepare({"k": value, "v": 1})[0]
+
+
+def test_citext_keys_differing_in_case_are_one_key() -> None:
+    sink = sink_for("citext")
+    assert key(sink, "Bob") == key(sink, "BOB") == key(sink, "bob")
+    assert sink.prepare({"k": "Bob", "v": 1})[1] == ("Bob", 1)  # the value written is as put
+    schema_qualified = sink_for("public.citext")
+    assert key(schema_qualified, "Bob") == key(schema_qualified, "bOB")
+
+
+def test_a_uuid_as_text_in_either_case_or_as_a_uuid_is_one_key() -> None:
+    sink = sink_for("uuid")
+    value = uuid.uuid4()
+    assert key(sink, str(value).upper()) == key(sink, str(value)) == key(sink, value)
+    assert key(sink, "not a uuid") == "not a uuid"  # left to the database to refuse
+
+
+def test_nan_is_one_key_in_numeric_and_float_columns() -> None:
+    for type_name in ("numeric", "double precision", "real"):
+        sink = sink_for(type_name)
+        assert key(sink, Decimal("NaN")) == key(sink, float("nan"))
+        assert key(sink, Decimal("1.5")) == Decimal("1.5")
+
+
+def test_other_types_keep_their_keys_untouched() -> None:
+    sink = sink_for("text")
+    assert key(sink, "Bob") != key(sink, "bob")
