@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +34,16 @@ __all__ = [
 
 # Idle connections are closed after this many seconds (one per period, down to none).
 _MAX_IDLE = 60.0
+# A connection idle longer than this is checked (one round trip) before a write uses it: the
+# server may have ended it meanwhile (a restart, pg_terminate_backend, idle_session_timeout),
+# and a retry after a backoff would otherwise fail again on it. Back-to-back writes skip it.
+_CHECK_AFTER_IDLE = 0.5
+
+
+def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
+    returned = getattr(conn, "_writebehind_returned_at", None)
+    if returned is None or time.monotonic() - returned > _CHECK_AFTER_IDLE:
+        ConnectionPool.check_connection(conn)
 
 
 class ConnectionUnavailable(psycopg.OperationalError):
@@ -68,6 +79,8 @@ class SharedPool:
         shared = self
 
         class RecordingConnection(psycopg.Connection[Any]):
+            writebehind = True  # tells writebehind's log filter this connection is its own
+
             @classmethod
             def connect(cls, *args: Any, **kwargs: Any) -> Any:
                 try:
@@ -92,6 +105,7 @@ class SharedPool:
             # within seconds of the server's return.
             reconnect_timeout=connect_timeout,
             max_idle=_MAX_IDLE,
+            check=_check_if_idle,
         )
         self.pool.open(wait=False)
 
@@ -145,13 +159,16 @@ def pooled(
     except PoolTimeout as timed_out:
         cause = last_error()
         if cause is None:
-            raise ConnectionUnavailable(str(timed_out)) from timed_out
+            raise ConnectionUnavailable(
+                f"no connection within {timeout:g}s: the server did not answer in time"
+            ) from timed_out
         text = str(cause).strip().replace("\n", " ")
         raise ConnectionUnavailable(f"{timed_out}; last connection error: {text}") from cause
     try:
         with conn:
             yield conn
     finally:
+        conn._writebehind_returned_at = time.monotonic()
         pool.putconn(conn)
 
 

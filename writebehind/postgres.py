@@ -50,8 +50,9 @@ class _PsycopgNoise(logging.Filter):
       pipeline; when the database refuses a row, psycopg raises the error and may also warn
       about the pipeline it then cannot exit cleanly. The error is the queue's to report
       (retried, or the row isolated and handed to on_failure).
-    - "error connecting in 'writebehind-...'" and "reconnection attempt ... failed", from
-      writebehind's pools: each retry of a write logs the queue and the connection error.
+    - "error connecting in 'writebehind-...'", "reconnection attempt ... failed" and
+      "discarding closed connection", from writebehind's pools: each retry of a write logs the
+      queue and the connection error.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -59,6 +60,8 @@ class _PsycopgNoise(logging.Filter):
             return not (record.threadName or "").startswith("writebehind-")
         if record.msg in _POOL_MESSAGES and isinstance(record.args, tuple) and record.args:
             return not str(record.args[0]).startswith("writebehind-")
+        if record.msg == "discarding closed connection: %s" and isinstance(record.args, tuple):
+            return not getattr(record.args[0], "writebehind", False)
         return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -216,3 +217,40 @@ def test_the_exit_drain_gives_up_after_shutdown_timeout_and_says_so(
     assert result.returncode == 0, result.stderr
     assert "50 rows abandoned" in result.stderr
     assert elapsed < 60
+
+
+def test_connections_killed_faster_than_the_backoff_do_not_stall_the_queue(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    # Kills every connection of the queue every 20-300 ms, whatever the writer does: a retry
+    # after a backoff must not be spent on a connection that was killed while it waited.
+    create(db, table_name, "k int PRIMARY KEY, v int NOT NULL")
+    application, wb = tagged_queue(dsn, table_name, "k", "fastkill", max_retry_time=60.0)
+    done = threading.Event()
+    rng = random.Random(7)
+
+    def killer() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not done.wait(rng.uniform(0.02, 0.3)):
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    (application,),
+                )
+
+    assassin = threading.Thread(target=killer)
+    assassin.start()
+    started = time.monotonic()
+    try:
+        with wb:
+            for i in range(20_000):
+                wb.put({"k": i % 5000, "v": i})
+            assert wb.flush(timeout=60)
+            m = wb.metrics()
+    finally:
+        done.set()
+        assassin.join(30)
+    took = time.monotonic() - started
+    assert (m.total_persisted, m.total_failed) == (20_000, 0)
+    assert dict(select(db, table_name)) == {k: 15_000 + k for k in range(5000)}
+    assert took < 45, f"{took:.1f}s for 20,000 rows"
