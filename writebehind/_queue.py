@@ -105,8 +105,12 @@ class WriteBehindQueue:
         _check_seconds("shutdown_timeout", shutdown_timeout)
         if on_failure is not None and not callable(on_failure):
             raise TypeError("on_failure must be a callable(rows, error) or None")
-        if name is not None and (not isinstance(name, str) or not name):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        if name == "":
             raise ValueError("name must be a non-empty string or None")
+        if not callable(clock):
+            raise TypeError("clock must be a callable returning monotonic seconds")
         _check_registry(registry)
 
         self.name: str = name or sink.name

@@ -447,7 +447,11 @@ _NAN_KEY = _NaN()
 
 
 def _nan_key(value: Any) -> Any:
-    return _NAN_KEY if isinstance(value, (float, Decimal)) and value != value else value
+    if isinstance(value, float):
+        return _NAN_KEY if math.isnan(value) else value
+    if isinstance(value, Decimal):
+        return _NAN_KEY if value.is_nan() else value  # a signaling NaN raises on comparison
+    return value
 
 
 _KEY_CANONICAL: dict[str, Callable[[Any], Any]] = {
@@ -492,7 +496,9 @@ def _check_name(argument: str, value: object) -> str:
 
 
 def _check_names(argument: str, values: object) -> tuple[str, ...]:
-    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise TypeError(f"{argument} must be a sequence of column names, got {values!r}")
+    if not values:
         raise ValueError(f"{argument} must be a non-empty sequence of column names")
     names = tuple(_check_name(argument, value) for value in values)
     if len(set(names)) != len(names):

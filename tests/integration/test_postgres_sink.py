@@ -202,6 +202,19 @@ def test_sink_arguments_are_checked_without_connecting() -> None:
         PostgresUpsert("host=/nonexistent", table="t", key="id", columns=["a", "a"])
     with pytest.raises(TypeError, match="conninfo"):
         PostgresUpsert(42, table="t", key="id")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key must be a sequence"):
+        PostgresUpsert("host=/nonexistent", table="t", key=5)  # type: ignore[arg-type]
+    bad: tuple[tuple[str, Any, type[Exception]], ...] = (
+        ("write_timeout", 0, ValueError),
+        ("write_timeout", "30", TypeError),
+        ("pool_size", 0, ValueError),
+        ("pool_size", 2.0, TypeError),
+        ("naive_timezone", "Mars/Olympus", ValueError),
+    )
+    for option, value, error in bad:
+        options: dict[str, Any] = {option: value}
+        with pytest.raises(error, match=option):
+            PostgresUpsert("host=/nonexistent", table="t", key="id", **options)
 
 
 def test_a_shared_pool_closes_with_its_last_sink_a_borrowed_one_never(

@@ -48,3 +48,8 @@ def test_nan_is_one_key_in_numeric_and_float_columns() -> None:
 def test_other_types_keep_their_keys_untouched() -> None:
     sink = sink_for("text")
     assert key(sink, "Bob") != key(sink, "bob")
+
+
+def test_a_signaling_nan_key_is_a_nan_key_not_an_arithmetic_error() -> None:
+    sink = sink_for("numeric")
+    assert key(sink, Decimal("sNaN")) == key(sink, Decimal("NaN"))
