@@ -120,8 +120,7 @@ class PostgresUpsert:
         self._pool: ConnectionPool[Any] | None = (
             None if isinstance(conninfo_or_pool, str) else conninfo_or_pool
         )
-        self._connect_timeout = _check_timeout("connect_timeout", connect_timeout)
-        self.connect_timeout = self._connect_timeout
+        self.connect_timeout = _check_timeout("connect_timeout", connect_timeout)
         self.write_timeout = _check_timeout("write_timeout", write_timeout)
         self.pool_size = _check_pool_size(pool_size)
         self._shared: SharedPool | None = None
@@ -171,10 +170,10 @@ class PostgresUpsert:
             if self._conninfo is not None:
                 options = connection_options(self._conninfo, self.write_timeout)
                 with (
-                    opening_slot(self._conninfo, self.pool_size, self._connect_timeout),
+                    opening_slot(self._conninfo, self.pool_size, self.connect_timeout),
                     psycopg.connect(
                         self._conninfo,
-                        connect_timeout=max(1, round(self._connect_timeout)),
+                        connect_timeout=max(1, round(self.connect_timeout)),
                         **options,
                     ) as conn,
                 ):
@@ -189,7 +188,7 @@ class PostgresUpsert:
             if self._conninfo is not None:
                 self._shared = acquire(
                     self._conninfo,
-                    connect_timeout=self._connect_timeout,
+                    connect_timeout=self.connect_timeout,
                     write_timeout=self.write_timeout,
                     pool_size=self.pool_size,
                 )
@@ -379,7 +378,7 @@ class PostgresUpsert:
 
     def _borrowed_connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         assert self._pool is not None
-        return pooled(self._pool, self._connect_timeout)
+        return pooled(self._pool, self.connect_timeout)
 
     def close(self) -> None:
         """Let the shared pool go (closed with its last sink); a borrowed one stays open.
