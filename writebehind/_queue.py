@@ -382,8 +382,8 @@ class WriteBehindQueue:
             return
         self._open_retries += 1
         delay = self._backoff.delay(self._open_retries)
-        if remaining is not None:
-            delay = max(0.0, min(delay, remaining))
+        if remaining is not None and remaining > 0:
+            delay = min(delay, remaining)  # give the rows up when the budget ends, not later
         time.sleep(delay)
 
     def _age_wait(self, oldest: Entry) -> float:
