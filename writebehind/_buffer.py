@@ -59,14 +59,43 @@ class RowBuffer(queue.Queue[T]):
             if size == 1 or size == self.batch_size:
                 self.not_empty.notify()
 
-    def put_now(self, item: T) -> None:
-        """Append ``item`` at once, even beyond ``maxsize`` (for the one thread that frees
+    def put_all(self, items: list[T], block: bool = True, timeout: float | None = None) -> None:
+        """Append every one of ``items`` at once, or none: wait for room for all of them if
+        ``block`` (at most ``timeout`` seconds), else QueueFull; QueueClosed once closed.
+        ValueError if they could never fit (more than ``maxsize``)."""
+        count = len(items)
+        if count > self.maxsize:
+            raise ValueError(f"{count} rows can never fit in a queue of maxsize {self.maxsize}")
+        with self.mutex:
+            if self.closed:
+                raise QueueClosed("the queue is closed")
+            if len(self.queue) + self.held + count > self.maxsize:
+                if not block:
+                    raise QueueFull(f"no room for {count} rows ({self.maxsize} rows at most)")
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while len(self.queue) + self.held + count > self.maxsize:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise QueueFull(f"no room for {count} rows ({self.maxsize} rows at most)")
+                    self.not_full.wait(remaining)
+                    if self.closed:
+                        raise QueueClosed("the queue was closed while waiting for room")
+            self._append_all(items)
+
+    def put_now(self, items: list[T]) -> None:
+        """Append ``items`` at once, even beyond ``maxsize`` (for the one thread that frees
         room, which must never wait for it). QueueClosed once closed."""
         with self.mutex:
             if self.closed:
                 raise QueueClosed("the queue is closed")
-            self.queue.append(item)
-            self.put_count += 1
+            self._append_all(items)
+
+    def _append_all(self, items: list[T]) -> None:
+        # Under the mutex. Wakes the worker if the items make a batch, or are the first.
+        before = len(self.queue)
+        self.queue.extend(items)
+        self.put_count += len(items)
+        if before == 0 or before < self.batch_size <= len(self.queue):
             self.not_empty.notify()
 
     def wake(self) -> None:

@@ -13,13 +13,14 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
 import psycopg
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from ._delivery import describe
 from ._metrics import Metrics, QueueStats
 from ._queue import FailureCallback
 from ._sink import Params
@@ -168,13 +169,33 @@ class EagerQueue:
         if not self._started or self._closed:
             self.start()
         key, params = self._sink.prepare(row)
+        self._write(row, key, params)
+
+    def put_many(
+        self, rows: Iterable[Mapping[str, Any]], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Check every row as put() does (the error names the first bad row's index, and
+        nothing is written), then write them one by one."""
+        rows = list(rows)
+        if not self._started or self._closed:
+            self.start()
+        prepared = []
+        for index, row in enumerate(rows):
+            try:
+                prepared.append((row, *self._sink.prepare(row)))
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"row {index}: {error}") from None
+        for row, key, params in prepared:
+            self._write(row, key, params)
+
+    def _write(self, row: Mapping[str, Any], key: Hashable, params: Params) -> None:
         started = time.monotonic()
         try:
             self._connection.write(self._sink, params)
         except psycopg.Error as error:
             with self._lock:
                 self._enqueued += 1
-            logger.error("queue %s: 1 rows rejected, keys %r: %s", self.name, key, _describe(error))
+            logger.error("queue %s: 1 rows rejected, keys %r: %s", self.name, key, describe(error))
             self._stats.gave_up(1)
             self._hand_over(row, error)
         else:
@@ -217,10 +238,3 @@ class EagerQueue:
             self._on_failure([row], error)
         except Exception:
             logger.exception("queue %s: on_failure raised", self.name)
-
-
-def _describe(error: BaseException) -> str:
-    sqlstate = getattr(error, "sqlstate", None)
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    kind = type(error).__name__
-    return f"{kind} [{sqlstate}] {text}" if sqlstate else f"{kind}: {text}"

@@ -7,7 +7,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -22,7 +22,7 @@ from ._opening import SinkOpener
 from ._retry import Backoff, RetryBudget
 from ._sink import Params, Sink
 from ._tracing import FlushTracer
-from .errors import QueueClosed
+from .errors import QueueClosed, SchemaError
 
 __all__ = ["FailureCallback", "WriteBehindQueue"]
 
@@ -222,11 +222,46 @@ class WriteBehindQueue:
         buffer = self._buffer
         entry = new_entry((key, params, row, self._clock()))
         if self._worker is threading.current_thread():
-            buffer.put_now(entry)  # room is only ever freed by this thread: never wait for it
+            buffer.put_now([entry])  # room is only ever freed by this thread: never wait for it
         else:
             buffer.put(entry, block, timeout)
         if buffer.put_count % QueueStats.SYNC_EVERY == 0:
             self._stats.sync()
+
+    def put_many(
+        self, rows: Iterable[Mapping[str, Any]], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Accept all of ``rows``, or none of them, in one step.
+
+        Every row is checked first, as put() checks one: the TypeError or ValueError names the
+        index of the first row that does not fit, and nothing is accepted. Then all the rows go
+        in at once, in their order: when there is no room for all of them, wait for it (at most
+        ``timeout`` seconds, then QueueFull), or raise QueueFull at once if not ``block``.
+        ValueError for more rows than ``maxsize``, which could never fit. From ``on_failure``
+        the rows are accepted at once, as by put().
+        """
+        rows = list(rows)
+        if not rows:
+            return
+        if self._worker is None:
+            self._start_worker()
+        entries = []
+        for index, row in enumerate(rows):
+            try:
+                if self._opener.opened:
+                    key, params = self._prepare(row)
+                else:
+                    key, params = self._put_unopened(row, block, timeout)
+            except SchemaError:
+                raise
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"row {index}: {error}") from None
+            entries.append(new_entry((key, params, row, self._clock())))
+        if self._worker is threading.current_thread():
+            self._buffer.put_now(entries)
+        else:
+            self._buffer.put_all(entries, block, timeout)
+        self._stats.sync()
 
     def _put_unopened(
         self, row: Mapping[str, Any], block: bool, timeout: float | None

@@ -11,7 +11,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from tests.conftest import create, named, select
-from writebehind import PostgresUpsert, QueueClosed, SchemaError, WriteBehindQueue
+from writebehind import EagerQueue, PostgresUpsert, QueueClosed, SchemaError, WriteBehindQueue
+from writebehind._eager import OwnConnection
 
 
 def queue(dsn: str, table: str, key: Any = "verikey", **options: Any) -> WriteBehindQueue:
@@ -245,3 +246,22 @@ def test_on_failure_receives_rows_as_they_were_put(dsn: str, entries: str) -> No
         wb.put(bad)
     assert seen[0][0] == [bad]
     assert isinstance(seen[0][1], psycopg.errors.CheckViolation)
+
+
+def test_put_many_checks_every_row_first_and_writes_them_all(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    good = [{"verikey": f"k{i}", "n": i, "doc": {"i": i}} for i in range(3)]
+    with queue(dsn, entries) as wb:
+        with pytest.raises(ValueError, match=r"row 2: .*missing column\(s\) 'doc'"):
+            wb.put_many([*good[:2], {"verikey": "bad", "n": 1}])
+        assert wb.metrics().total_enqueued == 0
+        wb.put_many(good)
+    assert select(db, entries, "verikey, n") == [("k0", 0), ("k1", 1), ("k2", 2)]
+
+    eager = EagerQueue(PostgresUpsert(dsn, entries, "verikey"), OwnConnection(dsn), registry=None)
+    with eager:
+        with pytest.raises(TypeError, match="row 1"):
+            eager.put_many([good[0], "nope"])  # type: ignore[list-item]
+        eager.put_many([{"verikey": "k9", "n": 9, "doc": None}])
+    assert select(db, entries, "verikey, n")[-1] == ("k9", 9)

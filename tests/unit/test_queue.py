@@ -487,3 +487,55 @@ def test_close_from_on_failure_lets_the_worker_finish(make: Any, sink: FakeSink)
     wb.close(timeout=10)
     assert sorted(sink.table) == list(range(1, 10))  # the batch went on after on_failure
     assert sink.closed == 1
+
+
+def test_put_many_accepts_all_rows_in_order_or_none(make: Any, sink: FakeSink) -> None:
+    wb = make(batch_size=100)
+    wb.put_many(row(i, i) for i in range(10))
+    with pytest.raises(ValueError, match=r"row 2: bad columns"):
+        wb.put_many([row(10), row(11), {"id": 12}])
+    with pytest.raises(TypeError, match="row 1"):
+        wb.put_many([row(10), ["not", "a", "mapping"]])
+    assert wb.metrics().total_enqueued == 10  # nothing of the refused calls
+    wb.put_many([])
+    assert wb.flush(timeout=10)
+    assert sink.writes == [[(i, i) for i in range(10)]]
+
+
+def test_put_many_waits_for_room_for_all_rows(make: Any, sink: FakeSink) -> None:
+    sink.gate = threading.Event()
+    wb = make(maxsize=10, batch_size=5)
+    wb.put_many([row(i) for i in range(10)])  # full: 5 in flight (held), 5 waiting
+    assert sink.write_started.wait(10)
+    with pytest.raises(QueueFull):
+        wb.put_many([row(10), row(11)], block=False)
+    with pytest.raises(QueueFull):
+        wb.put_many([row(10), row(11)], timeout=0.05)
+    assert wb.metrics().total_enqueued == 10
+    with pytest.raises(ValueError, match="never fit"):
+        wb.put_many([row(i) for i in range(11)])
+    done = threading.Event()
+
+    def put_two() -> None:
+        wb.put_many([row(20), row(21)])
+        done.set()
+
+    waiter = threading.Thread(target=put_two)
+    waiter.start()
+    assert not done.wait(0.1)  # no room yet
+    sink.gate.set()
+    assert done.wait(10)
+    waiter.join(10)
+    assert wb.flush(timeout=10)
+    assert sorted(sink.table) == [*range(10), 20, 21]
+
+
+def test_put_many_from_on_failure_is_accepted_at_once(make: Any, sink: FakeSink) -> None:
+    def put_fixed(rows: list[Mapping[str, Any]], error: BaseException) -> None:
+        wb.put_many([row(r["id"], "fixed") for r in rows])
+
+    wb = make(maxsize=2, batch_size=2, on_failure=put_fixed)
+    wb.put_many([row(1, POISON), row(2, POISON)])
+    assert wb.flush(timeout=10)
+    assert wb.flush(timeout=10)
+    assert sink.table == {1: "fixed", 2: "fixed"}
