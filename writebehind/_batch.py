@@ -33,15 +33,22 @@ class Coalesced(NamedTuple):
     """How many accepted rows each entry stands for (itself and the rows it replaced)."""
 
 
-def coalesce(entries: Sequence[Entry]) -> Coalesced:
-    """Keep the last row put for each key, and sort the rows by key.
+Replaces = Callable[[Params, Params], bool]
+"""``replaces(kept, newer)``: whether a newer row of a key takes the place of the one kept."""
 
-    PostgreSQL refuses to update one row twice in one statement, and the value put last must be
-    the one left in the table. Replaced rows are accounted to the row that replaced them.
+
+def coalesce(entries: Sequence[Entry], replaces: Replaces | None = None) -> Coalesced:
+    """Keep one row per key, and sort the rows by key.
+
+    PostgreSQL refuses to update one row twice in one statement. The row kept is the last put,
+    or, given ``replaces``, the one that rule leaves (the first put for DO NOTHING, the highest
+    version for a version column). Replaced rows are accounted to the row that replaced them.
     Writers in several processes (gunicorn workers) upserting overlapping keys lock the rows in
     the order they write them: in one order for all, they wait for each other instead of
     deadlocking.
     """
+    if replaces is not None:
+        return _coalesce_by(entries, replaces)
     latest = {entry.key: index for index, entry in enumerate(entries)}
     if len(latest) == len(entries):
         return _in_key_order(list(entries), [1] * len(entries))
@@ -49,6 +56,18 @@ def coalesce(entries: Sequence[Entry]) -> Coalesced:
     for entry in entries:
         counts[entry.key] = counts.get(entry.key, 0) + 1
     winners = [entries[index] for index in latest.values()]
+    return _in_key_order(winners, [counts[entry.key] for entry in winners])
+
+
+def _coalesce_by(entries: Sequence[Entry], replaces: Replaces) -> Coalesced:
+    kept: dict[Hashable, int] = {}
+    counts: dict[Hashable, int] = {}
+    for index, entry in enumerate(entries):
+        held = kept.get(entry.key)
+        if held is None or replaces(entries[held].params, entry.params):
+            kept[entry.key] = index
+        counts[entry.key] = counts.get(entry.key, 0) + 1
+    winners = [entries[index] for index in kept.values()]
     return _in_key_order(winners, [counts[entry.key] for entry in winners])
 
 

@@ -21,7 +21,6 @@ import psycopg
 from prometheus_client import REGISTRY
 from psycopg.conninfo import conninfo_to_dict
 
-from ._catalog import check_key, read_table, written_columns
 from ._eager import EagerConnection, EagerQueue, OwnConnection
 from ._queue import WriteBehindQueue, _check_registry
 from .postgres import PostgresUpsert
@@ -57,7 +56,7 @@ class QueueSpec:
     conninfo: str | Callable[[], str]
     """The conninfo, or a function giving the one in force (Django's test database)."""
     table: str
-    key: str | tuple[str, ...]
+    key: str | tuple[str, ...] | None
     sink_options: Mapping[str, Any]
     queue_options: Mapping[str, Any]
 
@@ -93,12 +92,11 @@ class QueueSpec:
 
         Raises SchemaError for an unusable table, or the psycopg error met when connecting.
         """
-        key = (self.key,) if isinstance(self.key, str) else self.key
-        timeout = max(1, round(self.sink_options.get("connect_timeout", 5.0)))
-        with psycopg.connect(self.current_conninfo(), connect_timeout=timeout) as conn:
-            info = read_table(conn, self.table, self.sink_options.get("schema"))
-        check_key(info, key)
-        written_columns(info, key, self.sink_options.get("columns"))
+        conninfo = self.current_conninfo()
+        sink = PostgresUpsert(conninfo, self.table, self.key, **self.sink_options)
+        timeout = max(1, round(sink.connect_timeout))
+        with psycopg.connect(conninfo, connect_timeout=timeout) as conn:
+            sink.configure(conn)  # the checks the sink makes when it opens
 
 
 def parse_queues(
@@ -159,7 +157,7 @@ def _parse_queue(name: str, conninfo: str, options: object, where: str) -> Queue
         setting=where,
         conninfo=conninfo,
         table=options["table"],
-        key=key if isinstance(key, str) else tuple(key),
+        key=key if key is None or isinstance(key, str) else tuple(key),
         sink_options=sink_options,
         queue_options=queue_options,
     )

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, overload
 
-from ._batch import Coalesced, Entry, coalesce
+from ._batch import Coalesced, Entry, Replaces, coalesce
 from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
 from ._sink import Params, Sink
@@ -118,8 +118,11 @@ class Delivery:
     def deliver(self, entries: Sequence[Entry], on_read: ReadProgress = lambda _: None) -> Report:
         """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``,
         whatever goes wrong. ``on_read`` hears how far the sink has read into each attempt."""
+        # A sink may say which row of a key a batch keeps (PostgresUpsert.replaces), known
+        # once it has read its table.
+        replaces: Replaces | None = getattr(self._sink, "replaces", None)
         try:
-            batch = coalesce(entries)
+            batch = coalesce(entries, replaces)
         except Exception as error:  # coalesce raises for no key Python can hash; still settle
             logger.exception("queue %s: could not assemble a batch", self._name)
             batch = Coalesced(list(entries), [1] * len(entries))

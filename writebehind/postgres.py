@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool
 
 from . import _watchdog
+from ._batch import Replaces
 from ._catalog import Column, TableInfo, WrittenColumns, check_key, read_table, written_columns
 from ._pools import (
     SharedPool,
@@ -31,6 +33,8 @@ from ._pools import (
     release,
 )
 from ._sink import Params
+from ._statement import ConflictRule, insert_statement
+from .errors import SchemaError
 
 __all__ = ["PostgresUpsert"]
 
@@ -101,10 +105,13 @@ class PostgresUpsert:
         self,
         conninfo_or_pool: str | ConnectionPool[Any],
         table: str,
-        key: str | Sequence[str],
+        key: str | Sequence[str] | None,
         *,
         columns: Sequence[str] | None = None,
         schema: str | None = None,
+        on_conflict: str = "update",
+        update_columns: Sequence[str] | None = None,
+        version_column: str | None = None,
         connect_timeout: float = 5.0,
         write_timeout: float = 30.0,
         pool_size: int = 4,
@@ -114,8 +121,18 @@ class PostgresUpsert:
             raise TypeError("conninfo_or_pool must be a conninfo string or a ConnectionPool")
         self.table = _check_name("table", table)
         self.schema = None if schema is None else _check_name("schema", schema)
-        self.key: tuple[str, ...] = _check_names("key", [key] if isinstance(key, str) else key)
+        self.key: tuple[str, ...] = (
+            () if key is None else _check_names("key", [key] if isinstance(key, str) else key)
+        )
         self.columns = None if columns is None else _check_names("columns", columns)
+        self.on_conflict = on_conflict
+        self.update_columns = (
+            None if update_columns is None else _check_names("update_columns", update_columns)
+        )
+        self.version_column = (
+            None if version_column is None else _check_name("version_column", version_column)
+        )
+        _check_conflict_options(self)
         self._conninfo = conninfo_or_pool if isinstance(conninfo_or_pool, str) else None
         self._pool: ConnectionPool[Any] | None = (
             None if isinstance(conninfo_or_pool, str) else conninfo_or_pool
@@ -136,6 +153,8 @@ class PostgresUpsert:
         self._query: sql.Composed | None = None
         self._params_of: Callable[[Mapping[str, Any]], Params] = _not_open
         self._key_of: Callable[[Params], Hashable] = _not_open
+        self.replaces: Replaces | None = None
+        """Which row of a key a batch keeps (None: the last put); set when the sink opens."""
         self._key_fixes: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
         self._composite = len(self.key) > 1
         self._null_key_error: str | None = None
@@ -181,10 +200,7 @@ class PostgresUpsert:
             else:
                 with self._borrowed_connection() as conn:
                     info = read_table(conn, self.table, self.schema)
-            check_key(info, self.key)
-            columns = written_columns(info, self.key, self.columns)
-            self._configure_key(info, columns)
-            self._configure(info.schema, info.name, columns)
+            self._configure_from(info)
             if self._conninfo is not None:
                 self._shared = acquire(
                     self._conninfo,
@@ -194,10 +210,28 @@ class PostgresUpsert:
                 )
             self._opened = True
 
+    def _configure_from(self, info: TableInfo) -> None:
+        """Check the table, key and columns against the catalog (SchemaError) and get ready."""
+        if self.key:
+            check_key(info, self.key)
+        columns = written_columns(info, self.key, self.columns)
+        names = [column.name for column in columns]
+        for name in (*(self.update_columns or ()), *filter(None, [self.version_column])):
+            if name not in names:
+                raise SchemaError(
+                    f"column {name!r} is not written to {info.qualified_name} (writes {names}), "
+                    "so an update cannot set it"
+                )
+        self._configure_key(info, columns)
+        self._configure(info.schema, info.name, columns)
+
     def _configure_key(self, info: TableInfo, columns: Sequence[Column]) -> None:
         """Key values are compared in Python to merge rows of one key; make values PostgreSQL
         holds equal compare equal (a uuid in either letter case, citext, NaN), and refuse a
         NULL that ON CONFLICT could never match."""
+        if not self.key:  # append-only: every row is its own
+            self._key_fixes, self._null_key_error = (), None
+            return
         positions = {name: index for index, name in enumerate(self.key)}
         by_name = {column.name: column for column in columns}
         fixes = []
@@ -224,22 +258,51 @@ class PostgresUpsert:
         self._params_of = (lambda row: (getter(row),)) if len(self._names) == 1 else getter
         positions = {name: index for index, name in enumerate(self._names)}
         key_positions = [positions[name] for name in self.key]
-        self._key_of = (
-            itemgetter(key_positions[0]) if len(key_positions) == 1 else itemgetter(*key_positions)
-        )
+        if not key_positions:
+            numbers = itertools.count()
+            self._key_of = lambda _params: next(numbers)  # distinct: no row replaces another
+        else:
+            self._key_of = (
+                itemgetter(key_positions[0])
+                if len(key_positions) == 1
+                else itemgetter(*key_positions)
+            )
+        self.replaces = self._replace_rule(positions)
         self._json_positions = tuple(
             (i, c.name) for i, c in enumerate(columns) if c.type_name in _JSON_TYPES
         )
         self._tz_positions = tuple(
             (i, c.name) for i, c in enumerate(columns) if c.type_name in _TZ_TYPES
         )
-        self._query = _upsert_statement(schema, table, self._names, self.key)
+        updated = self.update_columns or tuple(n for n in self._names if n not in self.key)
+        rule = ConflictRule(self.key, self.on_conflict == "ignore", updated, self.version_column)
+        self._query = insert_statement(schema, table, self._names, rule)
         # The table's other columns, so that a row naming one is told why it is not written.
         table_columns = columns.table_columns if isinstance(columns, WrittenColumns) else ()
         self._left_out: dict[str, Column] = {
             c.name: c for c in table_columns if c.name not in self._name_set
         }
         self._table_order = tuple(c.name for c in table_columns)
+
+    def _replace_rule(self, positions: Mapping[str, int]) -> Replaces | None:
+        """Which row of a key a batch keeps, as the statement would leave it: the first put
+        when conflicts are ignored, the highest version with a version column (the first of
+        equal ones), else None: the last put."""
+        if self.on_conflict == "ignore":
+            return _keep_first
+        if self.version_column is None:
+            return None
+        at = positions[self.version_column]
+
+        def newer(kept: Params, row: Params) -> bool:
+            if row[at] is None:
+                return False
+            try:
+                return bool(kept[at] is None or row[at] > kept[at])
+            except TypeError:  # versions that do not compare: the database decides
+                return True
+
+        return newer
 
     def prepare(self, row: Mapping[str, Any]) -> tuple[Hashable, Params]:
         """Check ``row`` against the written columns; return its key and parameters.
@@ -337,11 +400,8 @@ class PostgresUpsert:
         ready to prepare rows; raises SchemaError as open() does. For writing through
         ``write_on`` without a pool of the sink's own."""
         info = read_table(conn, self.table, self.schema)
-        check_key(info, self.key)
-        columns = written_columns(info, self.key, self.columns)
         with self._lock:
-            self._configure_key(info, columns)
-            self._configure(info.schema, info.name, columns)
+            self._configure_from(info)
 
     def write_on(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
         """Upsert ``rows`` (distinct keys, from prepare()) on ``conn``, inside whatever
@@ -389,27 +449,34 @@ class PostgresUpsert:
             release(shared, self.pool_size)
 
 
-def _upsert_statement(
-    schema: str, table: str, columns: Sequence[str], key: Sequence[str]
-) -> sql.Composed:
-    updated = [name for name in columns if name not in key]
-    action = (
-        sql.SQL("DO UPDATE SET {}").format(
-            sql.SQL(", ").join(
-                sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
-                for n in updated
-            )
+def _keep_first(_kept: Params, _row: Params) -> bool:
+    return False
+
+
+def _check_conflict_options(sink: PostgresUpsert) -> None:
+    if sink.on_conflict not in ("update", "ignore"):
+        raise ValueError(f"on_conflict must be 'update' or 'ignore', got {sink.on_conflict!r}")
+    if not sink.key and (
+        sink.on_conflict != "update" or sink.update_columns or sink.version_column
+    ):
+        raise ValueError(
+            "key=None writes plain INSERTs: on_conflict, update_columns and version_column "
+            "need a key"
         )
-        if updated
-        else sql.SQL("DO NOTHING")
-    )
-    return sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
-        sql.Identifier(schema, table),
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-        sql.SQL(", ").join(map(sql.Identifier, key)),
-        action,
-    )
+    if sink.on_conflict == "ignore" and (sink.update_columns or sink.version_column):
+        raise ValueError("on_conflict='ignore' updates nothing: drop update_columns/version_column")
+    for name in (*(sink.update_columns or ()), *filter(None, [sink.version_column])):
+        if name in sink.key:
+            raise ValueError(f"{name!r} is a key column: an update cannot set it")
+    if (
+        sink.version_column is not None
+        and sink.update_columns is not None
+        and sink.version_column not in sink.update_columns
+    ):
+        raise ValueError(
+            f"version_column {sink.version_column!r} must be among update_columns, "
+            "or the version would never move"
+        )
 
 
 def _not_open(_value: object) -> Any:

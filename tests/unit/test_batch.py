@@ -50,3 +50,12 @@ def test_coalesce_keeps_put_order_when_ordering_keys_raises_something_else() -> 
     keys = [Decimal(3), Decimal("NaN"), Decimal(1)]
     batch = coalesce([entry(key, i) for i, key in enumerate(keys)])
     assert [e.params[1] for e in batch.entries] == [0, 1, 2]
+
+
+def test_coalesce_keeps_the_row_a_rule_prefers_and_accounts_the_others_to_it() -> None:
+    rows = [entry(1, 2), entry(1, 3), entry(1, 1), entry(2, 0)]
+    first = coalesce(rows, lambda kept, newer: False)
+    assert [e.params for e in first.entries] == [(1, 2), (2, 0)]
+    assert first.weights == [3, 1]
+    highest = coalesce(rows, lambda kept, newer: newer[1] > kept[1])
+    assert [e.params for e in highest.entries] == [(1, 3), (2, 0)]

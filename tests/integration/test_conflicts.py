@@ -1,0 +1,106 @@
+"""What a row does to an existing row of its key: update, ignore, some columns, versions, or
+append, on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import create, select
+from writebehind import PostgresUpsert, SchemaError, WriteBehindQueue
+
+Failure = tuple[list[Mapping[str, Any]], BaseException]
+
+
+def queue(sink: PostgresUpsert, **options: Any) -> WriteBehindQueue:
+    return WriteBehindQueue(sink, registry=None, **options)
+
+
+def test_ignore_keeps_the_first_value_put_within_and_across_batches(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(db, table_name, "id int PRIMARY KEY, v text")
+    with queue(PostgresUpsert(dsn, table_name, "id", on_conflict="ignore")) as wb:
+        for v in ("first", "second", "third"):  # one batch
+            wb.put({"id": 1, "v": v})
+        assert wb.flush(timeout=30)
+        wb.put({"id": 1, "v": "later"})  # another batch
+        wb.put({"id": 2, "v": "new"})
+        assert wb.flush(timeout=30)
+        m = wb.metrics()
+    assert select(db, table_name) == [(1, "first"), (2, "new")]
+    assert (m.total_persisted, m.total_failed) == (5, 0)
+
+
+def test_update_columns_leave_the_other_columns_as_they_were(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(db, table_name, "id int PRIMARY KEY, first_seen text, last_seen text")
+    sink = PostgresUpsert(dsn, table_name, "id", update_columns=["last_seen"])
+    with queue(sink) as wb:
+        wb.put({"id": 1, "first_seen": "mon", "last_seen": "mon"})
+        assert wb.flush(timeout=30)
+        wb.put({"id": 1, "first_seen": "tue", "last_seen": "tue"})
+    assert select(db, table_name) == [(1, "mon", "tue")]
+
+
+def test_an_older_version_never_replaces_a_newer_one(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(db, table_name, "id int PRIMARY KEY, v text, version bigint")
+    sink = PostgresUpsert(dsn, table_name, "id", version_column="version")
+    with queue(sink) as wb:
+        # One batch: the highest version wins, whatever the order of the puts.
+        wb.put({"id": 1, "v": "b", "version": 2})
+        wb.put({"id": 1, "v": "c", "version": 3})
+        wb.put({"id": 1, "v": "a", "version": 1})
+        wb.put({"id": 2, "v": "x", "version": 5})
+        assert wb.flush(timeout=30)
+        assert select(db, table_name) == [(1, "c", 3), (2, "x", 5)]
+        # Later batches: an older or equal version (a late or retried write) changes nothing.
+        wb.put({"id": 1, "v": "old", "version": 2})
+        wb.put({"id": 2, "v": "same", "version": 5})
+        assert wb.flush(timeout=30)
+        assert select(db, table_name) == [(1, "c", 3), (2, "x", 5)]
+        wb.put({"id": 2, "v": "newer", "version": 6})
+    assert select(db, table_name) == [(1, "c", 3), (2, "newer", 6)]
+
+
+def test_without_a_key_every_row_is_appended(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(db, table_name, "n int NOT NULL CHECK (n >= 0), what text")  # no unique index
+    failures: list[Failure] = []
+    sink = PostgresUpsert(dsn, table_name, key=None)
+    with queue(sink, on_failure=lambda rows, error: failures.append((rows, error))) as wb:
+        for n in range(10):
+            wb.put({"n": n % 3, "what": "click"})  # repeated values are separate rows
+        wb.put({"n": -1, "what": "refused"})
+    assert sorted(select(db, table_name, "n")) == sorted((n % 3,) for n in range(10))
+    assert [rows for rows, _ in failures] == [[{"n": -1, "what": "refused"}]]
+
+
+def test_conflict_options_are_checked_when_built_and_against_the_table(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    for options, message in (
+        ({"on_conflict": "replace"}, "on_conflict must be 'update' or 'ignore'"),
+        ({"on_conflict": "ignore", "update_columns": ["v"]}, "updates nothing"),
+        ({"update_columns": ["id"]}, "'id' is a key column"),
+        ({"version_column": "id"}, "'id' is a key column"),
+        ({"update_columns": ["v"], "version_column": "version"}, "must be among update_columns"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            PostgresUpsert(dsn, table_name, "id", **options)
+    with pytest.raises(ValueError, match="need a key"):
+        PostgresUpsert(dsn, table_name, None, on_conflict="ignore")
+    create(db, table_name, "id int PRIMARY KEY, v text, version bigint DEFAULT 0")
+    for options in ({"update_columns": ["nope"]}, {"version_column": "version"}):
+        with (
+            queue(PostgresUpsert(dsn, table_name, "id", **options)) as wb,
+            pytest.raises(SchemaError, match="cannot set it"),
+        ):
+            wb.put({"id": 1, "v": "a"})

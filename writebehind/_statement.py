@@ -1,0 +1,57 @@
+"""The SQL of a write, composed with psycopg.sql: what happens on a conflict is decided here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from psycopg import sql
+
+__all__ = ["ConflictRule", "insert_statement"]
+
+# The name the target table goes by in ON CONFLICT ... WHERE: the existing row.
+_EXISTING = sql.Identifier("existing")
+
+
+@dataclass(frozen=True)
+class ConflictRule:
+    """What a row does to an existing row of its key.
+
+    ``key`` empty: no conflict target, a plain INSERT (append-only). ``ignore``: DO NOTHING.
+    Otherwise DO UPDATE SET each of ``update_columns`` to the row's value; with
+    ``version_column``, only where the existing row's version is lower (or NULL).
+    """
+
+    key: tuple[str, ...]
+    ignore: bool = False
+    update_columns: tuple[str, ...] = ()
+    version_column: str | None = None
+
+
+def insert_statement(
+    schema: str, table: str, columns: Sequence[str], rule: ConflictRule
+) -> sql.Composed:
+    """``INSERT INTO schema.table (columns) VALUES (%s, ...)`` and its ON CONFLICT clause."""
+    insert = sql.SQL("INSERT INTO {} AS {} ({}) VALUES ({})").format(
+        sql.Identifier(schema, table),
+        _EXISTING,
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+    )
+    if not rule.key:
+        return insert
+    target = sql.SQL(", ").join(map(sql.Identifier, rule.key))
+    if rule.ignore or not rule.update_columns:
+        return sql.SQL("{} ON CONFLICT ({}) DO NOTHING").format(insert, target)
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(name), sql.Identifier(name))
+        for name in rule.update_columns
+    )
+    update = sql.SQL("{} ON CONFLICT ({}) DO UPDATE SET {}").format(insert, target, assignments)
+    if rule.version_column is None:
+        return update
+    version = sql.Identifier(rule.version_column)
+    # Strictly newer: a retried or late write of the same version changes nothing.
+    return sql.SQL("{} WHERE {}.{} IS NULL OR {}.{} < EXCLUDED.{}").format(
+        update, _EXISTING, version, _EXISTING, version, version
+    )
