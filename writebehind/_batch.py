@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ._sink import Params
 
@@ -37,7 +37,22 @@ Replaces = Callable[[Params, Params], bool]
 """``replaces(kept, newer)``: whether a newer row of a key takes the place of the one kept."""
 
 
-def coalesce(entries: Sequence[Entry], replaces: Replaces | None = None) -> Coalesced:
+class Merger(Protocol):
+    """Combines the rows of one key into one, as the statement combines a row with the
+    existing one (counts summed, the greatest or least of values)."""
+
+    def merge(self, kept: Params, newer: Params) -> Params:
+        """The params of ``kept`` and ``newer`` (put later) combined."""
+        ...
+
+    def row_of(self, params: Params) -> Mapping[str, Any]:
+        """A row, as put() takes it, that stands for ``params``: what ``on_failure`` gets."""
+        ...
+
+
+def coalesce(
+    entries: Sequence[Entry], replaces: Replaces | None = None, merger: Merger | None = None
+) -> Coalesced:
     """Keep one row per key, and sort the rows by key.
 
     PostgreSQL refuses to update one row twice in one statement. The row kept is the last put,
@@ -47,6 +62,8 @@ def coalesce(entries: Sequence[Entry], replaces: Replaces | None = None) -> Coal
     the order they write them: in one order for all, they wait for each other instead of
     deadlocking.
     """
+    if merger is not None:
+        return _coalesce_merging(entries, merger)
     if replaces is not None:
         return _coalesce_by(entries, replaces)
     latest = {entry.key: index for index, entry in enumerate(entries)}
@@ -68,6 +85,22 @@ def _coalesce_by(entries: Sequence[Entry], replaces: Replaces) -> Coalesced:
             kept[entry.key] = index
         counts[entry.key] = counts.get(entry.key, 0) + 1
     winners = [entries[index] for index in kept.values()]
+    return _in_key_order(winners, [counts[entry.key] for entry in winners])
+
+
+def _coalesce_merging(entries: Sequence[Entry], merger: Merger) -> Coalesced:
+    merged: dict[Hashable, Entry] = {}
+    counts: dict[Hashable, int] = {}
+    for entry in entries:
+        held = merged.get(entry.key)
+        if held is None:
+            merged[entry.key] = entry
+            counts[entry.key] = 1
+            continue
+        params = merger.merge(held.params, entry.params)
+        merged[entry.key] = entry._replace(params=params, row=merger.row_of(params))
+        counts[entry.key] += 1
+    winners = list(merged.values())
     return _in_key_order(winners, [counts[entry.key] for entry in winners])
 
 

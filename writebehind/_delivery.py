@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, overload
 
-from ._batch import Coalesced, Entry, Replaces, coalesce
+from ._batch import Coalesced, Entry, Merger, Replaces, coalesce
 from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
 from ._sink import Params, Sink
@@ -121,8 +121,9 @@ class Delivery:
         # A sink may say which row of a key a batch keeps (PostgresUpsert.replaces), known
         # once it has read its table.
         replaces: Replaces | None = getattr(self._sink, "replaces", None)
+        merger: Merger | None = getattr(self._sink, "merger", None)
         try:
-            batch = coalesce(entries, replaces)
+            batch = coalesce(entries, replaces, merger)
         except Exception as error:  # coalesce raises for no key Python can hash; still settle
             logger.exception("queue %s: could not assemble a batch", self._name)
             batch = Coalesced(list(entries), [1] * len(entries))

@@ -19,13 +19,16 @@ class ConflictRule:
 
     ``key`` empty: no conflict target, a plain INSERT (append-only). ``ignore``: DO NOTHING.
     Otherwise DO UPDATE SET each of ``update_columns`` to the row's value; with
-    ``version_column``, only where the existing row's version is lower (or NULL).
+    ``version_column``, only where the existing row's version is lower (or NULL); a column
+    of ``merge`` is combined with the existing value (NULL counts as no value).
     """
 
     key: tuple[str, ...]
     ignore: bool = False
     update_columns: tuple[str, ...] = ()
     version_column: str | None = None
+    merge: tuple[tuple[str, str], ...] = ()
+    """(column, "add" | "max" | "min"): combined with the existing value instead of set."""
 
 
 def insert_statement(
@@ -43,8 +46,9 @@ def insert_statement(
     target = sql.SQL(", ").join(map(sql.Identifier, rule.key))
     if rule.ignore or not rule.update_columns:
         return sql.SQL("{} ON CONFLICT ({}) DO NOTHING").format(insert, target)
+    merges = dict(rule.merge)
     assignments = sql.SQL(", ").join(
-        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(name), sql.Identifier(name))
+        sql.SQL("{} = {}").format(sql.Identifier(name), _new_value(name, merges.get(name)))
         for name in rule.update_columns
     )
     update = sql.SQL("{} ON CONFLICT ({}) DO UPDATE SET {}").format(insert, target, assignments)
@@ -55,3 +59,14 @@ def insert_statement(
     return sql.SQL("{} WHERE {}.{} IS NULL OR {}.{} < EXCLUDED.{}").format(
         update, _EXISTING, version, _EXISTING, version, version
     )
+
+
+def _new_value(column: str, how: str | None) -> sql.Composable:
+    existing = sql.SQL("{}.{}").format(_EXISTING, sql.Identifier(column))
+    incoming = sql.SQL("EXCLUDED.{}").format(sql.Identifier(column))
+    if how is None:
+        return incoming
+    if how == "add":  # a NULL on either side is no value, not an unknown sum
+        return sql.SQL("COALESCE({} + {}, {}, {})").format(existing, incoming, existing, incoming)
+    function = sql.SQL("GREATEST" if how == "max" else "LEAST")  # both skip NULLs
+    return sql.SQL("{}({}, {})").format(function, existing, incoming)

@@ -22,7 +22,7 @@ from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool
 
 from . import _watchdog
-from ._batch import Replaces
+from ._batch import Merger, Replaces
 from ._catalog import Column, TableInfo, WrittenColumns, check_key, read_table, written_columns
 from ._pools import (
     SharedPool,
@@ -112,6 +112,7 @@ class PostgresUpsert:
         on_conflict: str = "update",
         update_columns: Sequence[str] | None = None,
         version_column: str | None = None,
+        merge: Mapping[str, str] | None = None,
         connect_timeout: float = 5.0,
         write_timeout: float = 30.0,
         pool_size: int = 4,
@@ -132,6 +133,9 @@ class PostgresUpsert:
         self.version_column = (
             None if version_column is None else _check_name("version_column", version_column)
         )
+        if merge is not None and not isinstance(merge, Mapping):
+            raise TypeError(f"merge must be a dict of column -> 'add'|'max'|'min', got {merge!r}")
+        self.merge: dict[str, str] = dict(merge or {})
         _check_conflict_options(self)
         self._conninfo = conninfo_or_pool if isinstance(conninfo_or_pool, str) else None
         self._pool: ConnectionPool[Any] | None = (
@@ -155,6 +159,8 @@ class PostgresUpsert:
         self._key_of: Callable[[Params], Hashable] = _not_open
         self.replaces: Replaces | None = None
         """Which row of a key a batch keeps (None: the last put); set when the sink opens."""
+        self.merger: Merger | None = None
+        """How the rows of one key combine in a batch (with ``merge``); set when it opens."""
         self._key_fixes: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
         self._composite = len(self.key) > 1
         self._null_key_error: str | None = None
@@ -216,11 +222,22 @@ class PostgresUpsert:
             check_key(info, self.key)
         columns = written_columns(info, self.key, self.columns)
         names = [column.name for column in columns]
-        for name in (*(self.update_columns or ()), *filter(None, [self.version_column])):
+        set_by_update = (
+            *(self.update_columns or ()),
+            *self.merge,
+            *filter(None, [self.version_column]),
+        )
+        for name in set_by_update:
             if name not in names:
                 raise SchemaError(
                     f"column {name!r} is not written to {info.qualified_name} (writes {names}), "
                     "so an update cannot set it"
+                )
+        for column in columns:
+            if self.merge.get(column.name) == "add" and column.type_name not in _ADDABLE:
+                raise SchemaError(
+                    f"merge {{{column.name!r}: 'add'}}: column {column.name!r} of "
+                    f"{info.qualified_name} is {column.type_name}, not a number"
                 )
         self._configure_key(info, columns)
         self._configure(info.schema, info.name, columns)
@@ -275,7 +292,14 @@ class PostgresUpsert:
             (i, c.name) for i, c in enumerate(columns) if c.type_name in _TZ_TYPES
         )
         updated = self.update_columns or tuple(n for n in self._names if n not in self.key)
-        rule = ConflictRule(self.key, self.on_conflict == "ignore", updated, self.version_column)
+        rule = ConflictRule(
+            self.key,
+            self.on_conflict == "ignore",
+            updated,
+            self.version_column,
+            tuple(self.merge.items()),
+        )
+        self.merger = _RowMerger(self._names, self.merge) if self.merge else None
         self._query = insert_statement(schema, table, self._names, rule)
         # The table's other columns, so that a row naming one is told why it is not written.
         table_columns = columns.table_columns if isinstance(columns, WrittenColumns) else ()
@@ -449,6 +473,45 @@ class PostgresUpsert:
             release(shared, self.pool_size)
 
 
+_ADDABLE = frozenset(
+    {"smallint", "integer", "bigint", "numeric", "real", "double precision", "money", "interval"}
+)
+
+
+class _RowMerger:
+    """Combines rows of one key as the statement combines them with the existing row: ``add``
+    sums, ``max`` and ``min`` keep the greatest or least; a None is no value. The other
+    columns take the value put last."""
+
+    def __init__(self, names: Sequence[str], merge: Mapping[str, str]) -> None:
+        self._names = tuple(names)
+        combine = {"add": _add, "max": _greatest, "min": _least}
+        self._merged = tuple(
+            (index, combine[merge[name]]) for index, name in enumerate(names) if name in merge
+        )
+
+    def merge(self, kept: Params, newer: Params) -> Params:
+        values = list(newer)
+        for index, combine in self._merged:
+            values[index] = combine(kept[index], newer[index])
+        return tuple(values)
+
+    def row_of(self, params: Params) -> Mapping[str, Any]:
+        return dict(zip(self._names, params, strict=True))
+
+
+def _add(kept: Any, newer: Any) -> Any:
+    return newer if kept is None else kept if newer is None else kept + newer
+
+
+def _greatest(kept: Any, newer: Any) -> Any:
+    return newer if kept is None else kept if newer is None else max(kept, newer)
+
+
+def _least(kept: Any, newer: Any) -> Any:
+    return newer if kept is None else kept if newer is None else min(kept, newer)
+
+
 def _keep_first(_kept: Params, _row: Params) -> bool:
     return False
 
@@ -463,9 +526,20 @@ def _check_conflict_options(sink: PostgresUpsert) -> None:
             "key=None writes plain INSERTs: on_conflict, update_columns and version_column "
             "need a key"
         )
-    if sink.on_conflict == "ignore" and (sink.update_columns or sink.version_column):
-        raise ValueError("on_conflict='ignore' updates nothing: drop update_columns/version_column")
-    for name in (*(sink.update_columns or ()), *filter(None, [sink.version_column])):
+    if sink.on_conflict == "ignore" and (sink.update_columns or sink.version_column or sink.merge):
+        raise ValueError(
+            "on_conflict='ignore' updates nothing: drop update_columns/version_column/merge"
+        )
+    if not sink.key and sink.merge:
+        raise ValueError("key=None writes plain INSERTs: merge needs a key")
+    for name, how in sink.merge.items():
+        if how not in ("add", "max", "min"):
+            raise ValueError(f"merge[{name!r}] must be 'add', 'max' or 'min', got {how!r}")
+        if sink.update_columns is not None and name not in sink.update_columns:
+            raise ValueError(f"merge column {name!r} must be among update_columns")
+    if sink.merge and sink.version_column is not None:
+        raise ValueError("merge and version_column do not combine: a merge has no older value")
+    for name in (*(sink.update_columns or ()), *sink.merge, *filter(None, [sink.version_column])):
         if name in sink.key:
             raise ValueError(f"{name!r} is a key column: an update cannot set it")
     if (

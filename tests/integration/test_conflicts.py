@@ -104,3 +104,57 @@ def test_conflict_options_are_checked_when_built_and_against_the_table(
             pytest.raises(SchemaError, match="cannot set it"),
         ):
             wb.put({"id": 1, "v": "a"})
+
+
+def test_merge_adds_counts_and_keeps_the_extremes_in_a_batch_and_in_the_table(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(
+        db,
+        table_name,
+        "page text PRIMARY KEY, views bigint CHECK (views < 100), first_seen int, last_seen int",
+    )
+    failures: list[Failure] = []
+    sink = PostgresUpsert(
+        dsn,
+        table_name,
+        "page",
+        merge={"views": "add", "first_seen": "min", "last_seen": "max"},
+    )
+    with queue(sink, on_failure=lambda rows, error: failures.append((rows, error))) as wb:
+        for seen in (5, 9, 7):  # one batch: combined before the statement
+            wb.put({"page": "/a", "views": 1, "first_seen": seen, "last_seen": seen})
+        wb.put({"page": "/b", "views": None, "first_seen": None, "last_seen": 1})
+        assert wb.flush(timeout=30)
+        assert select(db, table_name) == [("/a", 3, 5, 9), ("/b", None, None, 1)]
+        wb.put({"page": "/a", "views": 2, "first_seen": 3, "last_seen": 4})  # a later batch
+        wb.put({"page": "/b", "views": 4, "first_seen": 2, "last_seen": None})
+        assert wb.flush(timeout=30)
+        assert select(db, table_name) == [("/a", 5, 3, 9), ("/b", 4, 2, 1)]
+        for _ in range(2):  # together over the CHECK: given up as the one row they make
+            wb.put({"page": "/c", "views": 60, "first_seen": 1, "last_seen": 1})
+    assert [rows for rows, _ in failures] == [
+        [{"page": "/c", "views": 120, "first_seen": 1, "last_seen": 1}]
+    ]
+    m = wb.metrics()
+    assert (m.total_persisted, m.total_failed) == (6, 2)
+
+
+def test_merge_options_are_checked(dsn: str, db: psycopg.Connection[Any], table_name: str) -> None:
+    for options, message in (
+        ({"merge": {"v": "sum"}}, "must be 'add', 'max' or 'min'"),
+        ({"merge": {"v": "add"}, "on_conflict": "ignore"}, "updates nothing"),
+        ({"merge": {"id": "add"}}, "'id' is a key column"),
+        ({"merge": {"v": "add"}, "update_columns": ["t"]}, "must be among update_columns"),
+        ({"merge": {"v": "max"}, "version_column": "v"}, "do not combine"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            PostgresUpsert(dsn, table_name, "id", **options)
+    with pytest.raises(ValueError, match="merge needs a key"):
+        PostgresUpsert(dsn, table_name, None, merge={"v": "add"})
+    create(db, table_name, "id int PRIMARY KEY, v int, t text")
+    with (
+        queue(PostgresUpsert(dsn, table_name, "id", merge={"t": "add"})) as wb,
+        pytest.raises(SchemaError, match="'t'.* is text, not a number"),
+    ):
+        wb.put({"id": 1, "v": 1, "t": "x"})

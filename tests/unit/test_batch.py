@@ -1,4 +1,5 @@
 from decimal import Decimal
+from typing import Any
 
 from writebehind._batch import Entry, coalesce, seconds_until_due
 
@@ -59,3 +60,20 @@ def test_coalesce_keeps_the_row_a_rule_prefers_and_accounts_the_others_to_it() -
     assert first.weights == [3, 1]
     highest = coalesce(rows, lambda kept, newer: newer[1] > kept[1])
     assert [e.params for e in highest.entries] == [(1, 3), (2, 0)]
+
+
+class SumValues:
+    def merge(self, kept: tuple[Any, ...], newer: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (newer[0], kept[1] + newer[1])
+
+    def row_of(self, params: tuple[Any, ...]) -> dict[str, Any]:
+        return {"id": params[0], "value": params[1]}
+
+
+def test_coalesce_merges_the_rows_of_a_key_into_the_row_they_make() -> None:
+    batch = coalesce([entry(1, 2), entry(2, 5), entry(1, 3)], merger=SumValues())
+    assert [(e.params, e.row) for e in batch.entries] == [
+        ((1, 5), {"id": 1, "value": 5}),
+        ((2, 5), {"id": 2, "value": 5}),
+    ]
+    assert batch.weights == [2, 1]
