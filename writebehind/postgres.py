@@ -50,17 +50,18 @@ _TZ_TYPES = frozenset({"timestamp with time zone"})
 class _PsycopgNoise(logging.Filter):
     """Drops psycopg's reports of what writebehind reports itself, better, on its own logger.
 
-    - "error ignored terminating <Pipeline>", on writebehind's threads: executemany() runs in a
-      pipeline; when the database refuses a row, psycopg raises the error and may also warn
-      about the pipeline it then cannot exit cleanly. The error is the queue's to report
-      (retried, or the row isolated and handed to on_failure).
+    - "error ignored terminating <Pipeline>" and "error ignored in rollback", on writebehind's
+      threads: executemany() runs in a pipeline; when the database refuses a row or the
+      connection is lost, psycopg raises the error and may also warn about the pipeline or
+      transaction it then cannot end cleanly. The error is the queue's to report (retried, or
+      the row isolated and handed to on_failure).
     - "error connecting in 'writebehind-...'", "reconnection attempt ... failed" and
       "discarding closed connection", from writebehind's pools: each retry of a write logs the
       queue and the connection error.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "error ignored terminating %r: %s":
+        if record.msg in _WORKER_MESSAGES:
             return not (record.threadName or "").startswith("writebehind-")
         if record.msg in _POOL_MESSAGES and isinstance(record.args, tuple) and record.args:
             return not str(record.args[0]).startswith("writebehind-")
@@ -69,6 +70,13 @@ class _PsycopgNoise(logging.Filter):
         return True
 
 
+_WORKER_MESSAGES = frozenset(
+    {
+        "error ignored terminating %r: %s",
+        "error ignored in rollback on %s: %s",
+        "error ignored in rollback of %s: %s",
+    }
+)
 _POOL_MESSAGES = frozenset(
     {"error connecting in %r: %s", "reconnection attempt in pool %r failed after %s sec"}
 )
