@@ -32,8 +32,9 @@ __all__ = [
     "release",
 ]
 
-# Idle connections are closed after this many seconds (one per period, down to none).
-_MAX_IDLE = 60.0
+# While connections stay unused, the pool closes one each period of this many seconds, down to
+# none: a queue idle for a minute holds no connection, and reconnecting costs a few ms.
+_MAX_IDLE = 15.0
 # A connection idle longer than this is checked (one round trip) before a write uses it: the
 # server may have ended it meanwhile (a restart, pg_terminate_backend, idle_session_timeout),
 # and a retry after a backoff would otherwise fail again on it. Back-to-back writes skip it.
