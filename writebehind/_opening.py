@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
 import psycopg
 
@@ -54,10 +53,9 @@ class SinkOpener:
     first put() wait for the outcome of the first attempt, and no longer than it asks.
     """
 
-    def __init__(self, sink: Sink, name: str, clock: Callable[[], float]) -> None:
+    def __init__(self, sink: Sink, name: str) -> None:
         self._sink = sink
         self._name = name
-        self._clock = clock
         self.changed = threading.Condition(threading.Lock())
         self.opened = False
         self.attempts = 0

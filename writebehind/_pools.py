@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "SharedPool",
     "acquire",
     "connection_options",
+    "direct_connection",
     "opening_slot",
     "pooled",
     "release",
@@ -119,15 +120,12 @@ class SharedPool:
         the pool) and the error is the real one. ConnectionUnavailable (a
         psycopg.OperationalError) when the pool gives none within ``connect_timeout``."""
         if self.last_error is not None:
-            with opening_slot(self._conninfo, max(self.sizes, default=1), self._connect_timeout):
-                direct = psycopg.connect(
-                    self._conninfo,
-                    connect_timeout=max(1, round(self._connect_timeout)),
-                    **self._kwargs,
-                )
+            slots = max(self.sizes, default=1)
+            with direct_connection(
+                self._conninfo, slots, self._connect_timeout, self._kwargs
+            ) as conn:
                 self.last_error = None  # the server answers: the pool may try again
-                with direct:
-                    yield direct
+                yield conn
             return
         with pooled(self.pool, self._connect_timeout, lambda: self.last_error) as conn:
             yield conn
@@ -144,6 +142,22 @@ class SharedPool:
         size = max(1, min(len(self.sizes), max(self.sizes, default=1)))
         if size != self.pool.max_size:
             self.pool.resize(min_size=0, max_size=size)
+
+
+@contextmanager
+def direct_connection(
+    conninfo: str, slots: int, connect_timeout: float, options: Mapping[str, Any]
+) -> Iterator[psycopg.Connection[Any]]:
+    """A connection of its own to ``conninfo`` (one attempt, bounded by ``connect_timeout``),
+    in one of ``slots`` places (see opening_slot), for one transaction; closed afterwards. The
+    error of a failed attempt is psycopg's own, naming the cause."""
+    with (
+        opening_slot(conninfo, slots, connect_timeout),
+        psycopg.connect(
+            conninfo, connect_timeout=max(1, round(connect_timeout)), **options
+        ) as conn,
+    ):
+        yield conn
 
 
 @contextmanager

@@ -135,7 +135,7 @@ class WriteBehindQueue:
             sleep=time.sleep,
             clock=clock,
         )
-        self._opener = SinkOpener(sink, self.name, clock)
+        self._opener = SinkOpener(sink, self.name)
         self._first_open_wait = float(getattr(sink, "connect_timeout", 5.0)) + 1.0
         self._open_retries = 0
         self._tracer = FlushTracer(self.name)

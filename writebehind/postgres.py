@@ -28,7 +28,7 @@ from ._pools import (
     SharedPool,
     acquire,
     connection_options,
-    opening_slot,
+    direct_connection,
     pooled,
     release,
 )
@@ -202,14 +202,9 @@ class PostgresUpsert:
                     psycopg_logger.addFilter(_psycopg_noise)
             if self._conninfo is not None:
                 options = connection_options(self._conninfo, self.write_timeout)
-                with (
-                    opening_slot(self._conninfo, self.pool_size, self.connect_timeout),
-                    psycopg.connect(
-                        self._conninfo,
-                        connect_timeout=max(1, round(self.connect_timeout)),
-                        **options,
-                    ) as conn,
-                ):
+                with direct_connection(
+                    self._conninfo, self.pool_size, self.connect_timeout, options
+                ) as conn:
                     info = read_table(conn, self.table, self.schema)
             else:
                 with self._borrowed_connection() as conn:
