@@ -22,6 +22,9 @@ class Column:
     generated: bool
     """A generated column, or an identity GENERATED ALWAYS: an INSERT cannot write it."""
     not_null: bool = False
+    base_type: tuple[str, str] = ("pg_catalog", "text")
+    """The base type's schema and name as the catalog spells them (``_text`` for text[]): what
+    a value sent in another type is cast to, built with sql.Identifier."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,11 @@ SELECT a.attnum, a.attname,
        (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)::regtype::text,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
        a.attgenerated <> '' OR a.attidentity = 'a',
-       a.attnotnull
+       a.attnotnull, bn.nspname, b.typname
 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+JOIN pg_catalog.pg_type b
+  ON b.oid = (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)
+JOIN pg_catalog.pg_namespace bn ON bn.oid = b.typnamespace
 WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -90,8 +96,8 @@ def read_table(conn: psycopg.Connection[Any], table: str, schema: str | None) ->
         rows = cur.fetchall()
         names_by_number = {number: name for number, name, *_ in rows}
         columns = tuple(
-            Column(name, type_name, has_default, generated, not_null)
-            for _, name, type_name, has_default, generated, not_null in rows
+            Column(name, type_name, has_default, generated, not_null, (base_schema, base_name))
+            for _, name, type_name, has_default, generated, not_null, base_schema, base_name in rows
         )
         cur.execute(_UNIQUE_QUERY, (oid,))
         indexes = [

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-__all__ = ["ConflictRule", "insert_statement"]
+__all__ = ["ConflictRule", "insert_statement", "insert_from"]
 
 # The name the target table goes by in ON CONFLICT ... WHERE: the existing row.
 _EXISTING = sql.Identifier("existing")
@@ -35,11 +35,24 @@ def insert_statement(
     schema: str, table: str, columns: Sequence[str], rule: ConflictRule
 ) -> sql.Composed:
     """``INSERT INTO schema.table (columns) VALUES (%s, ...)`` and its ON CONFLICT clause."""
-    insert = sql.SQL("INSERT INTO {} AS {} ({}) VALUES ({})").format(
+    values = sql.SQL("VALUES ({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
+    return insert_from(schema, table, columns, rule, values)
+
+
+def insert_from(
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    rule: ConflictRule,
+    source: sql.Composable,
+) -> sql.Composed:
+    """``INSERT INTO schema.table (columns) <source>`` and its ON CONFLICT clause; ``source``
+    is a VALUES list or a SELECT giving the columns in order."""
+    insert = sql.SQL("INSERT INTO {} AS {} ({}) {}").format(
         sql.Identifier(schema, table),
         _EXISTING,
         sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        source,
     )
     if not rule.key:
         return insert

@@ -1,10 +1,12 @@
-"""The last bound on a write: a deadline past which its connection is cut.
+"""The bounds on a write: a deadline past which it is cancelled, and a later one past which
+its connection is cut.
 
-``statement_timeout`` ends a write the server is slow to do, and TCP keepalives end one whose
+A cancel request ends a write the server is slow to do (waiting on a lock, say), as
+``statement_timeout`` would, without a SET in every transaction; TCP keepalives end one whose
 network is gone; neither ends a write to a server process that stopped answering (a frozen
 backend, a stalled Unix socket). One daemon thread per process watches the deadlines of the writes
-in flight and shuts the socket of a write past its deadline down, so that the write fails as a lost
-connection, and is retried.
+in flight, cancels a write past its first deadline and shuts the socket of one past its second
+down, so that the write fails as cancelled or as a lost connection, and is retried.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import psycopg
 
 logger = logging.getLogger("writebehind")
 
-__all__ = ["deadline", "sever"]
+__all__ = ["bounded", "deadline", "sever"]
 
 _lock = threading.Lock()
 _changed = threading.Condition(_lock)
@@ -51,6 +53,43 @@ def deadline(seconds: float, on_expiry: Callable[[], None]) -> Iterator[None]:
     finally:
         with _lock:
             _actions.pop(token, None)
+
+
+@contextmanager
+def bounded(
+    conn: psycopg.Connection[Any],
+    what: str,
+    *,
+    cancel_after: float,
+    cut_after: float,
+    cancel_timeout: float,
+) -> Iterator[None]:
+    """Cancel the block's query on ``conn`` after ``cancel_after`` seconds, and cut the
+    connection after ``cut_after``, if the block still runs. Neither happens once the block has
+    ended (it waits for an action under way), so the connection is clean for its next user."""
+    guard = threading.Lock()
+    running = True
+    cut = sever(conn, what)
+
+    def guarded(action: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with guard:
+                if running:
+                    action()
+
+        return run
+
+    def cancel() -> None:
+        logger.debug("%s: still running after %s s; cancelling it", what, cancel_after)
+        with suppress(Exception):  # the cut comes next if the server cannot be reached
+            conn.cancel_safe(timeout=cancel_timeout)
+
+    with deadline(cancel_after, guarded(cancel)), deadline(cut_after, guarded(cut)):
+        try:
+            yield
+        finally:
+            with guard:
+                running = False
 
 
 def sever(conn: psycopg.Connection[Any], what: str) -> Callable[[], None]:

@@ -8,8 +8,8 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime, tzinfo
 from decimal import Decimal
 from operator import itemgetter
@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool
 from . import _watchdog
 from ._batch import Merger, Replaces
 from ._catalog import Column, TableInfo, WrittenColumns, check_key, read_table, written_columns
+from ._methods import METHODS, Writer, writer_for
 from ._pools import (
     SharedPool,
     acquire,
@@ -121,6 +122,7 @@ class PostgresUpsert:
         update_columns: Sequence[str] | None = None,
         version_column: str | None = None,
         merge: Mapping[str, str] | None = None,
+        method: str = "auto",
         connect_timeout: float = 5.0,
         write_timeout: float = 30.0,
         pool_size: int = 4,
@@ -145,6 +147,11 @@ class PostgresUpsert:
             raise TypeError(f"merge must be a dict of column -> 'add'|'max'|'min', got {merge!r}")
         self.merge: dict[str, str] = dict(merge or {})
         _check_conflict_options(self)
+        if method not in METHODS:
+            raise ValueError(
+                f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}"
+            )
+        self.method = method
         self._conninfo = conninfo_or_pool if isinstance(conninfo_or_pool, str) else None
         self._pool: ConnectionPool[Any] | None = (
             None if isinstance(conninfo_or_pool, str) else conninfo_or_pool
@@ -153,7 +160,6 @@ class PostgresUpsert:
         self.write_timeout = _check_timeout("write_timeout", write_timeout)
         self.pool_size = _check_pool_size(pool_size)
         self._shared: SharedPool | None = None
-        self._statement_timeout = str(max(1, round(self.write_timeout * 1000)))
         self._cut_after = self.write_timeout + min(5.0, self.write_timeout)
         self._what = f"a write to {self.table!r}"
         self.naive_timezone = _check_timezone(naive_timezone)
@@ -163,6 +169,7 @@ class PostgresUpsert:
         self._names: tuple[str, ...] = ()
         self._name_set: frozenset[str] = frozenset()
         self._query: sql.Composed | None = None
+        self._writer: Writer | None = None
         self._params_of: Callable[[Mapping[str, Any]], Params] = _not_open
         self._key_of: Callable[[Params], Hashable] = _not_open
         self.replaces: Replaces | None = None
@@ -304,6 +311,7 @@ class PostgresUpsert:
         )
         self.merger = _RowMerger(self._names, self.merge) if self.merge else None
         self._query = insert_statement(schema, table, self._names, rule)
+        self._writer = writer_for(self.method, schema, table, columns, rule)
         # The table's other columns, so that a row naming one is told why it is not written.
         table_columns = columns.table_columns if isinstance(columns, WrittenColumns) else ()
         self._left_out: dict[str, Column] = {
@@ -439,18 +447,23 @@ class PostgresUpsert:
 
     def write(self, rows: Sequence[Params]) -> None:
         """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``."""
-        assert self._query is not None, "open() the sink first"
+        writer = self._writer
+        assert writer is not None, "open() the sink first"
         try:
-            # The server ends a slow statement at write_timeout; past a grace period the
+            # A write still running at write_timeout is cancelled; past a grace period its
             # connection is cut, should the server have stopped answering altogether.
             with (
                 self._connection() as conn,
-                _watchdog.deadline(self._cut_after, _watchdog.sever(conn, self._what)),
-                conn.transaction(),
-                conn.cursor() as cur,
+                _autocommit(conn),
+                _watchdog.bounded(
+                    conn,
+                    self._what,
+                    cancel_after=self.write_timeout,
+                    cut_after=self._cut_after,
+                    cancel_timeout=min(self.connect_timeout, 5.0),
+                ),
             ):
-                cur.execute(_SET_STATEMENT_TIMEOUT, (self._statement_timeout,))
-                cur.executemany(self._query, rows)
+                writer.write(conn, rows)
         except psycopg.OperationalError:
             # After a restart every idle connection is dead: replace them now rather than
             # spend one retry on each.
@@ -605,7 +618,20 @@ _KEY_CANONICAL: dict[str, Callable[[Any], Any]] = {
     "real": _nan_key,
 }
 
-_SET_STATEMENT_TIMEOUT = "SELECT pg_catalog.set_config('statement_timeout', %s, true)"
+
+@contextmanager
+def _autocommit(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """The writers run their own transactions; a borrowed pool's connection is put back as it
+    came."""
+    if conn.autocommit:
+        yield
+        return
+    conn.autocommit = True
+    try:
+        yield
+    finally:
+        with suppress(psycopg.Error):
+            conn.autocommit = False
 
 
 def _short(value: object, limit: int = 80) -> str:

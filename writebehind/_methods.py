@@ -1,0 +1,225 @@
+"""How a batch reaches the table: the statements of each ``method`` of PostgresUpsert.
+
+Each writer runs one transaction on a connection in autocommit mode, so that it decides its own
+round trips. None of them leaves state on the server connection between transactions: no
+prepared statement (except ``executemany``, psycopg's own), no table outliving its transaction,
+so each works through PgBouncer in transaction mode.
+
+- ``unnest``: one statement, one round trip (more only to send a large batch): ``INSERT ...
+  SELECT ... FROM unnest($1, $2, ...)`` with one binary array per column, not prepared.
+- ``copy``: ``BEGIN; CREATE TEMPORARY TABLE ... ON COMMIT DROP`` in one round trip, a binary COPY
+  into it, then ``INSERT ... SELECT ... FROM`` it ``; COMMIT`` in one more. Creating the table
+  costs a little each batch; the COPY is the cheapest way in for large batches.
+- ``executemany``: one prepared INSERT per row, pipelined by psycopg, in a transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+
+from ._catalog import Column
+from ._columns import EncodedColumn, encode_columns
+from ._sink import Params
+from ._statement import ConflictRule, insert_from, insert_statement
+
+__all__ = ["METHODS", "Writer", "writer_for"]
+
+METHODS = ("auto", "unnest", "copy", "executemany")
+
+COPY_FROM_ROWS = 2000
+"""``auto`` writes batches of at least this many rows by COPY, smaller ones by unnest: where
+the two cross in ``python -m writebehind bench`` on the update path."""
+
+_STAGE = sql.Identifier("pg_temp", "writebehind_stage")
+
+
+class Writer(Protocol):
+    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+        """Write ``rows`` (distinct keys) in one transaction on ``conn`` (in autocommit mode)."""
+        ...
+
+
+def writer_for(
+    method: str, schema: str, table: str, columns: Sequence[Column], rule: ConflictRule
+) -> Writer:
+    """The writer of ``method`` (one of METHODS) for these columns and conflict rule."""
+    names = [column.name for column in columns]
+    executemany = Executemany(insert_statement(schema, table, names, rule))
+    if method == "executemany":
+        return executemany
+    unnest = Unnest(schema, table, columns, rule, executemany)
+    if method == "unnest":
+        return unnest
+    copy = Copy(schema, table, columns, rule)
+    if method == "copy":
+        return copy
+    return Auto(unnest, copy)
+
+
+class Executemany:
+    def __init__(self, query: sql.Composed) -> None:
+        self.query = query
+
+    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(self.query, rows)
+
+
+def _alias(index: int) -> sql.Identifier:
+    return sql.Identifier(f"c{index}")
+
+
+def _select_list(
+    columns: Sequence[Column], encoded: Sequence[EncodedColumn], source: str
+) -> sql.Composed:
+    """The batch's values as the table's columns.
+
+    A value sent in its own type goes as it is, so that assigning it to the column follows the
+    rules a parameter of ``executemany`` follows (a bool for an int column is refused, not
+    cast). A value sent as text is cast to the column's base type, as the server reads an
+    untyped parameter; without its typmod, so that the assignment applies the typmod (an error
+    for a varchar too long, not a silent cut) and a domain's checks. A column of NULLs only is
+    a typed NULL.
+    """
+    values = []
+    for index, (column, sent) in enumerate(zip(columns, encoded, strict=True)):
+        value = (
+            sql.SQL("NULL")
+            if sent.all_null
+            else sql.SQL("{}.{}").format(sql.Identifier(source), _alias(index))
+        )
+        if sent.all_null or sent.wire_type == "text":
+            schema, name = column.base_type
+            value = sql.SQL("CAST({} AS {})").format(value, sql.Identifier(schema, name))
+        values.append(value)
+    return sql.SQL(", ").join(values)
+
+
+def _shape(encoded: Sequence[EncodedColumn]) -> tuple[str, ...]:
+    """What the statements of a batch depend on: how each column is sent."""
+    return tuple("" if column.all_null else column.wire_type for column in encoded)
+
+
+class _Statements:
+    """The statements of one shape of batch, built once each (a few shapes occur)."""
+
+    def __init__(self, build: Callable[[list[EncodedColumn]], bytes]) -> None:
+        self._build = build
+        self._built: dict[tuple[str, ...], bytes] = {}
+
+    def get(self, encoded: list[EncodedColumn]) -> bytes:
+        shape = _shape(encoded)
+        statement = self._built.get(shape)
+        if statement is None:
+            statement = self._build(encoded)
+            if len(self._built) < 64:
+                self._built[shape] = statement
+        return statement
+
+
+class Unnest:
+    def __init__(
+        self,
+        schema: str,
+        table: str,
+        columns: Sequence[Column],
+        rule: ConflictRule,
+        fallback: Writer,
+    ) -> None:
+        self._target = (schema, table, [column.name for column in columns], rule)
+        self._columns = tuple(columns)
+        self._fallback = fallback
+        self._statements = _Statements(self._statement)
+
+    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+        encoded = encode_columns(rows, conn)
+        if all(column.all_null for column in encoded):
+            # No array to give the rows their number: a row of NULLs is rare enough to be
+            # written the slow way.
+            self._fallback.write(conn, rows)
+            return
+        arrays = [column.values for column in encoded if not column.all_null]
+        # Not prepared: a prepared statement is server state that PgBouncer cannot follow.
+        conn.execute(self._statements.get(encoded), arrays, prepare=False)
+
+    def _statement(self, encoded: list[EncodedColumn]) -> bytes:
+        sent = [index for index, column in enumerate(encoded) if not column.all_null]
+        source = sql.SQL("SELECT {} FROM unnest({}) AS v({})").format(
+            _select_list(self._columns, encoded, "v"),
+            sql.SQL(", ").join(sql.Placeholder(format="b") for _ in sent),
+            sql.SQL(", ").join(_alias(index) for index in sent),
+        )
+        return insert_from(*self._target, source).as_bytes(None)
+
+
+class Copy:
+    def __init__(
+        self, schema: str, table: str, columns: Sequence[Column], rule: ConflictRule
+    ) -> None:
+        self._target = (schema, table, [column.name for column in columns], rule)
+        self._columns = tuple(columns)
+        self._copy = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(_STAGE).as_bytes(None)
+        self._stages = _Statements(self._stage)
+        self._inserts = _Statements(self._insert)
+
+    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+        encoded = encode_columns(rows, conn)
+        with conn.cursor() as cur:
+            try:
+                cur.execute(self._stages.get(encoded))
+                with cur.copy(self._copy) as copy:
+                    copy.set_types([column.wire_type for column in encoded])
+                    for row in zip(*(column.values for column in encoded), strict=True):
+                        copy.write_row(row)
+                cur.execute(self._inserts.get(encoded))
+            except BaseException:
+                _roll_back(conn)
+                raise
+
+    def _stage(self, encoded: list[EncodedColumn]) -> bytes:
+        # Made in the transaction and dropped at its end: nothing is left on the server
+        # connection for the next client of a pooler to trip on.
+        return (
+            sql.SQL("BEGIN; CREATE TEMPORARY TABLE {} ({}) ON COMMIT DROP")
+            .format(
+                _STAGE,
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(
+                        _alias(index), sql.Identifier("pg_catalog", column.wire_type)
+                    )
+                    for index, column in enumerate(encoded)
+                ),
+            )
+            .as_bytes(None)
+        )
+
+    def _insert(self, encoded: list[EncodedColumn]) -> bytes:
+        source = sql.SQL("SELECT {} FROM {} AS s").format(
+            _select_list(self._columns, encoded, "s"), _STAGE
+        )
+        # One round trip: a failed INSERT skips the COMMIT, and the writer rolls back.
+        return sql.SQL("{}; COMMIT").format(insert_from(*self._target, source)).as_bytes(None)
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    with suppress(psycopg.Error):  # a broken connection: the pool discards it
+        conn.rollback()
+
+
+class Auto:
+    """Small batches by unnest (one round trip), large ones by COPY (the least work per row)."""
+
+    def __init__(self, unnest: Writer, copy: Writer) -> None:
+        self._unnest = unnest
+        self._copy = copy
+
+    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+        writer = self._copy if len(rows) >= COPY_FROM_ROWS else self._unnest
+        writer.write(conn, rows)
