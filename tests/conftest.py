@@ -87,6 +87,26 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
     return True
 
 
+WRITE_METHODS = ("unnest", "copy", "executemany")
+
+
+@pytest.fixture(params=WRITE_METHODS)
+def every_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test once per write method: each PostgresUpsert built without ``method`` gets
+    it, so that every guarantee is checked on every method (not only the one ``auto`` picks)."""
+    from writebehind import PostgresUpsert
+
+    method: str = request.param
+    init = PostgresUpsert.__init__
+
+    def init_with_method(self: PostgresUpsert, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("method", method)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(PostgresUpsert, "__init__", init_with_method)
+    return method
+
+
 @pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()

@@ -12,6 +12,9 @@ import pytest
 from tests.conftest import create, select
 from writebehind import PostgresUpsert, SchemaError, WriteBehindQueue
 
+# Every guarantee holds for every write method.
+pytestmark = pytest.mark.usefixtures("every_method")
+
 Failure = tuple[list[Mapping[str, Any]], BaseException]
 
 

@@ -16,6 +16,9 @@ import pytest
 from tests.conftest import create, named, select
 from writebehind import Params, PostgresUpsert, WriteBehindQueue
 
+# Every guarantee holds for every write method.
+pytestmark = pytest.mark.usefixtures("every_method")
+
 Failure = tuple[list[Mapping[str, Any]], BaseException]
 
 

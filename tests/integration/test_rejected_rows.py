@@ -12,6 +12,9 @@ import pytest
 from tests.conftest import create, select
 from writebehind import PostgresUpsert, WriteBehindQueue
 
+# Every guarantee holds for every write method.
+pytestmark = pytest.mark.usefixtures("every_method")
+
 
 def test_poison_rows_among_good_ones(
     dsn: str, db: psycopg.Connection[Any], table_name: str, caplog: pytest.LogCaptureFixture
