@@ -96,10 +96,17 @@ class PostgresUpsert:
     which is otherwise found along the search_path. ``naive_timezone`` (a zone name or tzinfo)
     is given to naive datetimes for ``timestamptz`` columns, which are refused without it.
     ``connect_timeout`` bounds one wait for a connection: past it the write fails as
-    transient, and the queue retries it. ``write_timeout`` bounds one write: the server cancels
-    it (``statement_timeout``, set for the write's transaction only) and, on TCP, keepalives
-    and ``tcp_user_timeout`` drop a connection whose server or network stops answering; a write
+    transient, and the queue retries it. ``write_timeout`` bounds one write: it is cancelled
+    (a cancel request, as ``statement_timeout`` would) and, on TCP, keepalives and
+    ``tcp_user_timeout`` drop a connection whose server or network stops answering; a write
     that runs out fails as transient and is retried.
+
+    ``method`` says how a batch is sent: ``"unnest"``, one ``INSERT ... SELECT FROM unnest``
+    of binary arrays per batch; ``"copy"``, a binary COPY into a temporary table made in the
+    transaction, then one ``INSERT ... SELECT``; ``"executemany"``, one prepared INSERT per
+    row; ``"auto"`` (default), unnest for small batches and copy for large ones. The first
+    two leave nothing on the server connection, so they work through PgBouncer in
+    transaction mode; executemany prepares statements there.
 
     Sinks of one process with the same conninfo (and timeouts) share one pool, which opens at
     most ``pool_size`` connections (the largest asked), one per sink writing at the same
