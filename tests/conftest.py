@@ -28,6 +28,20 @@ def dsn() -> Iterator[str]:
         yield conninfo
 
 
+@pytest.fixture(scope="session")
+def bouncer_dsn(dsn: str) -> Iterator[str]:
+    """Conninfo through a real PgBouncer in transaction mode in front of the test server.
+    Skipped where pgbouncer is not installed; under CI (which installs it) that fails."""
+    from writebehind.bench.pgbouncer import pgbouncer_path, running_pgbouncer
+
+    if pgbouncer_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("pgbouncer is not installed, and CI is set: .ci/run installs it")
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    with running_pgbouncer(dsn) as conninfo:
+        yield conninfo
+
+
 @pytest.fixture
 def db(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection for setting up and checking tables."""
