@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import multiprocessing
 import os
@@ -18,18 +17,8 @@ from tests.conftest import create, named
 from writebehind import PostgresUpsert, WriteBehindQueue
 from writebehind.bench.pgbouncer import pgbouncer_path, running_pgbouncer
 
-# The write methods the acceptance test runs with; None is PostgresUpsert's default. Before
-# PostgresUpsert takes method=, its only path is executemany, which prepares statements on the
-# server connection: through PgBouncer in transaction mode the test is expected to fail, and an
-# unexpected pass fails the run. Once method= exists, every method here must pass.
-HAS_METHOD = "method" in inspect.signature(PostgresUpsert).parameters
-METHODS: list[str | None] = [None, "unnest", "copy"] if HAS_METHOD else [None]
-EXECUTEMANY_ONLY = pytest.mark.xfail(
-    not HAS_METHOD,
-    reason="executemany prepares statements: 42P05/26000 behind PgBouncer, retried",
-    raises=AssertionError,
-    strict=True,
-)
+# The write methods that must work through PgBouncer in transaction mode (None: the default).
+METHODS: list[str | None] = [None, "unnest", "copy"]
 
 PROCESSES = 4
 ROWS_PER_PROCESS = 10_000
@@ -139,7 +128,6 @@ def _write_through(conninfo: str, table: str, first: int, method: str | None) ->
     }
 
 
-@EXECUTEMANY_ONLY
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m or "default")
 def test_several_processes_write_every_row_through_pgbouncer(
     bouncer_dsn: str, db: psycopg.Connection[Any], table_name: str, method: str | None
