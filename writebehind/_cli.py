@@ -1,4 +1,4 @@
-"""The command line: ``python -m writebehind demo``."""
+"""The command line: ``python -m writebehind demo`` and ``python -m writebehind bench``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=_count(1), default=100_000, help="default: %(default)s")
     demo.add_argument("--producers", type=_count(1), default=4, help="default: %(default)s")
     demo.add_argument("--batch-size", type=_count(1), default=500, help="default: %(default)s")
+    bench = commands.add_parser(
+        "bench",
+        help="measure writebehind against raw psycopg loops doing the same writes",
+        description=(
+            "Measure upsert throughput of writebehind's write methods against raw psycopg "
+            "loops (executemany, binary COPY) doing the same writes in the same run, per "
+            "batch size and path; socket waits per batch; throughput beside CPU-bound "
+            "threads; put() latency and peak RSS; several processes through PgBouncer; "
+            "and, with --app, the application benchmark. Prints Markdown tables. Exits 1 if "
+            "a run leaves a row unwritten or gives rows up."
+        ),
+    )
+    from .bench.command import add_arguments
+
+    add_arguments(bench, _count)
     return parser
 
 
@@ -62,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "bench":
+        from .bench.command import run
+
+        return run(args)
     return _demo(args.dsn, args.rows, args.producers, args.batch_size)
 
 

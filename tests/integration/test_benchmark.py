@@ -1,54 +1,85 @@
-"""The throughput benchmark runs, at a tiny size, and its check catches a run that misses rows."""
+"""`python -m writebehind bench`: a quick run prints every table and passes its checks, and the
+checks catch a run that misses a row or gives rows up."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import types
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from benchmarks import throughput
+import writebehind.bench
 from tests.conftest import named
+from writebehind._cli import main
+from writebehind.bench import command, processes, throughput
+from writebehind.bench.waits import measure_waits
+from writebehind.bench.workload import Workload, fingerprint
+from writebehind.bench.writer import supports_method
 
-SCRIPT = Path(throughput.__file__).resolve()
-README = SCRIPT.parents[1] / "README.md"
-HEADER = "| batch | raw psycopg rows/s | raw spread | writebehind rows/s | wb spread | ratio |"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "performance.md"
+THROUGHPUT_HEADER = "| batch | side | rows/s | spread | × raw executemany | × raw COPY |"
 
 
-def run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
+        [sys.executable, "-m", "writebehind", "bench", *args],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
 
 
-def test_smoke_run_writes_and_checks_every_row(
+def table_rows(output: str, header: str) -> list[list[str]]:
+    """The cells of the Markdown table under ``header`` in ``output``."""
+    lines = output.splitlines()
+    start = lines.index(header) + 2  # the header, then the alignment row
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_quick_run_prints_every_table_and_passes_its_checks(
     dsn: str, table_name: str, db: psycopg.Connection[Any]
 ) -> None:
-    # maxsize below the row count: producers meet backpressure, as in a full-size run.
-    result = run_benchmark(
-        *("--dsn", dsn, "--table", table_name, "--rows", "2000"),
-        *("--batch-size", "100", "--runs", "2", "--maxsize", "500"),
-    )
+    result = bench("--quick", "--dsn", dsn, "--table", table_name)
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    assert HEADER in lines, result.stdout
-    rows = [line for line in lines if line.startswith("| 100 |")]
-    assert len(rows) == 1, result.stdout
-    cells = rows[0].strip("|").split("|")
-    assert len(cells) == 6, rows[0]
-    assert all(cell.strip() for cell in cells), rows[0]
-    assert "medians of 2 runs per side" in result.stdout
-    # Both sides' runs reported, each side first once.
-    assert "run 1/2: raw psycopg" in result.stderr
-    assert "run 2/2: writebehind" in result.stderr
+    out = result.stdout
+    assert "2,000 rows per run" in out
+    for path in ("insert", "update"):
+        assert f"## Throughput, {path} path (rows/s)" in out
+    rows = table_rows(out, THROUGHPUT_HEADER)
+    sides = {row[1] for row in rows}
+    assert {"raw executemany", "raw COPY"} <= sides
+    assert {row[0] for row in rows} == {"100", "1000"}
+    assert all(int(row[2].replace(",", "")) > 0 for row in rows), rows
+    waits = table_rows(out, "| side | batch 100 | batch 1000 |")
+    by_side = {row[0]: [float(cell.replace(",", "")) for cell in row[1:]] for row in waits}
+    # executemany waits on the socket for every row; COPY staging a few times per batch.
+    assert by_side["raw executemany"][0] >= 100
+    assert by_side["raw COPY"][0] < 20
+    threads = table_rows(out, "| CPU-bound threads | rows/s | spread | × idle |")
+    assert [row[0] for row in threads] == ["none", "1", "2"]
+    latency = table_rows(
+        out, "| side | put p50 µs | put p99 µs | put max µs | RSS before MB | peak RSS MB |"
+    )
+    assert latency and all(float(row[1]) > 0 and float(row[5]) > 0 for row in latency)
+    assert "processes on disjoint keys: through PgBouncer against direct" in out
+    assert "## Targets (same run)" in out
+    assert "checks: every run left every row with its new value; no row was given up" in out
+    # Progress on standard error, one line per path, batch size and run.
+    assert "update path, batch 1000, run 1/1: " in result.stderr
 
     # The table is left as the last run wrote it: every key, every row with its new value.
     found = db.execute(
@@ -59,43 +90,26 @@ def test_smoke_run_writes_and_checks_every_row(
         )
     ).fetchone()
     assert found == (2000, 2000, 0)
+    template = db.execute("SELECT to_regclass(%s)", (f"{table_name}_old",)).fetchone()
+    assert template == (None,)  # the template of old rows is dropped
 
 
-def test_odd_run_count_is_refused() -> None:
-    result = run_benchmark("--runs", "3")
-    assert result.returncode == 2
-    assert "--runs must be even (got 3)" in result.stderr
-
-
-def test_fingerprint_tells_a_stale_value_from_the_new_one(
-    dsn: str, table_name: str, db: psycopg.Connection[Any]
-) -> None:
-    now = datetime.now(timezone.utc)
-    rows = throughput.make_rows(50, seed=1, prefix=throughput.NEW_PREFIX, updated=now)
-    throughput.rebuild(dsn, table_name, rows)
-    expected = throughput.fingerprint(dsn, table_name)
-    assert (expected.rows, expected.score_sum) == (50, sum(row["score"] for row in rows))
-
-    # A row whose jsonb column alone is stale: same count, same score sum, another md5.
-    db.execute(
-        named("""UPDATE {} SET attrs = attrs || '{{"visits": -1}}' WHERE id = 7""", table_name)
-    )
-    found = throughput.fingerprint(dsn, table_name)
-    assert (found.rows, found.score_sum) == (expected.rows, expected.score_sum)
-    assert found.md5 != expected.md5
-
-
-def drop_last_row(run: Callable[..., float]) -> Callable[..., float]:
+def drop_last_row(run: Callable[..., Any]) -> Callable[..., Any]:
     """A side that leaves the last row unwritten (it keeps its old value)."""
 
-    def short(dsn: str, table: str, rows: Sequence[dict[str, Any]], *args: Any) -> float:
+    def short(dsn: str, table: str, rows: Sequence[dict[str, Any]], *args: Any) -> Any:
         return run(dsn, table, rows[:-1], *args)
 
     return short
 
 
 @pytest.mark.parametrize(
-    ("side", "function"), [("raw psycopg", "raw_loop"), ("writebehind", "writebehind_run")]
+    ("side", "function"),
+    [
+        ("raw executemany", "raw_executemany"),
+        ("raw COPY", "raw_copy"),
+        ("writebehind", "writebehind_run"),
+    ],
 )
 def test_a_run_that_misses_a_row_fails_the_benchmark(
     dsn: str,
@@ -106,17 +120,159 @@ def test_a_run_that_misses_a_row_fails_the_benchmark(
     function: str,
 ) -> None:
     monkeypatch.setattr(throughput, function, drop_last_row(getattr(throughput, function)))
-    status = throughput.main(
-        ["--dsn", dsn, "--table", table_name, "--rows", "300", "--batch-size", "100", "--runs", "2"]
+    label = side
+    if side == "writebehind" and supports_method():
+        label = "writebehind auto (default)"
+    status = main(
+        [
+            "bench",
+            *("--dsn", dsn, "--table", table_name, "--rows", "300", "--batch-size", "100"),
+            *("--runs", "1", "--only", "throughput", "--path", "update"),
+        ]
     )
     assert status == 1
     err = capsys.readouterr().err
-    assert f"FAILED: {side}, batch 100, run 1: the table holds 300 rows" in err
+    assert f"FAILED: {label}, update path, batch 100, run 1: the table holds 300 rows" in err
 
 
-def test_readme_states_the_scripts_defaults() -> None:
-    section = README.read_text().split("\n## Performance\n", 1)[1].split("\n## ", 1)[0]
-    text = " ".join(section.split())
-    assert "python benchmarks/throughput.py" in text
-    assert f"writes {throughput.DEFAULT_ROWS:,} rows" in text
-    assert f"runs {throughput.DEFAULT_RUNS} times per batch size" in text
+def test_fingerprint_tells_a_stale_value_from_the_new_one(
+    dsn: str, table_name: str, db: psycopg.Connection[Any]
+) -> None:
+    with Workload(dsn, table_name, 50) as workload:
+        expected = workload.expected
+        assert expected is not None
+        assert (expected.rows, expected.score_sum) == (
+            50,
+            sum(row["score"] for row in workload.rows),
+        )
+        workload.check()  # the reference load left the new rows
+        # A row whose jsonb column alone is stale: same count, same score sum, another md5.
+        db.execute(
+            named("""UPDATE {} SET attrs = attrs || '{{"visits": -1}}' WHERE id = 7""", table_name)
+        )
+        found = fingerprint(dsn, table_name)
+        assert (found.rows, found.score_sum) == (expected.rows, expected.score_sum)
+        assert found.md5 != expected.md5
+        # The update path starts from old values everywhere; the insert path from nothing.
+        workload.prepare("update")
+        assert fingerprint(dsn, table_name).rows == 50
+        assert fingerprint(dsn, table_name).md5 != expected.md5
+        workload.prepare("insert")
+        assert fingerprint(dsn, table_name).rows == 0
+
+
+def test_socket_waits_are_counted_per_batch(dsn: str, table_name: str) -> None:
+    with Workload(dsn, table_name, 400) as workload:
+        rows = measure_waits(workload, [None], batch_sizes=[100], log=lambda _line: None)
+    waits = {row.label: row.per_batch[100] for row in rows}
+    assert set(waits) == {"raw executemany", "raw COPY", "writebehind"}
+    assert waits["raw executemany"] >= 100  # at least one wait per row
+    assert 1 <= waits["raw COPY"] < 20
+    assert waits["writebehind"] >= 1
+
+
+def test_writer_processes_report_rows_given_up(
+    dsn: str, table_name: str, db: psycopg.Connection[Any]
+) -> None:
+    with Workload(dsn, table_name, 300) as workload:
+        workload.prepare("update")
+        # One key's new row is refused by the table: its process gives it up, the rest commit.
+        refused = workload.rows[123]["name"]
+        db.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT refuse_one CHECK (name <> {}) NOT VALID").format(
+                sql.Identifier(table_name), sql.Literal(refused)
+            )
+        )
+        seconds, given_up, retries, errors = processes.processes_run(
+            workload, dsn, processes=2, batch_size=50, method=None
+        )
+    assert seconds > 0
+    assert given_up == 1
+    assert len(errors) == 1 and "refuse_one" in errors[0]
+    found = db.execute(
+        named("SELECT count(*) FILTER (WHERE name LIKE 'user-%') FROM {}", table_name)
+    ).fetchone()
+    assert found == (299,)
+
+
+@dataclass(frozen=True)
+class FakeAppResult:
+    endpoint: str
+    requests_per_second: float
+    ratio_to_noop: float | None
+
+
+def test_app_flag_calls_the_application_benchmark_and_prints_its_rows(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[tuple[str | None, dict[str, Any]]] = []
+
+    def run(dsn: str | None, **options: Any) -> list[FakeAppResult]:
+        calls.append((dsn, options))
+        return [FakeAppResult("no-op", 4012.5, 1.0), FakeAppResult("writebehind", 3600.0, 0.9)]
+
+    fake = types.ModuleType("writebehind.bench.app")
+    fake.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "writebehind.bench.app", fake)
+    monkeypatch.setattr(writebehind.bench, "app", fake, raising=False)
+    status = main(["bench", "--dsn", dsn, "--only", "app", "--app-seconds", "1.5"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert calls == [(dsn, {"seconds": 1.5, "clients": 8, "workers": 2})]
+    assert "| endpoint | requests per second | ratio to noop |" in out
+    assert "| writebehind | 3,600 | 0.90 |" in out
+
+
+def test_plot_without_matplotlib_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import raises ImportError
+    status = main(["bench", "--plot", "out.png"])
+    assert status == 2
+    assert "pip install 'writebehind[plot]'" in capsys.readouterr().err
+
+
+def test_plot_draws_a_png(dsn: str, table_name: str, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "rows.png"
+    status = main(
+        [
+            "bench",
+            *("--dsn", dsn, "--table", table_name, "--rows", "200", "--runs", "1"),
+            *("--batch-size", "50", "--batch-size", "100", "--only", "throughput"),
+            *(("--method", "auto") if supports_method() else ()),
+            *("--plot", str(target)),
+        ]
+    )
+    assert status == 0
+    assert target.read_bytes().startswith(b"\x89PNG")
+
+
+def test_method_option(dsn: str, table_name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "--dsn", dsn, "--table", table_name, "--rows", "200", "--runs", "1"]
+    args += ["--batch-size", "100", "--only", "throughput", "--path", "insert"]
+    status = main([*args, "--method", "copy"])
+    captured = capsys.readouterr()
+    if supports_method():
+        assert status == 0, captured.err
+        sides = {row[1] for row in table_rows(captured.out, THROUGHPUT_HEADER)}
+        assert sides == {"raw executemany", "raw COPY", "writebehind copy"}
+    else:  # a PostgresUpsert with one write path: refused before anything runs
+        assert status == 2
+        assert "--method copy: this writebehind's PostgresUpsert has no method=" in captured.err
+
+
+def test_turns_give_every_side_the_first_and_last_slot() -> None:
+    sides = ["a", "b", "c"]
+    orders = [throughput.turns(sides, run) for run in range(6)]
+    assert all(sorted(order) == sides for order in orders)
+    assert {order[0] for order in orders} == set(sides)
+    assert {order[-1] for order in orders} == set(sides)
+
+
+def test_docs_state_the_command_and_its_defaults() -> None:
+    text = " ".join(DOCS.read_text().split())
+    assert "python -m writebehind bench" in text
+    assert f"{command.DEFAULT_ROWS:,} rows per run" in text
+    assert f"medians of {command.DEFAULT_RUNS} runs" in text
+    assert "load average" in text

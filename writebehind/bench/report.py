@@ -1,0 +1,149 @@
+"""The tables ``python -m writebehind bench`` prints (Markdown), and the targets' verdicts."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+
+from .latency import LatencyResult
+from .processes import Route
+from .threads import ThreadsResult
+from .throughput import RAW_COPY, RAW_EXECUTEMANY, Cell
+from .waits import WaitsRow
+
+__all__ = [
+    "app_table",
+    "latency_table",
+    "markdown_table",
+    "routes_table",
+    "threads_table",
+    "throughput_table",
+    "waits_table",
+]
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) -> str:
+    """A Markdown table; the first ``left`` columns aligned left, the others right."""
+    align = ["---" if n < left else "---:" for n in range(len(headers))]
+    lines = [headers, align, *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def throughput_table(cells: Sequence[Cell], path: str) -> str:
+    """rows/s of every side per batch size on ``path``, with ratios to both raw loops."""
+    rows = []
+    for cell in cells:
+        if cell.path != path:
+            continue
+        executemany, copy = cell.rates.get(RAW_EXECUTEMANY), cell.rates.get(RAW_COPY)
+        for label, rates in cell.rates.items():
+            rows.append(
+                [
+                    str(cell.batch_size),
+                    label,
+                    rate(rates.median),
+                    f"{rates.spread:.0%}",
+                    ratio(rates.ratio(executemany) if executemany else None),
+                    ratio(rates.ratio(copy) if copy else None),
+                ]
+            )
+    headers = ["batch", "side", "rows/s", "spread", "× raw executemany", "× raw COPY"]
+    return markdown_table(headers, rows, left=2)
+
+
+def waits_table(rows: Sequence[WaitsRow], batch_sizes: Sequence[int]) -> str:
+    """Socket waits per batch, one column per batch size."""
+    headers = ["side", *(f"batch {size}" for size in batch_sizes)]
+    body = [[row.label, *(f"{row.per_batch[size]:,.1f}" for size in batch_sizes)] for row in rows]
+    return markdown_table(headers, body)
+
+
+def threads_table(result: ThreadsResult) -> str:
+    """Drain rates beside busy threads, and their ratio to the idle drain."""
+    idle = result.rates[0]
+    body = [
+        [
+            "none" if count == 0 else str(count),
+            rate(rates.median),
+            f"{rates.spread:.0%}",
+            ratio(rates.ratio(idle)),
+        ]
+        for count, rates in result.rates.items()
+    ]
+    return markdown_table(["CPU-bound threads", "rows/s", "spread", "× idle"], body)
+
+
+def latency_table(results: Sequence[LatencyResult]) -> str:
+    """put() latency percentiles and memory per method."""
+    body = [
+        [
+            result.label,
+            f"{result.p50_us:.1f}",
+            f"{result.p99_us:.1f}",
+            f"{result.max_us:,.0f}",
+            f"{result.rss_before_mb:.0f}",
+            f"{result.peak_rss_mb:.0f}",
+        ]
+        for result in results
+    ]
+    headers = ["side", "put p50 µs", "put p99 µs", "put max µs", "RSS before MB", "peak RSS MB"]
+    return markdown_table(headers, body)
+
+
+def routes_table(routes: Sequence[Route]) -> str:
+    """Rates of several processes by route, with rows given up and retries."""
+    direct = routes[0].rates
+    body = [
+        [
+            route.label,
+            rate(route.rates.median),
+            f"{route.rates.spread:.0%}",
+            ratio(route.rates.ratio(direct)),
+            str(route.given_up),
+            str(route.retries),
+        ]
+        for route in routes
+    ]
+    headers = ["route", "rows/s", "spread", "× direct", "rows given up", "retries"]
+    return markdown_table(headers, body)
+
+
+def app_table(results: Sequence[object]) -> str:
+    """The application benchmark's results, one row each, a column per field (dataclasses,
+    named tuples or plain objects)."""
+    records = [_fields(result) for result in results]
+    if not records:
+        return "(no results)"
+    headers = list(records[0])
+    body = [[_cell(record.get(name)) for name in headers] for record in records]
+    return markdown_table([name.replace("_", " ") for name in headers], body)
+
+
+def _fields(result: object) -> Mapping[str, object]:
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    as_dict = getattr(result, "_asdict", None)
+    if callable(as_dict):
+        found: Mapping[str, object] = as_dict()
+        return found
+    if isinstance(result, Mapping):
+        return dict(result)
+    return {name: value for name, value in vars(result).items() if not name.startswith("_")}
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return "—" if value is None else str(value)
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
