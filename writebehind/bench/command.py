@@ -20,17 +20,25 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from .workload import Workload
 
 __all__ = ["DEFAULT_ROWS", "DEFAULT_RUNS", "SECTIONS", "add_arguments", "run"]
 
-DEFAULT_ROWS = 50_000
+DEFAULT_ROWS = 30_000
 DEFAULT_RUNS = 3
 DEFAULT_BATCH_SIZES = (100, 1000, 5000)
 QUICK_ROWS = 2_000
 QUICK_RUNS = 1
 QUICK_BATCH_SIZES = (100, 1000)
 SECONDARY_BATCH = 1000
+WAITS_ROWS = 10_000
+"""The most rows of the waits section: counts vary little from batch to batch."""
+THREADS_ROWS = 5_000
+"""The most rows of the threads section: beside busy threads a method with many socket waits
+writes a few hundred rows a second."""
 """The batch size of the sections that measure one (threads, latency, pgbouncer)."""
 BUSY_THREADS = (1, 2)
 SECTIONS = ("throughput", "waits", "threads", "latency", "pgbouncer", "app")
@@ -239,6 +247,8 @@ class _Bench:
         self.out = out
         self.err = err
         self.failures: list[str] = []
+        self._workloads: dict[int, Workload] = {}
+        self._stack = ExitStack()
 
     def log(self, line: str) -> None:
         print(line, file=self.err, flush=True)
@@ -248,18 +258,18 @@ class _Bench:
 
     def run(self, started: float) -> int:
         from ._child import ChildFailed
-        from .workload import Workload
 
         s = self.settings
         self.emit(self._head())
         try:
-            if any(section != "app" for section in s.sections):
-                with Workload(self.dsn, s.table, s.rows) as workload:
-                    results = self._sections(workload)
-                    if not workload.checkpoints:
-                        self.emit("\nnote: the role may not CHECKPOINT; runs started without one")
-            else:
-                results = self._sections(None)
+            with ExitStack() as self._stack:
+                results = {}
+                for section in s.sections:
+                    section_started = time.perf_counter()
+                    results[section] = getattr(self, f"_{section}")()
+                    self.log(f"{section}: {time.perf_counter() - section_started:.0f} s")
+                if not all(workload.checkpoints for workload in self._workloads.values()):
+                    self.emit("\nnote: the role may not CHECKPOINT; runs started without one")
         except ChildFailed as failure:
             print(f"FAILED: {failure}", file=self.err)
             return 1
@@ -295,26 +305,35 @@ class _Bench:
         lines += [f"note: {note}" for note in s.notes]
         return "\n".join(lines)
 
-    def _sections(self, workload: Any) -> dict[str, Any]:
-        s = self.settings
-        results: dict[str, Any] = {}
-        for section in s.sections:
-            results[section] = getattr(self, f"_{section}")(workload)
-        return results
+    def _workload(self, most: int | None = None) -> Workload:
+        """The workload of ``--rows`` rows, or of at most ``most`` rows (a table of its own,
+        dropped at the end), opened on first use."""
+        from .workload import Workload
 
-    def _throughput(self, workload: Any) -> Any:
+        s = self.settings
+        rows = s.rows if most is None else min(s.rows, most)
+        if rows not in self._workloads:
+            table = s.table if rows == s.rows else f"{s.table}_{rows}"
+            workload = Workload(self.dsn, table, rows, keep_table=table == s.table)
+            self._workloads[rows] = self._stack.enter_context(workload)
+        return self._workloads[rows]
+
+    def _throughput(self) -> Any:
         from .report import throughput_table
         from .throughput import measure_throughput, throughput_sides
+        from .writer import pool_kept
 
         s = self.settings
-        cells = measure_throughput(
-            workload,
-            throughput_sides(workload, s.methods),
-            batch_sizes=s.batch_sizes,
-            paths=s.paths,
-            runs=s.runs,
-            log=self.log,
-        )
+        workload = self._workload()
+        with pool_kept(workload.dsn, workload.table):
+            cells = measure_throughput(
+                workload,
+                throughput_sides(workload, s.methods),
+                batch_sizes=s.batch_sizes,
+                paths=s.paths,
+                runs=s.runs,
+                log=self.log,
+            )
         for path in s.paths:
             self.emit(f"\n## Throughput, {path} path (rows/s)\n")
             self.emit(throughput_table(cells, path))
@@ -325,21 +344,26 @@ class _Bench:
             self.emit(f"\nplot: {s.plot}")
         return cells
 
-    def _waits(self, workload: Any) -> Any:
+    def _waits(self) -> Any:
         from .report import waits_table
         from .waits import measure_waits
 
         s = self.settings
+        workload = self._workload(WAITS_ROWS)
         rows = measure_waits(workload, s.methods, batch_sizes=s.batch_sizes, log=self.log)
-        self.emit("\n## Socket waits per batch (update path; each wait gives the GIL away)\n")
+        self.emit(
+            f"\n## Socket waits per batch (update path, {len(workload.rows):,} rows; each wait "
+            "gives the GIL away)\n"
+        )
         self.emit(waits_table(rows, s.batch_sizes))
         return rows
 
-    def _threads(self, workload: Any) -> Any:
+    def _threads(self) -> Any:
         from .report import threads_table
         from .threads import measure_beside_threads
 
         s = self.settings
+        workload = self._workload(THREADS_ROWS)
         result = measure_beside_threads(
             workload,
             self._default_method(),
@@ -350,17 +374,20 @@ class _Bench:
         )
         self.emit(
             f"\n## Beside CPU-bound Python threads ({self._default_label()}, update path, "
-            f"batch {SECONDARY_BATCH}; the worker draining a full queue)\n"
+            f"batch {SECONDARY_BATCH}; the worker draining a full queue of "
+            f"{len(workload.rows):,} rows)\n"
         )
         self.emit(threads_table(result))
         return result
 
-    def _latency(self, workload: Any) -> Any:
+    def _latency(self) -> Any:
         from .latency import measure_latency
         from .report import latency_table
 
         s = self.settings
-        results = measure_latency(workload, s.methods, batch_size=SECONDARY_BATCH, log=self.log)
+        results = measure_latency(
+            self._workload(), s.methods, batch_size=SECONDARY_BATCH, log=self.log
+        )
         self.emit(
             f"\n## put() latency with the worker busy, and memory (batch {SECONDARY_BATCH}, "
             f"{s.rows:,} rows put by one thread into a queue that holds them all; "
@@ -369,7 +396,7 @@ class _Bench:
         self.emit(latency_table(results))
         return results
 
-    def _pgbouncer(self, workload: Any) -> Any:
+    def _pgbouncer(self) -> Any:
         from .processes import DIRECT, PGBOUNCER, measure_routes
         from .report import routes_table
 
@@ -394,7 +421,7 @@ class _Bench:
                 self.emit(title + f"\nskipped: PgBouncer did not start: {error}")
                 return None
             routes = measure_routes(
-                workload,
+                self._workload(),
                 [(DIRECT, self.dsn), (PGBOUNCER, through)],
                 processes=s.processes,
                 batch_size=SECONDARY_BATCH,
@@ -411,7 +438,7 @@ class _Bench:
                 )
         return routes
 
-    def _app(self, workload: Any) -> Any:
+    def _app(self) -> Any:
         from .report import app_table
 
         # Imported by name: the application benchmark is a module of its own, maybe absent.

@@ -208,11 +208,12 @@ class Workload:
     fingerprint every run must leave, and the old rows into a template table
     (``<table>_old``, dropped on exit); ``prepare(path)`` rebuilds the table for the next run;
     ``check()`` raises CheckFailed when the table holds anything else. The table is left as the
-    last run wrote it.
+    last run wrote it, unless not ``keep_table``.
     """
 
-    def __init__(self, dsn: str, table: str, count: int) -> None:
+    def __init__(self, dsn: str, table: str, count: int, *, keep_table: bool = True) -> None:
         self.dsn = dsn
+        self.keep_table = keep_table
         self.table = table
         self.template = f"{table}_old"
         self.updated = datetime.now(timezone.utc)
@@ -235,8 +236,10 @@ class Workload:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        dropped = [self.template] if self.keep_table else [self.template, self.table]
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(self.template)))
+            for table in dropped:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
     def prepare(self, path: str) -> None:
         """The table as the next run must find it: empty (insert path) or holding every key

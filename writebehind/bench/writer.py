@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "MethodUnsupported",
     "RunResult",
     "make_sink",
+    "pool_kept",
     "supports_method",
     "writebehind_run",
 ]
@@ -51,6 +53,20 @@ def make_sink(target: str | ConnectionPool[Any], table: str, method: str | None)
         )
     options: dict[str, Any] = {"method": method}
     return PostgresUpsert(target, table, KEY, **options)
+
+
+@contextmanager
+def pool_kept(dsn: str, table: str) -> Iterator[None]:
+    """Keep writebehind's shared pool for ``dsn`` open between runs, as an application's
+    would be: an idle sink holds it, so that a run's writes find its connection made, as the
+    raw loops, which connect before their clock starts, do. The pool closes an idle connection
+    only after 15 s."""
+    keeper = PostgresUpsert(dsn, table, KEY)
+    keeper.open()
+    try:
+        yield
+    finally:
+        keeper.close()
 
 
 @dataclass(frozen=True)
