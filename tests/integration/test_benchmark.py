@@ -232,6 +232,25 @@ def test_plot_without_matplotlib_names_the_extra(
     assert "pip install 'writebehind[plot]'" in capsys.readouterr().err
 
 
+def test_options_that_cannot_run_are_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench", "--table", "t" * 51]) == 2
+    assert "--table must be a name of 1 to 50 bytes" in capsys.readouterr().err
+    assert main(["bench", "--only", "waits", "--plot", "out.png"]) == 2
+    assert "--plot draws the throughput section" in capsys.readouterr().err
+
+
+def test_an_unreachable_server_is_an_error_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status = main(["bench", "--quick", "--dsn", f"host={tmp_path} port=1 connect_timeout=2"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: OperationalError: ")
+    assert "Traceback" not in err
+
+
 def test_plot_draws_a_png(dsn: str, table_name: str, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     target = tmp_path / "rows.png"

@@ -43,6 +43,7 @@ writes a few hundred rows a second."""
 BUSY_THREADS = (1, 2)
 SECTIONS = ("throughput", "waits", "threads", "latency", "pgbouncer", "app")
 DEFAULT_TABLE = "writebehind_bench"
+MAX_TABLE_BYTES = 50  # room for the suffixes of the tables made beside it, within 63 bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser, count: Callable[[int], Any]) -> None:
@@ -190,6 +191,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
             raise UsageError(
                 "--plot needs matplotlib, the 'plot' extra: pip install 'writebehind[plot]'"
             ) from None
+    if not args.table or len(args.table.encode()) > MAX_TABLE_BYTES:
+        # PostgreSQL cuts longer names, and "<table>_old" could become the table itself.
+        raise UsageError(
+            f"--table must be a name of 1 to {MAX_TABLE_BYTES} bytes, got {args.table!r}"
+        )
     if args.app_seconds is not None and not args.app_seconds > 0:
         raise UsageError(f"--app-seconds must be positive, got {args.app_seconds}")
     return Settings(
@@ -215,9 +221,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the bench command (tables to ``out``, progress and errors to ``err``; default the
     standard streams); returns the exit status."""
+    import psycopg
+
+    from .workload import CheckFailed
+
     out = out or sys.stdout
     err = err or sys.stderr
-    from .workload import CheckFailed
 
     try:
         settings = settings_from(args)
@@ -235,6 +244,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 2
     except CheckFailed as failure:
         print(f"FAILED: {failure}", file=err)
+        return 1
+    except psycopg.Error as error:  # no server there, or one that refused the work
+        print(f"error: {type(error).__name__}: {error}".rstrip(), file=err)
         return 1
 
 
@@ -290,7 +302,7 @@ class _Bench:
 
         s = self.settings
         with psycopg.connect(self.dsn) as conn:
-            server = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+            server = conn.info.parameter_status("server_version") or "(version unknown)"
         where = "embedded" if s.dsn is None else "given by --dsn"
         lines = [
             f"# writebehind {__version__} bench",
