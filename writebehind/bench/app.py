@@ -19,10 +19,13 @@ under ``gunicorn --preload -w WORKERS`` on a free port of 127.0.0.1 with three e
 - ``writebehind``: the example's view: ``put()``, then 202.
 
 CLIENTS client processes (``writebehind.bench._load``) post visits of 1,000 pages over
-keep-alive ``http.client`` connections. After a short warm-up of each endpoint, every
-endpoint runs ``seconds / 3`` seconds in each of 3 rounds, in a rotating order; requests/s is
-the median of the rounds, as are the POST latency percentiles (p50, p99: from sending the
-request to the end of the answer, as a client sees it). After each writebehind round the run
+keep-alive ``http.client`` connections (gunicorn's default sync worker closes each one after
+its answer: the client connects again). After a short warm-up of each endpoint, every endpoint
+runs ``seconds / 5`` seconds in each of 5 rounds, in a rotating order; requests/s is the median
+of the rounds, as are the POST latency percentiles (p50, p99: from sending the request to the
+end of the answer, as a client sees it). The ratio to the no-op endpoint is the median of each
+round's ratio: the endpoints of one round ran seconds apart, under the same load of the
+machine. After each writebehind round the run
 waits until the table holds every visit accepted so far (``lag_s``: how long that took after
 the round's last answer). At the end gunicorn is stopped (its workers drain their queues as
 they exit) and the views of each endpoint's pages are counted in the table: every accepted
@@ -55,7 +58,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flask_app.py"
 EXAMPLE_VARIABLE = "WRITEBEHIND_BENCH_EXAMPLE"
 """How the server is told where the example is (see writebehind.bench._app_server)."""
 TABLE = "last_visits"
-ROUNDS = 3
+ROUNDS = 5
 MAX_WARMUP = 1.0
 """Seconds of warm-up per endpoint (less when ``seconds`` is short): each worker builds its
 queue and its pool, and Python its caches, before anything is measured."""
@@ -66,7 +69,8 @@ _PAGE_PREFIX = "writebehind-bench/"
 
 @dataclass(frozen=True)
 class AppResult:
-    """One endpoint's figures: medians of the rounds, ratios against the no-op endpoint."""
+    """One endpoint's figures: medians of the rounds; ``ratio_to_noop`` is the median of each
+    round's ratio of this endpoint's requests/s to the no-op endpoint's."""
 
     endpoint: str
     requests: int
@@ -184,18 +188,20 @@ def _measure(
     # gunicorn has stopped: its workers drained their queues as they exited.
     with psycopg.connect(conninfo, autocommit=True) as conn:
         in_table = {e.name: _views(conn, e) for e in ENDPOINTS if e.page_prefix is not None}
-    ceiling = statistics.median(tallies[NOOP.name].rates)
+    ceilings = tallies[NOOP.name].rates
     results = []
     for endpoint in ENDPOINTS:
         tally = tallies[endpoint.name]
-        rate = statistics.median(tally.rates)
+        ratios = [
+            rate / ceiling for rate, ceiling in zip(tally.rates, ceilings, strict=True) if ceiling
+        ]
         results.append(
             AppResult(
                 endpoint=endpoint.name,
                 requests=tally.requests,
                 seconds=tally.seconds,
-                req_per_s=rate,
-                ratio_to_noop=rate / ceiling if ceiling else math.nan,
+                req_per_s=statistics.median(tally.rates),
+                ratio_to_noop=statistics.median(ratios) if ratios else math.nan,
                 p50_ms=statistics.median(tally.p50s) * 1000,
                 p99_ms=statistics.median(tally.p99s) * 1000,
                 errors=tally.errors,
