@@ -56,6 +56,21 @@ def test_three_endpoints_answer_and_every_accepted_visit_is_in_the_table(
     assert "writebehind" in table and f"{writebehind.accepted:,} accepted (all)" in table
 
 
+def test_a_table_that_existed_keeps_its_own_rows(dsn: str, db: psycopg.Connection[Any]) -> None:
+    db.execute("DROP TABLE IF EXISTS last_visits")
+    db.execute(
+        "CREATE TABLE last_visits (page varchar(200) PRIMARY KEY, views bigint NOT NULL,"
+        " first_seen timestamptz NOT NULL, last_seen timestamptz NOT NULL, referrer text)"
+    )
+    try:
+        db.execute("INSERT INTO last_visits VALUES ('home', 7, now(), now(), NULL)")
+        results = run(dsn, seconds=0.5, clients=1, workers=1)
+        assert all(r.errors == 0 for r in results)
+        assert db.execute("SELECT page, views FROM last_visits").fetchall() == [("home", 7)]
+    finally:
+        db.execute("DROP TABLE last_visits")
+
+
 def test_the_table_of_results_says_what_is_missing() -> None:
     missing = AppResult("writebehind", 10, 1.0, 10.0, 0.9, 1.0, 2.0, 0, accepted=10, in_table=9)
     assert missing.all_persisted is False

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 from datetime import datetime, timezone
 from types import ModuleType
 from typing import Any
@@ -60,13 +61,18 @@ class _DirectWriter:
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
         self._pool: ConnectionPool[Any] | None = None
+        self._lock = threading.Lock()  # threaded workers (gthread) open one pool, not several
 
     def write(self, params: tuple[Any, ...]) -> None:
-        if self._pool is None:
-            self._pool = ConnectionPool(
-                self._conninfo, min_size=1, max_size=4, name="bench-direct", open=True
-            )
-        with self._pool.connection() as conn:  # commits when the block ends
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self._conninfo, min_size=1, max_size=4, name="bench-direct", open=True
+                    )
+                pool = self._pool
+        with pool.connection() as conn:  # commits when the block ends
             conn.execute(_UPSERT, params)
 
 

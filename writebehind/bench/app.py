@@ -158,11 +158,13 @@ def run(
         )
     with database(dsn) as conninfo:
         env = _server_env(conninfo)
-        created = _prepare_table(conninfo, env)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            existed = conn.execute("SELECT to_regclass(%s)", [TABLE]).fetchone() != (None,)
         try:
+            _prepare_table(env, conninfo, existed)
             return _measure(conninfo, env, seconds, clients, workers)
         finally:
-            _clean_table(conninfo, created)
+            _clean_table(conninfo, created=not existed)
 
 
 def _measure(
@@ -256,11 +258,9 @@ def _server_env(conninfo: str) -> dict[str, str]:
     return env
 
 
-def _prepare_table(conninfo: str, env: dict[str, str]) -> bool:
-    """Create the example's table if missing (True if this run made it), check it, and delete
-    the rows of an earlier run's pages."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        existed = conn.execute("SELECT to_regclass(%s)", [TABLE]).fetchone() != (None,)
+def _prepare_table(env: dict[str, str], conninfo: str, existed: bool) -> None:
+    """Create the example's table if missing and check it (the example's own commands); in a
+    table that existed, delete the rows an earlier run may have left."""
     for command in (["init-db"], ["writebehind", "check"]):
         done = subprocess.run(
             [sys.executable, "-m", "flask", "--app", str(EXAMPLE), *command],
@@ -273,7 +273,6 @@ def _prepare_table(conninfo: str, env: dict[str, str]) -> bool:
             raise RuntimeError(f"flask {' '.join(command)} failed:\n{done.stdout}{done.stderr}")
     if existed:
         _clean_table(conninfo, created=False)
-    return not existed
 
 
 def _clean_table(conninfo: str, created: bool) -> None:
