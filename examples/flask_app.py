@@ -1,4 +1,4 @@
-"""A Flask application that records the last visit of each page through a write-behind queue.
+"""A Flask application that counts the visits of each page through a write-behind queue.
 
     python examples/flask_app.py [--dsn DSN] [--requests N]
         # a self-check: an embedded server (or yours), N requests through Flask's test client
@@ -8,8 +8,12 @@
     flask --app examples/flask_app.py writebehind check       # check it, as a deploy step
     gunicorn --preload -w 4 -c examples/gunicorn.conf.py --chdir examples flask_app:app
 
-``POST /visits/<page>`` puts the page's last visit (when, and the Referer) and answers 202 at
-once: each visit replaces the page's previous one, which is what an upsert does. ``GET /metrics``
+``POST /visits/<page>`` puts one visit of the page (a view, when, and the Referer) and answers
+202 at once. The queue merges visits into the page's row: ``views`` is summed, ``first_seen``
+and ``last_seen`` keep the earliest and the latest time, ``referrer`` the last one written (the
+visits of a page in one batch are combined the same way before the statement). ``add`` is
+at-least-once: a write retried after its connection was lost during COMMIT may count its visits
+twice. ``GET /metrics``
 serves Prometheus metrics (aggregated over gunicorn's workers when PROMETHEUS_MULTIPROC_DIR is
 set). In tests, ``create_app({"WRITEBEHIND_EAGER": True, ...})`` writes each visit before the
 view returns.
@@ -35,7 +39,9 @@ from writebehind.flask import WriteBehind
 TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS last_visits (
     page varchar(200) PRIMARY KEY,
-    seen_at timestamptz NOT NULL,
+    views bigint NOT NULL,
+    first_seen timestamptz NOT NULL,
+    last_seen timestamptz NOT NULL,
     referrer text
 )
 """
@@ -57,6 +63,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         "last_visits": {
             "table": "last_visits",
             "key": "page",
+            "merge": {"views": "add", "first_seen": "min", "last_seen": "max"},
             "flush_interval": 0.5,
             "on_failure": record_failure,
         }
@@ -66,8 +73,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.post("/visits/<path:page>")
     def record_visit(page: str) -> tuple[dict[str, Any], int]:
+        now = datetime.now(timezone.utc)
         wb.queue("last_visits").put(
-            {"page": page, "seen_at": datetime.now(timezone.utc), "referrer": request.referrer}
+            {
+                "page": page,
+                "views": 1,
+                "first_seen": now,
+                "last_seen": now,
+                "referrer": request.referrer,
+            }
         )
         return {"accepted": page}, 202
 
@@ -93,29 +107,36 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def self_check(dsn: str, requests: int) -> bool:
-    """Send ``requests`` visits of 100 pages through the test client; check the table."""
+    """Send ``requests`` visits of 100 pages through the test client; check the table: each
+    page's view count, its last referrer, and first_seen <= last_seen."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(TABLE_DDL)
         conn.execute("TRUNCATE last_visits")
     app = create_app({"WRITEBEHIND_DSN": dsn, "TESTING": True})
     client = app.test_client()
     started = time.perf_counter()
-    expected: dict[str, str | None] = {}
+    expected: dict[str, tuple[int, str | None]] = {}
     for i in range(requests):
         page, referrer = f"page/{i % 100}", f"https://example.com/from/{i}"
         answer = client.post(f"/visits/{page}", headers={"Referer": referrer})
         assert answer.status_code == 202, answer.text
-        expected[page] = referrer
+        expected[page] = (expected.get(page, (0, None))[0] + 1, referrer)
     with app.app_context():
         queue = wb.queue("last_visits")
         wb.close()  # drain: every accepted row is written before the table is read
     metrics = queue.metrics()
     elapsed = time.perf_counter() - started
     with psycopg.connect(dsn) as conn:
-        found: dict[str, str | None] = dict(conn.execute("SELECT page, referrer FROM last_visits"))
-    print(f"{requests} requests in {elapsed:.2f}s; table last_visits: {len(found)} pages")
+        rows = conn.execute(
+            "SELECT page, views, referrer, first_seen <= last_seen FROM last_visits"
+        ).fetchall()
+    found = {page: (views, referrer) for page, views, referrer, _ in rows}
+    ordered = all(in_order for *_, in_order in rows)
+    views = sum(views for views, _ in found.values())
+    print(f"{requests} requests in {elapsed:.2f}s; ", end="")
+    print(f"table last_visits: {len(found)} pages, {views} views")
     print(f"queue last_visits: {metrics}")
-    return found == expected
+    return found == expected and ordered
 
 
 def main() -> int:
@@ -128,7 +149,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     with database(args.dsn) as dsn:
         ok = self_check(dsn, args.requests)
-    print("OK: every page holds its last visit" if ok else "MISMATCH")
+    print("OK: every page holds its view count and last visit" if ok else "MISMATCH")
     return 0 if ok else 1
 
 

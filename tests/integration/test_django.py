@@ -62,7 +62,7 @@ def test_example_project_migrates_passes_the_checks_and_its_own_tests(project_ds
 
     tested = django(project_dsn, "manage.py", "test", "pageviews", "-v2")
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "Ran 7 tests" in tested.stderr
+    assert "Ran 8 tests" in tested.stderr
     assert "OK" in tested.stderr
     # Under TestCase with EAGER, each of these two tests finds its own row alone in the table:
     # the other's was rolled back with it.
@@ -148,7 +148,7 @@ def test_check_reports_an_unusable_key_as_an_error(project_dsn: str, tmp_path: P
     write_settings(
         tmp_path,
         """
-        queue = {"table": "pageviews_lastvisit", "key": "seen_at"}
+        queue = {"table": "pageviews_lastvisit", "key": "last_seen"}
         WRITEBEHIND = {"QUEUES": {"last_visits": queue}}
         """,
     )
@@ -214,9 +214,13 @@ def test_close_queues_returns_when_the_callers_transaction_blocks_the_drain(
         from writebehind.django import close_queues, get_queue
 
         with transaction.atomic():  # the test's transaction
-            LastVisit.objects.create(page="home", seen_at=timezone.now(), referrer="orm")
+            now = timezone.now()
+            LastVisit.objects.create(
+                page="home", views=1, first_seen=now, last_seen=now, referrer="orm"
+            )
             get_queue("last_visits").put(
-                {"page": "home", "seen_at": timezone.now(), "referrer": "queue"}
+                {"page": "home", "views": 1, "first_seen": now, "last_seen": now,
+                 "referrer": "queue"}
             )
             started = time.monotonic()
             close_queues()
@@ -232,8 +236,8 @@ def test_close_queues_returns_when_the_callers_transaction_blocks_the_drain(
         r"close\(\) timed out after [\d.]+s with 1 rows not yet written", result.stderr
     )
     with psycopg.connect(project_dsn) as conn:  # written at exit, once the lock was released
-        found = conn.execute("SELECT page, referrer FROM pageviews_lastvisit").fetchall()
-    assert found == [("home", "queue")]
+        found = conn.execute("SELECT page, views, referrer FROM pageviews_lastvisit").fetchall()
+    assert found == [("home", 1, "queue")]  # the ORM's row was rolled back
 
 
 NAIVE_PUT = """
@@ -243,14 +247,15 @@ import psycopg
 from writebehind.django import close_queues, get_queue
 
 queue = get_queue("last_visits")
+seen = datetime.datetime(2024, 7, 1, 12, 0)
 try:
-    queue.put({"page": "p", "seen_at": datetime.datetime(2024, 7, 1, 12, 0), "referrer": None})
+    queue.put({"page": "p", "views": 1, "first_seen": seen, "last_seen": seen, "referrer": None})
 except ValueError as error:
     print("refused:", error)
 close_queues(None)
 with psycopg.connect(os.environ["WRITEBEHIND_DSN"]) as conn:
-    for (seen_at,) in conn.execute("SELECT seen_at AT TIME ZONE 'UTC' FROM pageviews_lastvisit"):
-        print("stored:", seen_at.isoformat(), "UTC")
+    for (seen,) in conn.execute("SELECT last_seen AT TIME ZONE 'UTC' FROM pageviews_lastvisit"):
+        print("stored:", seen.isoformat(), "UTC")
 """
 
 
@@ -279,7 +284,7 @@ with psycopg.connect(os.environ["WRITEBEHIND_DSN"]) as conn:
         # With USE_TZ, Django warns about naive datetimes; the queue refuses them.
         (
             'USE_TZ = True\nTIME_ZONE = "Europe/Paris"',
-            "refused: column 'seen_at' is timestamptz but got a naive datetime",
+            "refused: column 'first_seen' is timestamptz but got a naive datetime",
         ),
     ],
     ids=["use_tz_false", "use_tz_false_eager", "naive_timezone_option", "use_tz_true"],

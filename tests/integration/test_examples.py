@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,8 @@ def test_flask_app_self_check(dsn: str, clean: list[str]) -> None:
     clean.append("last_visits")
     result = run_example("flask_app.py", "--dsn", dsn, "--requests", "500")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "table last_visits: 100 pages" in result.stdout
-    assert "OK: every page holds its last visit" in result.stdout
+    assert "table last_visits: 100 pages, 500 views" in result.stdout
+    assert "OK: every page holds its view count and last visit" in result.stdout
 
 
 def summary_value(output: str, label: str) -> str:
@@ -155,7 +156,9 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
     dsn: str, db: psycopg.Connection[Any], tmp_path: Path, clean: list[str]
 ) -> None:
     """Two workers forked from a preloaded app each build their own queue; /metrics adds
-    them up; rows still queued when gunicorn is stopped are written by each worker's exit."""
+    them up; rows still queued when gunicorn is stopped are written by each worker's exit.
+    Visits of the same pages posted from several threads at once, through both workers'
+    queues, are all counted."""
     clean.append("last_visits")
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
@@ -185,6 +188,7 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
         stderr=subprocess.PIPE,
         text=True,
     )
+    threads, posts, pages = 4, 50, 10  # each round: 200 visits, 20 of each page
     try:
         assert server.stderr is not None
         port = booted = 0
@@ -196,32 +200,43 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
                 break
         assert port, "gunicorn did not start"
 
-        def post(first: int, last: int) -> None:
-            for i in range(first, last):
+        def post(thread: int) -> None:
+            for i in range(posts):
                 request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/visits/p{i}",
-                    headers={"Referer": f"https://example.com/{i}"},
+                    f"http://127.0.0.1:{port}/visits/p{i % pages}",
+                    headers={"Referer": f"https://example.com/{thread}/{i}"},
                     method="POST",
                 )
                 with urllib.request.urlopen(request, timeout=10) as answer:
                     assert answer.status == 202
 
-        post(0, 200)
+        def post_from_threads() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                for done in [pool.submit(post, thread) for thread in range(threads)]:
+                    done.result()  # raises what the thread raised
+
+        post_from_threads()
         persisted = 'writebehind_persisted_total{queue="last_visits"}'
         samples: dict[str, float] = {}
 
         def all_written() -> bool:
             samples.update(scrape(port))
-            return samples.get(persisted, 0) >= 200
+            return samples.get(persisted, 0) >= threads * posts
 
         assert wait_until(all_written, timeout=60)
-        assert samples[persisted] == 200
-        assert samples['writebehind_enqueued_total{queue="last_visits"}'] == 200
+        assert samples[persisted] == threads * posts
+        assert samples['writebehind_enqueued_total{queue="last_visits"}'] == threads * posts
         assert samples['writebehind_queue_depth{queue="last_visits"}'] == 0
-        post(200, 400)  # then stop at once: each worker drains at its exit
+        post_from_threads()  # then stop at once: each worker drains at its exit
     finally:
         server.send_signal(signal.SIGTERM)
         _, log = server.communicate(timeout=120)
     assert server.returncode == 0, log
-    visits = dict(db.execute("SELECT page, referrer FROM last_visits").fetchall())
-    assert visits == {f"p{i}": f"https://example.com/{i}" for i in range(400)}
+    visits = db.execute("SELECT page, views, referrer FROM last_visits ORDER BY page").fetchall()
+    assert [(page, views) for page, views, _ in visits] == [
+        (f"p{i}", 2 * threads * posts // pages) for i in range(pages)
+    ]
+    # The referrer is the last one written: one of that page's visits.
+    assert all(
+        int(referrer.rpartition("/")[2]) % pages == int(page[1:]) for page, _, referrer in visits
+    )

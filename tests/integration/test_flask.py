@@ -60,6 +60,30 @@ def test_rows_put_in_views_reach_the_table(
     assert [row[0] for row in select(db, entries, "n")] == sorted(range(50))
 
 
+def test_merge_in_the_queue_options_counts_every_post_from_several_threads(
+    dsn: str, db: psycopg.Connection[Any], entries: str
+) -> None:
+    ext = WriteBehind()
+    app = make_app(ext, dsn, entries, merge={"n": "add"})
+    threads, posts = 4, 50
+    statuses: list[int] = []
+
+    def post() -> None:
+        client = app.test_client()
+        for _ in range(posts):
+            statuses.append(client.post("/entries/k1").status_code)  # n = 1 each
+
+    workers = [threading.Thread(target=post) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert statuses == [202] * threads * posts
+    with app.app_context():
+        ext.close()
+    assert select(db, entries, "verikey, n") == [("k1", threads * posts)]
+
+
 def test_nothing_starts_before_the_first_put(dsn: str, entries: str) -> None:
     before = writebehind_threads()
     ext = WriteBehind()

@@ -49,3 +49,12 @@ def test_the_internal_clock_is_no_option() -> None:
     listed = str(e.value).split("the options are: ")[1].split(", ")
     assert "clock" not in listed
     assert {"batch_size", "connect_timeout", "registry", "table"} <= set(listed)
+
+
+def test_merge_reaches_the_sink_and_is_checked_when_read() -> None:
+    merge = {"views": "add", "last_seen": "max", "first_seen": "min"}
+    spec = parse(merge=merge)["q"]
+    assert spec.sink_options == {"merge": merge}
+    assert spec._sink().merge == merge
+    with pytest.raises(ValueError, match=re.escape("QUEUES['q']: merge['views'] must be 'add'")):
+        parse(merge={"views": "sum"})

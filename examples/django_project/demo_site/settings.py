@@ -44,6 +44,7 @@ WRITEBEHIND = {
         "last_visits": {
             "table": "pageviews_lastvisit",
             "key": "page",
+            "merge": {"views": "add", "first_seen": "min", "last_seen": "max"},
             "flush_interval": 0.5,
             "on_failure": "pageviews.failures.record",
         },

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 from django.conf import settings
 from django.db import connection
-from django.test import TestCase, TransactionTestCase, override_settings
+from django.db.models import F
+from django.test import Client, TestCase, TransactionTestCase, override_settings
 
 from pageviews.models import LastVisit
 from writebehind.django import close_queues, get_queue
@@ -30,9 +33,11 @@ class EagerLastVisits(TestCase):
         self.visit("home", "https://example.com/a")
         self.visit("home", "https://example.com/b")
         self.assertEqual(
-            list(LastVisit.objects.values_list("page", "referrer")),
-            [("home", "https://example.com/b")],
+            list(LastVisit.objects.values_list("page", "views", "referrer")),
+            [("home", 2, "https://example.com/b")],
         )
+        visit = LastVisit.objects.get()
+        self.assertLess(visit.first_seen, visit.last_seen)  # two times, each kept
 
     def test_rows_of_the_other_tests_were_rolled_back(self) -> None:
         self.visit("about", "https://example.com/c")
@@ -56,7 +61,7 @@ class WriteBehindLastVisits(TransactionTestCase):
     def tearDown(self) -> None:
         close_queues()  # drained, and no connection left to the test database
 
-    def test_visits_are_written_behind_and_the_last_one_wins(self) -> None:
+    def test_visits_are_counted_behind_and_the_last_referrer_wins(self) -> None:
         for i in range(300):
             answer = self.client.post(
                 f"/visits/page/{i % 30}", headers={"Referer": f"https://example.com/{i}"}
@@ -64,7 +69,31 @@ class WriteBehindLastVisits(TransactionTestCase):
             self.assertEqual(answer.status_code, 202)
         self.assertTrue(get_queue("last_visits").flush(timeout=30))
         self.assertEqual(LastVisit.objects.count(), 30)
+        self.assertEqual(set(LastVisit.objects.values_list("views", flat=True)), {10})
         self.assertEqual(LastVisit.objects.get(page="page/29").referrer, "https://example.com/299")
+        self.assertFalse(LastVisit.objects.filter(first_seen__gt=F("last_seen")).exists())
+
+    def test_every_visit_from_several_threads_is_counted(self) -> None:
+        threads, visits = 4, 50
+        statuses: list[int] = []
+
+        def visit() -> None:
+            client = Client()
+            for _ in range(visits):
+                statuses.append(client.post("/visits/home").status_code)
+
+        workers = [threading.Thread(target=visit) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        self.assertEqual(statuses, [202] * threads * visits)
+        self.assertTrue(get_queue("last_visits").flush(timeout=30))
+        self.assertEqual(LastVisit.objects.get(page="home").views, threads * visits)
+        # A later batch adds to the row in the table.
+        self.client.post("/visits/home")
+        self.assertTrue(get_queue("last_visits").flush(timeout=30))
+        self.assertEqual(LastVisit.objects.get(page="home").views, threads * visits + 1)
 
     def test_a_refused_row_goes_to_on_failure_and_the_others_are_written(self) -> None:
         with self.assertLogs("pageviews.failures", "ERROR") as logs:

@@ -11,8 +11,15 @@ from writebehind.django import get_queue
 @csrf_exempt
 @require_POST
 def record_visit(request: HttpRequest, page: str) -> JsonResponse:
-    """Record the last visit of ``page``: accepted at once, written behind."""
+    """Count a visit of ``page``: accepted at once, written behind, merged into its row."""
+    now = timezone.now()
     get_queue("last_visits").put(
-        {"page": page, "seen_at": timezone.now(), "referrer": request.headers.get("Referer")}
+        {
+            "page": page,
+            "views": 1,
+            "first_seen": now,
+            "last_seen": now,
+            "referrer": request.headers.get("Referer"),
+        }
     )
     return JsonResponse({"accepted": page}, status=202)
