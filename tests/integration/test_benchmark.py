@@ -24,7 +24,7 @@ from writebehind.bench.workload import Workload, fingerprint
 from writebehind.bench.writer import supports_method
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs" / "performance.md"
+DOCS = ROOT / "README.md"
 THROUGHPUT_HEADER = "| batch | side | rows/s | spread | × raw executemany | × raw COPY |"
 
 
