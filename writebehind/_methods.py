@@ -48,11 +48,10 @@ def writer_for(
     method: str, schema: str, table: str, columns: Sequence[Column], rule: ConflictRule
 ) -> Writer:
     """The writer of ``method`` (one of METHODS) for these columns and conflict rule."""
-    names = [column.name for column in columns]
-    executemany = Executemany(insert_statement(schema, table, names, rule))
     if method == "executemany":
-        return executemany
-    unnest = Unnest(schema, table, columns, rule, executemany)
+        names = [column.name for column in columns]
+        return Executemany(insert_statement(schema, table, names, rule))
+    unnest = Unnest(schema, table, columns, rule)
     if method == "unnest":
         return unnest
     copy = Copy(schema, table, columns, rule)
@@ -62,6 +61,8 @@ def writer_for(
 
 
 class Executemany:
+    """One prepared INSERT per row, pipelined by psycopg, in a transaction."""
+
     def __init__(self, query: sql.Composed) -> None:
         self.query = query
 
@@ -123,41 +124,47 @@ class _Statements:
 
 
 class Unnest:
+    """One ``INSERT ... SELECT ... FROM unnest(...)`` per batch, in autocommit: one statement is
+    one transaction."""
+
     def __init__(
         self,
         schema: str,
         table: str,
         columns: Sequence[Column],
         rule: ConflictRule,
-        fallback: Writer,
     ) -> None:
         self._target = (schema, table, [column.name for column in columns], rule)
         self._columns = tuple(columns)
-        self._fallback = fallback
         self._statements = _Statements(self._statement)
 
     def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
         encoded = encode_columns(rows, conn)
-        if all(column.all_null for column in encoded):
-            # No array to give the rows their number: a row of NULLs is rare enough to be
-            # written the slow way.
-            self._fallback.write(conn, rows)
-            return
-        arrays = [column.values for column in encoded if not column.all_null]
+        arrays: list[Any] = [column.values for column in encoded if not column.all_null]
+        if not arrays:  # rows of NULLs only: no array to count them, so a series does
+            arrays = [len(rows)]
         # Not prepared: a prepared statement is server state that PgBouncer cannot follow.
         conn.execute(self._statements.get(encoded), arrays, prepare=False)
 
     def _statement(self, encoded: list[EncodedColumn]) -> bytes:
         sent = [index for index, column in enumerate(encoded) if not column.all_null]
-        source = sql.SQL("SELECT {} FROM unnest({}) AS v({})").format(
-            _select_list(self._columns, encoded, "v"),
-            sql.SQL(", ").join(sql.Placeholder(format="b") for _ in sent),
-            sql.SQL(", ").join(_alias(index) for index in sent),
-        )
+        values = _select_list(self._columns, encoded, "v")
+        if sent:
+            source = sql.SQL("SELECT {} FROM unnest({}) AS v({})").format(
+                values,
+                sql.SQL(", ").join(sql.Placeholder(format="b") for _ in sent),
+                sql.SQL(", ").join(_alias(index) for index in sent),
+            )
+        else:
+            source = sql.SQL("SELECT {} FROM generate_series(1, {}) AS v").format(
+                values, sql.Placeholder()
+            )
         return insert_from(*self._target, source).as_bytes(None)
 
 
 class Copy:
+    """A binary COPY into a staging table made in the transaction, then one INSERT from it."""
+
     def __init__(
         self, schema: str, table: str, columns: Sequence[Column], rule: ConflictRule
     ) -> None:

@@ -250,7 +250,9 @@ def test_append_only_rows_of_nulls(
     with WriteBehindQueue(
         PostgresUpsert(dsn, table_name, None, method=method), registry=None
     ) as wb:
-        wb.put_many([{"a": None, "b": None}] * 3 + [{"a": 1, "b": None}])
+        wb.put_many([{"a": None, "b": None}] * 2)  # a batch with no value at all
+        assert wb.flush(timeout=30)
+        wb.put_many([{"a": None, "b": None}] + [{"a": 1, "b": None}])
     assert select(db, table_name, "a, b") == [(1, None), (None, None), (None, None), (None, None)]
 
 
