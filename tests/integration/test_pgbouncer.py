@@ -1,10 +1,12 @@
-"""Through a real PgBouncer in transaction mode: several processes write every row, no retries."""
+"""Through a real PgBouncer in transaction mode: several processes write every row, no retries;
+a write past its timeout is cancelled."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import os
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -214,3 +216,26 @@ def test_bad_arguments_are_named(dsn: str) -> None:
 def test_pgbouncer_path_names_an_executable_or_none() -> None:
     path = pgbouncer_path()
     assert path is None or os.access(path, os.X_OK)
+
+
+def test_a_write_past_its_timeout_is_cancelled_through_pgbouncer(
+    bouncer_dsn: str, dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    """The cancel request that bounds a write reaches the server through PgBouncer: the write
+    ends cancelled at write_timeout, not cut off by the watchdog later."""
+    create(db, table_name, "id int PRIMARY KEY, v int")
+    failures: list[tuple[list[Mapping[str, Any]], BaseException]] = []
+    wb = WriteBehindQueue(
+        PostgresUpsert(bouncer_dsn, table_name, "id", write_timeout=1.0),
+        registry=None,
+        max_retry_time=1.5,
+        on_failure=lambda rows, error: failures.append((rows, error)),
+    )
+    with psycopg.connect(dsn) as locker:
+        locker.execute(named("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", table_name))
+        wb.put({"id": 1, "v": 1})
+        assert wb.flush(timeout=60)
+        locker.rollback()
+    wb.close()
+    assert [rows for rows, _ in failures] == [[{"id": 1, "v": 1}]]
+    assert isinstance(failures[0][1], errors.QueryCanceled), failures[0][1]

@@ -41,7 +41,7 @@ def test_a_write_stuck_behind_a_lock_runs_out_is_retried_then_given_up(
         locker.rollback()
     assert 3.0 <= given_up_after < 3.0 + 0.5 + 2.0
     assert [rows for rows, _ in failures] == [[{"id": 1, "v": 1}]]
-    assert isinstance(failures[0][1], pe.QueryCanceled)  # statement_timeout
+    assert isinstance(failures[0][1], pe.QueryCanceled)  # cancelled at write_timeout
     assert wb.metrics().total_retries >= 2
     wb.put({"id": 2, "v": 2})  # the lock is gone: writing goes on
     wb.close()  # no timeout given, and it returns
