@@ -80,7 +80,9 @@ def bounded(
         return run
 
     def cancel() -> None:
-        logger.debug("%s: still running after %s s; cancelling it", what, cancel_after)
+        logger.warning(
+            "%s: still running after write_timeout (%gs); cancelling it", what, cancel_after
+        )
         with suppress(Exception):  # the cut comes next if the server cannot be reached
             conn.cancel_safe(timeout=cancel_timeout)
 

@@ -154,6 +154,8 @@ class PostgresUpsert:
             raise TypeError(f"merge must be a dict of column -> 'add'|'max'|'min', got {merge!r}")
         self.merge: dict[str, str] = dict(merge or {})
         _check_conflict_options(self)
+        if not isinstance(method, str):
+            raise TypeError(f"method must be a str, got {type(method).__name__} {method!r}")
         if method not in METHODS:
             raise ValueError(
                 f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}"
@@ -316,7 +318,13 @@ class PostgresUpsert:
             self.version_column,
             tuple(self.merge.items()),
         )
-        self.merger = _RowMerger(self._names, self.merge) if self.merge else None
+        # A column the update leaves alone keeps the value the key's first row inserted, as
+        # the rows put one after another would leave it.
+        kept = [name for name in self._names if name not in self.key and name not in updated]
+        if self.on_conflict == "ignore" or not (self.merge or kept):
+            self.merger = None
+        else:
+            self.merger = _RowMerger(self._names, self.merge, kept, self.replaces)
         self._query = insert_statement(schema, table, self._names, rule)
         self._writer = writer_for(self.method, schema, table, columns, rule)
         # The table's other columns, so that a row naming one is told why it is not written.
@@ -503,18 +511,32 @@ _ADDABLE = frozenset(
 
 class _RowMerger:
     """Combines rows of one key as the statement combines them with the existing row: ``add``
-    sums, ``max`` and ``min`` keep the greatest or least; a None is no value. The other
-    columns take the value put last."""
+    sums, ``max`` and ``min`` keep the greatest or least; a None is no value. A column the
+    update does not set keeps the first row's value (the one an INSERT of it would leave);
+    the other columns take the value put last, or, given ``replaces``, the newer row's only
+    where that rule says it replaces the one kept (a higher version)."""
 
-    def __init__(self, names: Sequence[str], merge: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        merge: Mapping[str, str],
+        not_updated: Sequence[str] = (),
+        replaces: Replaces | None = None,
+    ) -> None:
         self._names = tuple(names)
         combine = {"add": _add, "max": _greatest, "min": _least}
         self._merged = tuple(
             (index, combine[merge[name]]) for index, name in enumerate(names) if name in merge
         )
+        self._first = tuple(index for index, name in enumerate(names) if name in not_updated)
+        self._replaces = replaces
 
     def merge(self, kept: Params, newer: Params) -> Params:
+        if self._replaces is not None and not self._replaces(kept, newer):
+            return kept
         values = list(newer)
+        for index in self._first:
+            values[index] = kept[index]
         for index, combine in self._merged:
             values[index] = combine(kept[index], newer[index])
         return tuple(values)

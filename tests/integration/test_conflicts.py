@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import create, select
+from tests.conftest import create, named, select
 from writebehind import PostgresUpsert, SchemaError, WriteBehindQueue
 
 # Every guarantee holds for every write method.
@@ -48,6 +48,36 @@ def test_update_columns_leave_the_other_columns_as_they_were(
         assert wb.flush(timeout=30)
         wb.put({"id": 1, "first_seen": "tue", "last_seen": "tue"})
     assert select(db, table_name) == [(1, "mon", "tue")]
+
+
+def test_columns_an_update_leaves_alone_keep_the_first_put_inside_a_batch_too(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    """Rows put one after another, in one batch or in several, leave the same table."""
+    create(db, table_name, "id int PRIMARY KEY, first_page text, last_page text, version int")
+    sink = PostgresUpsert(
+        dsn, table_name, "id", update_columns=["last_page", "version"], version_column="version"
+    )
+    puts = [
+        {"id": 1, "first_page": "/a", "last_page": "/a", "version": 1},  # new key: inserted
+        {"id": 1, "first_page": "/b", "last_page": "/b", "version": 2},  # updates last_page
+        {"id": 2, "first_page": "/x", "last_page": "/x", "version": 5},  # new key: inserted
+        {"id": 2, "first_page": "/y", "last_page": "/y", "version": 4},  # older: no change
+        {"id": 1, "first_page": "/c", "last_page": "/c", "version": 3},  # updates last_page
+    ]
+    with queue(sink, batch_size=100) as wb:
+        wb.put_many(puts)  # one batch
+    in_one_batch = select(db, table_name)
+    db.execute(named("TRUNCATE {}", table_name))
+    with queue(PostgresUpsert(dsn, table_name, "id", update_columns=["last_page"])) as wb:
+        wb.put_many([puts[0], puts[1]])
+        assert wb.flush(timeout=30)
+        wb.put(puts[4])
+        assert wb.flush(timeout=30)
+        m = wb.metrics()
+    assert in_one_batch == [(1, "/a", "/c", 3), (2, "/x", "/x", 5)]
+    assert select(db, table_name, "id, first_page, last_page") == [(1, "/a", "/c")]
+    assert (m.total_persisted, m.total_failed) == (3, 0)
 
 
 def test_an_older_version_never_replaces_a_newer_one(

@@ -367,3 +367,5 @@ def test_auto_writes_small_batches_by_unnest_and_large_ones_by_copy(
 def test_a_method_is_checked_when_the_sink_is_built(dsn: str) -> None:
     with pytest.raises(ValueError, match="method must be one of 'auto', 'unnest'"):
         PostgresUpsert(dsn, "t", "k", method="COPY")
+    with pytest.raises(TypeError, match="method must be a str, got int 1"):
+        PostgresUpsert(dsn, "t", "k", method=1)  # type: ignore[arg-type]
