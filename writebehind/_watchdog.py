@@ -26,7 +26,7 @@ import psycopg
 
 logger = logging.getLogger("writebehind")
 
-__all__ = ["bounded", "deadline", "sever"]
+__all__ = ["bounded"]
 
 _lock = threading.Lock()
 _changed = threading.Condition(_lock)
