@@ -16,9 +16,11 @@ class Entry(NamedTuple):
     params: Params
     row: Mapping[str, Any]
     enqueued_at: float
+    weight: int = 1
+    """How many accepted rows this one stands for (itself and the rows combined into it)."""
 
 
-new_entry: Callable[[tuple[Hashable, Params, Mapping[str, Any], float]], Entry] = partial(
+new_entry: Callable[[tuple[Hashable, Params, Mapping[str, Any], float, int]], Entry] = partial(
     tuple.__new__, Entry
 )
 """Entry from a plain tuple, without the Python-level __new__ of a NamedTuple (on put's path)."""
@@ -50,6 +52,20 @@ class Merger(Protocol):
         ...
 
 
+def combine(
+    kept: Entry, newer: Entry, replaces: Replaces | None = None, merger: Merger | None = None
+) -> Entry:
+    """One row of a key standing for ``kept`` and ``newer`` (put later), by the rules of
+    ``coalesce``; it keeps the time ``kept`` was put (how long the key has waited)."""
+    weight = kept.weight + newer.weight
+    if merger is not None:
+        params = merger.merge(kept.params, newer.params)
+        return Entry(kept.key, params, merger.row_of(params), kept.enqueued_at, weight)
+    if replaces is not None and not replaces(kept.params, newer.params):
+        return kept._replace(weight=weight)
+    return newer._replace(enqueued_at=kept.enqueued_at, weight=weight)
+
+
 def coalesce(
     entries: Sequence[Entry], replaces: Replaces | None = None, merger: Merger | None = None
 ) -> Coalesced:
@@ -68,10 +84,10 @@ def coalesce(
         return _coalesce_by(entries, replaces)
     latest = {entry.key: index for index, entry in enumerate(entries)}
     if len(latest) == len(entries):
-        return _in_key_order(list(entries), [1] * len(entries))
+        return _in_key_order(list(entries), [entry.weight for entry in entries])
     counts: dict[Hashable, int] = {}
     for entry in entries:
-        counts[entry.key] = counts.get(entry.key, 0) + 1
+        counts[entry.key] = counts.get(entry.key, 0) + entry.weight
     winners = [entries[index] for index in latest.values()]
     return _in_key_order(winners, [counts[entry.key] for entry in winners])
 
@@ -83,7 +99,7 @@ def _coalesce_by(entries: Sequence[Entry], replaces: Replaces) -> Coalesced:
         held = kept.get(entry.key)
         if held is None or replaces(entries[held].params, entry.params):
             kept[entry.key] = index
-        counts[entry.key] = counts.get(entry.key, 0) + 1
+        counts[entry.key] = counts.get(entry.key, 0) + entry.weight
     winners = [entries[index] for index in kept.values()]
     return _in_key_order(winners, [counts[entry.key] for entry in winners])
 
@@ -95,11 +111,11 @@ def _coalesce_merging(entries: Sequence[Entry], merger: Merger) -> Coalesced:
         held = merged.get(entry.key)
         if held is None:
             merged[entry.key] = entry
-            counts[entry.key] = 1
+            counts[entry.key] = entry.weight
             continue
         params = merger.merge(held.params, entry.params)
         merged[entry.key] = entry._replace(params=params, row=merger.row_of(params))
-        counts[entry.key] += 1
+        counts[entry.key] += entry.weight
     winners = list(merged.values())
     return _in_key_order(winners, [counts[entry.key] for entry in winners])
 

@@ -1,170 +1,316 @@
-"""The bounded queue between producers and the worker."""
+"""The bounded queue between producers and the writers."""
 
 from __future__ import annotations
 
-import queue
+import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
 
+from ._batch import Entry
 from .errors import QueueClosed, QueueFull
 
-T = TypeVar("T")
+__all__ = ["INTAKE", "RowBuffer"]
+
+INTAKE = -1
+"""The lane of rows accepted before their key was known (the sink not open yet)."""
+
+Combine = Callable[[Entry, Entry], Entry]
 
 
-class RowBuffer(queue.Queue[T]):
-    """A ``queue.Queue`` that can be closed, numbers every put, and hands out whole batches.
+class _Lane:
+    """The rows waiting for one writer, in put order."""
 
-    - ``put`` raises QueueClosed once the buffer is closed, also to producers blocked on a full
-      buffer, so no row slips in behind the worker's last batch (Python 3.13's shutdown()).
-    - ``put_count`` grows under the same lock as the insertion, so a flush that reads it knows
-      exactly which items came before it: the flush barrier needs no marker in the queue.
-    - The worker is woken only when a batch may have become due (first item, a full batch,
-      flush, close), not on every put: each wake-up costs a lock round trip and a GIL switch.
-    - Rows the worker has taken keep holding their room until it calls ``release``: the
-      worker gives room back as the database consumes the rows, so that producers refill the
-      queue in short turns while the worker waits on the server, rather than in one long turn
-      that keeps the worker waiting for the GIL.
-    - ``task_done``/``join`` are not used: the owner counts progress with ``taken_count``.
-    """
+    __slots__ = ("flush_upto", "not_empty", "put_count", "rows", "taken_count", "waiting")
 
-    def __init__(self, maxsize: int, batch_size: int) -> None:
-        super().__init__(maxsize)
-        self.batch_size = min(batch_size, maxsize)
-        self.put_count = 0
+    def __init__(self, mutex: threading.Lock) -> None:
+        self.rows: deque[Any] = deque()  # Entry, or a one-item list holding one (coalescing)
+        self.not_empty = threading.Condition(mutex)
+        self.put_count = 0  # accepted rows, replaced ones included
         self.taken_count = 0
         self.flush_upto = 0
-        self.closed = False
-        self.held = 0
+        self.waiting: dict[Hashable, list[Entry]] = {}  # key -> its waiting cell (coalescing)
 
-    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        """Append ``item``, waiting for room if ``block``. Raise QueueFull or QueueClosed."""
-        with self.mutex:  # the conditions' lock; entered directly, it costs no Python call
+
+class RowBuffer:
+    """Accepted rows, split by key into one lane per writer, under one lock and one bound.
+
+    - ``maxsize`` bounds the rows waiting in every lane plus the rows writers have taken and
+      the database has not read yet (``held``): producers refill the queue in short turns while
+      a writer waits on the server, rather than in one long turn that keeps it from the GIL.
+    - A key always goes to the same lane (its hash modulo the writers), so one writer writes
+      it, in put order. Rows whose key is not known yet (accepted before the sink could read
+      its catalog) wait in the intake lane: writer 0 checks them, and no lane is taken from
+      while any wait or are being written, so that a later row of a key never overtakes them.
+    - With ``combine``, a row whose key already waits (not yet taken) is combined into the
+      waiting row in place and takes no room: a hot key is written once per batch.
+    - Counts per lane grow under the lock with the insertion, so a flush knows exactly which
+      rows came before it: the flush barrier needs no marker in the queue.
+    - A writer is woken only when its batch may have become due (first row, a full batch,
+      flush, close), not on every put.
+    - ``put`` raises QueueClosed once closed, also to producers blocked on a full buffer, so
+      that no row slips in behind a writer's last batch.
+    """
+
+    def __init__(
+        self, maxsize: int, batch_size: int, lanes: int = 1, combine: Combine | None = None
+    ) -> None:
+        self.maxsize = maxsize
+        self.batch_size = min(batch_size, maxsize)
+        self.mutex = threading.Lock()
+        self.not_full = threading.Condition(self.mutex)
+        self.lanes = [_Lane(self.mutex) for _ in range(lanes)]
+        self.intake = _Lane(self.mutex)
+        self.intake_held = 0  # intake rows taken and not yet settled: the lanes wait for them
+        self.combine = combine
+        self.count = 0  # rows (or cells) waiting in every lane
+        self.held = 0
+        self.put_count = 0
+        self.closed = False
+
+    def lane_of(self, key: Hashable, params: tuple[Any, ...]) -> _Lane:
+        """The lane of a row: the intake while its key is unknown, else its key's."""
+        if not params:
+            return self.intake
+        lanes = self.lanes
+        if len(lanes) == 1:
+            return lanes[0]
+        return lanes[hash(key) % len(lanes)]
+
+    def put(self, entry: Entry, block: bool = True, timeout: float | None = None) -> None:
+        """Append ``entry``, waiting for room if ``block``. Raise QueueFull or QueueClosed."""
+        lane = self.lane_of(entry.key, entry.params)
+        with self.mutex:
             if self.closed:
                 raise QueueClosed("the queue is closed")
-            if len(self.queue) + self.held >= self.maxsize:
+            if self.combine is not None and self._combined(lane, entry):
+                return
+            if self.count + self.held >= self.maxsize:
                 if not block:
                     raise QueueFull(f"the queue is full ({self.maxsize} rows)")
                 deadline = None if timeout is None else time.monotonic() + timeout
-                while len(self.queue) + self.held >= self.maxsize:
+                while self.count + self.held >= self.maxsize:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise QueueFull(f"the queue stayed full ({self.maxsize} rows)")
                     self.not_full.wait(remaining)
                     if self.closed:
                         raise QueueClosed("the queue was closed while waiting for room")
-            self.queue.append(item)
-            self.put_count += 1
-            size = len(self.queue)
-            if size == 1 or size == self.batch_size:
-                self.not_empty.notify()
+                if self.combine is not None and self._combined(lane, entry):
+                    return  # its key came in while this producer waited
+            self._append(lane, entry)
 
-    def put_all(self, items: list[T], block: bool = True, timeout: float | None = None) -> None:
-        """Append every one of ``items`` at once, or none: wait for room for all of them if
+    def put_all(
+        self, entries: list[Entry], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Append every one of ``entries`` at once, or none: wait for room for all of them if
         ``block`` (at most ``timeout`` seconds), else QueueFull; QueueClosed once closed.
         ValueError if they could never fit (more than ``maxsize``)."""
-        count = len(items)
+        count = len(entries)
         if count > self.maxsize:
             raise ValueError(f"{count} rows can never fit in a queue of maxsize {self.maxsize}")
         with self.mutex:
             if self.closed:
                 raise QueueClosed("the queue is closed")
-            if len(self.queue) + self.held + count > self.maxsize:
+            if self.count + self.held + count > self.maxsize:
                 if not block:
                     raise QueueFull(f"no room for {count} rows ({self.maxsize} rows at most)")
                 deadline = None if timeout is None else time.monotonic() + timeout
-                while len(self.queue) + self.held + count > self.maxsize:
+                while self.count + self.held + count > self.maxsize:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise QueueFull(f"no room for {count} rows ({self.maxsize} rows at most)")
                     self.not_full.wait(remaining)
                     if self.closed:
                         raise QueueClosed("the queue was closed while waiting for room")
-            self._append_all(items)
+            self._append_all(entries)
 
-    def put_now(self, items: list[T]) -> None:
-        """Append ``items`` at once, even beyond ``maxsize`` (for the one thread that frees
-        room, which must never wait for it). QueueClosed once closed."""
+    def put_now(self, entries: list[Entry]) -> None:
+        """Append ``entries`` at once, even beyond ``maxsize`` (for a writer, which frees room
+        and must never wait for it). QueueClosed once closed."""
         with self.mutex:
             if self.closed:
                 raise QueueClosed("the queue is closed")
-            self._append_all(items)
+            self._append_all(entries)
 
-    def _append_all(self, items: list[T]) -> None:
-        # Under the mutex. Wakes the worker if the items make a batch, or are the first.
-        before = len(self.queue)
-        self.queue.extend(items)
-        self.put_count += len(items)
-        if before == 0 or before < self.batch_size <= len(self.queue):
-            self.not_empty.notify()
+    def _append_all(self, entries: list[Entry]) -> None:
+        # Under the mutex.
+        for entry in entries:
+            lane = self.lane_of(entry.key, entry.params)
+            if self.combine is None or not self._combined(lane, entry):
+                self._append(lane, entry)
+
+    def _append(self, lane: _Lane, entry: Entry) -> None:
+        # Under the mutex. Wakes the lane's writer if the row makes a batch, or is the first.
+        if self.combine is not None and entry.params:
+            cell = [entry]
+            lane.waiting[entry.key] = cell
+            lane.rows.append(cell)
+        else:
+            lane.rows.append(entry)
+        lane.put_count += 1
+        self.put_count += 1
+        self.count += 1
+        size = len(lane.rows)
+        if size == 1 or size == self.batch_size:
+            if lane is self.intake:
+                self.lanes[0].not_empty.notify()
+            else:
+                lane.not_empty.notify()
+
+    def _combined(self, lane: _Lane, entry: Entry) -> bool:
+        # Under the mutex: combine ``entry`` into its key's waiting row, if there is one.
+        cell = lane.waiting.get(entry.key) if entry.params else None
+        if cell is None:
+            return False
+        assert self.combine is not None
+        cell[0] = self.combine(cell[0], entry)
+        lane.put_count += 1
+        self.put_count += 1
+        return True
 
     def wake(self) -> None:
-        """Wake the worker to look at its state again."""
+        """Wake every writer to look at its state again."""
         with self.mutex:
-            self.not_empty.notify_all()
+            for lane in self.lanes:
+                lane.not_empty.notify_all()
 
     def wait_for_rows(self, timeout: float) -> None:
-        """Wait at most ``timeout`` seconds for an item, a close or a wake()."""
-        with self.not_empty:
-            if not self.queue and not self.closed:
-                self.not_empty.wait(timeout)
-
-    def take_now(self) -> list[T]:
-        """Remove and return up to ``batch_size`` items at once, due or not."""
+        """Wait at most ``timeout`` seconds for a row, a close or a wake() (writer 0, before
+        the sink is open)."""
+        lane = self.lanes[0]
         with self.mutex:
-            count = min(self.batch_size, len(self.queue))
-            items = [self.queue.popleft() for _ in range(count)]
-            self.taken_count += count
-            self.held += count
-            return items
+            if not self.count and not self.closed:
+                lane.not_empty.wait(timeout)
+
+    def qsize(self) -> int:
+        """Rows (combined rows count once) waiting in every lane, not taken yet."""
+        return self.count
+
+    def waiting_in(self, index: int) -> int:
+        """Rows waiting in lane ``index`` (writer 0 also answers for the intake)."""
+        lane = self.lanes[index]
+        with self.mutex:
+            return len(lane.rows) + (len(self.intake.rows) if index == 0 else 0)
+
+    def take_now(self, index: int) -> tuple[list[Entry], int]:
+        """Remove and return up to ``batch_size`` rows of lane ``index`` (writer 0: the intake
+        first) at once, due or not, and the lane they came from (INTAKE or ``index``)."""
+        with self.mutex:
+            if index == 0 and self.intake.rows:
+                return self._take(self.intake, True), INTAKE
+            return self._take(self.lanes[index], False), index
+
+    def take(
+        self, index: int, age_wait: Callable[[Entry], float], idle_wait: float
+    ) -> tuple[list[Entry], int]:
+        """Remove and return up to ``batch_size`` rows for writer ``index`` once a batch is
+        due, and the lane they came from (INTAKE or ``index``); they keep their room until
+        released.
+
+        Writer 0 takes the intake first; no writer takes from its lane while intake rows wait
+        or are being written. A batch is due when ``batch_size`` rows wait, a flush or close
+        asks for them, or ``age_wait(oldest row)`` (seconds the oldest may still wait) runs out.
+        With nothing to take, return an empty list at once if closed, else after ``idle_wait``
+        seconds at most.
+        """
+        lane = self.lanes[index]
+        with self.mutex:
+            source = self._source(index)
+            if source is None:
+                if self.closed and not self.intake.rows and not self.intake_held:
+                    return [], index
+                lane.not_empty.wait(idle_wait)
+                source = self._source(index)
+                if source is None:
+                    return [], index
+            while not (
+                len(source.rows) >= self.batch_size
+                or self.closed
+                or source.flush_upto > source.taken_count
+            ):
+                wait = age_wait(_entry(source.rows[0]))
+                if wait <= 0:
+                    break
+                lane.not_empty.wait(wait)
+                source = self._source(index)
+                if source is None:
+                    return [], index
+            intake = source is self.intake
+            return self._take(source, intake), INTAKE if intake else index
+
+    def _source(self, index: int) -> _Lane | None:
+        # Under the mutex: where writer ``index`` may take from now, if anywhere.
+        if index == 0 and self.intake.rows:
+            return self.intake
+        if self.intake.rows or self.intake_held:
+            return None
+        lane = self.lanes[index]
+        return lane if lane.rows else None
+
+    def _take(self, lane: _Lane, intake: bool) -> list[Entry]:
+        # Under the mutex.
+        count = min(self.batch_size, len(lane.rows))
+        popleft = lane.rows.popleft
+        if self.combine is not None and not intake:
+            waiting = lane.waiting
+            entries = []
+            for _ in range(count):
+                cell = popleft()
+                entry = cell[0]
+                del waiting[entry.key]
+                entries.append(entry)
+        else:
+            entries = [popleft() for _ in range(count)]
+        lane.taken_count += count
+        self.count -= count
+        self.held += count
+        if intake:
+            self.intake_held += count
+        return entries
+
+    def settle_intake(self, count: int) -> None:
+        """``count`` intake rows taken are written or given up: let the lanes go on."""
+        with self.mutex:
+            self.intake_held -= count
+            if not self.intake_held:
+                for lane in self.lanes:
+                    lane.not_empty.notify()
+
+    def oldest_waiting(self) -> float | None:
+        """When the oldest row still waiting (not taken) was put, by the queue's clock."""
+        with self.mutex:
+            times = [_entry(lane.rows[0]).enqueued_at for lane in self.lanes if lane.rows]
+            if self.intake.rows:
+                times.append(self.intake.rows[0].enqueued_at)
+        return min(times, default=None)
 
     def close(self) -> None:
-        """Refuse further puts and wake every waiter. Items already in stay to be taken."""
+        """Refuse further puts and wake every waiter. Rows already in stay to be taken."""
         with self.mutex:
             self.closed = True
             self.not_full.notify_all()
-            self.not_empty.notify_all()
+            for lane in self.lanes:
+                lane.not_empty.notify_all()
 
-    def request_flush(self) -> int:
-        """Make every item put so far due now; return how many items have been put so far."""
+    def request_flush(self) -> tuple[int, ...]:
+        """Make every row put so far due now; return how many rows each lane (the intake
+        last) has accepted so far."""
         with self.mutex:
-            self.flush_upto = max(self.flush_upto, self.put_count)
-            self.not_empty.notify_all()
-            return self.put_count
-
-    def take(self, age_wait: Callable[[T], float], idle_wait: float) -> list[T]:
-        """Remove and return up to ``batch_size`` items once a batch is due; they keep their
-        room until released.
-
-        A batch is due when ``batch_size`` items wait, a flush or close asks for them, or
-        ``age_wait(oldest item)`` (seconds the oldest may still wait) runs out. With nothing
-        waiting, return an empty list at once if closed, else after ``idle_wait`` seconds at most.
-        """
-        with self.not_empty:
-            if not self.queue:
-                if self.closed:
-                    return []
-                self.not_empty.wait(idle_wait)
-                if not self.queue:
-                    return []
-            while not (
-                len(self.queue) >= self.batch_size
-                or self.closed
-                or self.flush_upto > self.taken_count
-            ):
-                wait = age_wait(self.queue[0])
-                if wait <= 0:
-                    break
-                self.not_empty.wait(wait)
-            count = min(self.batch_size, len(self.queue))
-            popleft = self.queue.popleft
-            items = [popleft() for _ in range(count)]
-            self.taken_count += count
-            self.held += count
-            return items
+            for lane in (*self.lanes, self.intake):
+                lane.flush_upto = max(lane.flush_upto, lane.put_count)
+            for lane in self.lanes:
+                lane.not_empty.notify_all()
+            return (*(lane.put_count for lane in self.lanes), self.intake.put_count)
 
     def release(self, count: int) -> None:
-        """Give back the room of ``count`` taken items to producers."""
+        """Give back the room of ``count`` taken rows to producers."""
         with self.mutex:
             self.held -= count
             self.not_full.notify(count)
+
+
+def _entry(item: Any) -> Entry:
+    # A lane holds entries, or (coalescing) one-item cells holding one.
+    return item[0] if isinstance(item, list) else item  # type: ignore[no-any-return]

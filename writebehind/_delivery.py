@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, overload
 
@@ -10,6 +11,7 @@ from ._batch import Coalesced, Entry, Merger, Replaces, coalesce
 from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
 from ._sink import Params, Sink
+from .errors import RowsAbandoned
 
 logger = logging.getLogger("writebehind")
 
@@ -74,6 +76,10 @@ class Report(NamedTuple):
         )
 
 
+class _Abandoned(Exception):
+    """The exit deadline passed: no more writes."""
+
+
 class _OutOfBudget(Exception):
     """The retry budget ran out while ``error`` kept the rows from being written."""
 
@@ -103,8 +109,9 @@ class Delivery:
         backoff: Backoff,
         stats: QueueStats,
         give_up: FailureHandler,
-        sleep: Callable[[float], None],
+        sleep: Callable[[float], object],
         clock: Callable[[], float],
+        abandon: threading.Event | None = None,
     ) -> None:
         self._sink = sink
         self._name = name
@@ -114,6 +121,11 @@ class Delivery:
         self._give_up = give_up
         self._sleep = sleep
         self._clock = clock
+        self._abandon = abandon or threading.Event()
+        # The run under way, for the exit deadline to abandon from another thread should its
+        # write not end; its rows are settled under this lock, each once.
+        self._current: _Run | None = None
+        self._settling = threading.Lock()
 
     def deliver(self, entries: Sequence[Entry], on_read: ReadProgress = lambda _: None) -> Report:
         """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``,
@@ -126,26 +138,44 @@ class Delivery:
             batch = coalesce(entries, replaces, merger)
         except Exception as error:  # coalesce raises for no key Python can hash; still settle
             logger.exception("queue %s: could not assemble a batch", self._name)
-            batch = Coalesced(list(entries), [1] * len(entries))
+            batch = Coalesced(list(entries), [entry.weight for entry in entries])
             run = _Run(self, batch, on_read)
             run.reject(list(range(len(entries))), error, "unexpected error")
             return run.report()
-        run = _Run(self, batch, on_read)
+        run = self._current = _Run(self, batch, on_read)
         try:
             run.write_all()
+        except _Abandoned:
+            run.abandon(run.unsettled())
         except _OutOfBudget as out:
             run.reject(run.unsettled(), out.error, _out_of_budget(out.retries, self._budget))
         except Exception as error:  # a bug must not lose the rows: they are given up with it
             logger.exception("queue %s: unexpected error while writing a batch", self._name)
             run.reject(run.unsettled(), error, "unexpected error")
+        finally:
+            self._current = None
         return run.report()
+
+    def abandon_under_way(self) -> None:
+        """From another thread, at the exit deadline: abandon the rows of the batch under way,
+        whose write did not end when cancelled."""
+        run = self._current
+        if run is not None:
+            run.abandon(run.unsettled())
 
     def give_up_all(self, entries: Sequence[Entry], error: BaseException, why: str) -> None:
         """Hand ``entries`` (put order, not written) to ``give_up`` with ``error``, counted and
         logged with their keys."""
         if entries:
-            run = _Run(self, Coalesced(list(entries), [1] * len(entries)), lambda _: None)
+            run = _Run(self, Coalesced(list(entries), [e.weight for e in entries]), lambda _: None)
             run.reject(list(range(len(entries))), error, why)
+
+    def abandon_all(self, entries: Sequence[Entry]) -> None:
+        """Hand ``entries`` (not written) to ``give_up`` as abandoned at the exit deadline,
+        counted and logged with their keys."""
+        if entries:
+            run = _Run(self, Coalesced(list(entries), [e.weight for e in entries]), lambda _: None)
+            run.abandon(list(range(len(entries))))
 
 
 class _Run:
@@ -176,6 +206,8 @@ class _Run:
         once written, or the first error that is not transient."""
         entries = self.batch.entries
         while True:
+            if self.d._abandon.is_set():
+                raise _Abandoned
             try:
                 self.d._sink.write(PacedRows([entries[i].params for i in rows], self.on_read))
             except Exception as error:
@@ -185,8 +217,17 @@ class _Run:
                     continue
                 return error
             self.d._budget.succeeded()
-            for i in rows:
-                self.settled[i] = True
+            with self.d._settling:
+                if any(self.settled[i] for i in rows):  # abandoned while the write ran
+                    logger.warning(
+                        "queue %s: a write of %d rows abandoned at the exit deadline "
+                        "ended after all, committed",
+                        self.d._name,
+                        len(rows),
+                    )
+                    raise _Abandoned
+                for i in rows:
+                    self.settled[i] = True
             self.d._stats.written(sum(self.batch.weights[i] for i in rows))
             return None
 
@@ -254,6 +295,8 @@ class _Run:
     def wait(self, rows: int, error: BaseException) -> None:
         """Back off before retrying ``rows`` rows; _OutOfBudget when the budget is spent."""
         d = self.d
+        if d._abandon.is_set():
+            raise _Abandoned
         remaining = d._budget.remaining(self.retries, d._clock())
         if remaining is not None and remaining <= 0:
             raise _OutOfBudget(error, self.retries)
@@ -276,16 +319,25 @@ class _Run:
         )
         d._stats.retried()
         d._sleep(delay)
+        if d._abandon.is_set():
+            raise _Abandoned
 
     def unsettled(self) -> list[int]:
         return [i for i, done in enumerate(self.settled) if not done]
 
+    def _claim(self, rows: list[int]) -> list[int]:
+        # The rows of ``rows`` not settled yet, settled now by the caller.
+        with self.d._settling:
+            rows = [i for i in rows if not self.settled[i]]
+            for i in rows:
+                self.settled[i] = True
+        return rows
+
     def reject(self, rows: list[int], error: BaseException, why: str) -> None:
+        rows = self._claim(rows)
         if not rows:
             return
         entries = [self.batch.entries[i] for i in rows]
-        for i in rows:
-            self.settled[i] = True
         self.failed += len(rows)
         self.last_error = error
         logger.error(
@@ -297,6 +349,26 @@ class _Run:
             describe(error),
         )
         self.d._stats.gave_up(sum(self.batch.weights[i] for i in rows))
+        self.d._give_up(entries, error)
+
+    def abandon(self, rows: list[int]) -> None:
+        rows = self._claim(rows)
+        if not rows:
+            return
+        entries = [self.batch.entries[i] for i in rows]
+        weight = sum(self.batch.weights[i] for i in rows)
+        error = RowsAbandoned(
+            f"{weight} rows not written when the exit deadline (shutdown_timeout) ran out"
+        )
+        self.failed += len(rows)
+        self.last_error = error
+        logger.error(
+            "queue %s: %d rows abandoned at the exit deadline, not written, keys %s",
+            self.d._name,
+            weight,
+            _keys(entries),
+        )
+        self.d._stats.abandoned_at_exit(weight)
         self.d._give_up(entries, error)
 
     def report(self) -> Report:

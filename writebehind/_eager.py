@@ -202,7 +202,7 @@ class EagerQueue:
             with self._lock:
                 self._enqueued += 1
             self._stats.written(1)
-        self._stats.batch_done(1, time.monotonic() - started)
+        self._stats.batch_done(0, 1, time.monotonic() - started)
 
     def put_nowait(self, row: Mapping[str, Any]) -> None:
         """The same as put()."""

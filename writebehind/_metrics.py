@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -19,10 +20,11 @@ __all__ = ["Metrics", "QueueStats"]
 class Metrics:
     """A consistent snapshot of one queue's counters.
 
-    ``total_enqueued == total_persisted + total_failed + current_queue_depth`` always holds:
-    the depth counts rows accepted by put() and not yet written or given up, including those in
-    the batch being written. A row replaced by a later put of the same key before it was written
-    counts as persisted (or failed) with the row that replaced it.
+    ``total_enqueued == total_persisted + total_failed + total_abandoned + current_queue_depth``
+    always holds: the depth counts rows accepted by put() and not yet written or given up,
+    including those in the batches being written. A row replaced by (or merged into) another
+    row of the same key before it was written counts as persisted (or failed, or abandoned)
+    with that row.
     """
 
     total_enqueued: int
@@ -35,6 +37,12 @@ class Metrics:
     current_queue_depth: int
     timestamp: datetime
     """When the snapshot was taken, timezone-aware UTC."""
+    total_abandoned: int = 0
+    """Rows still unwritten when the exit hook's ``shutdown_timeout`` ran out, handed to
+    ``on_failure`` with RowsAbandoned."""
+    oldest_row_age: float = 0.0
+    """Seconds the oldest row not yet written or given up has waited (0.0 when there is none):
+    how far behind the queue is, the number to alert on."""
 
 
 _BATCH_ROWS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -64,6 +72,12 @@ class _Families:
             label,
             registry=registry,
         )
+        self.abandoned = Counter(
+            "writebehind_abandoned",
+            "Rows still unwritten when the exit deadline (shutdown_timeout) ran out.",
+            label,
+            registry=registry,
+        )
         self.retries = Counter(
             "writebehind_retries", "Retry attempts after failed writes.", label, registry=registry
         )
@@ -76,6 +90,13 @@ class _Families:
             label,
             registry=registry,
             multiprocess_mode="livesum",
+        )
+        self.oldest_row_age = Gauge(
+            "writebehind_oldest_row_age_seconds",
+            "How long the oldest row not yet written or given up has waited.",
+            label,
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         self.flush_duration = Histogram(
             "writebehind_flush_duration_seconds",
@@ -113,6 +134,16 @@ _families_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Families] =
 _families_lock = threading.Lock()
 
 
+def _reset_in_child() -> None:
+    # Another thread may have held the lock at the fork.
+    global _families_lock
+    _families_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
+
+
 def _families_for(registry: CollectorRegistry) -> _Families:
     with _families_lock:
         families = _families_by_registry.get(registry)
@@ -128,22 +159,31 @@ class QueueStats:
     reaches the Prometheus counter and depth gauge in bulk, by ``sync``: at every scrape of the
     registry, every ``metrics()``, each step of the worker, and every ``SYNC_EVERY`` puts (for
     collectors in other processes), rather than with two locked increments per put.
-    ``settled`` is the number of accepted rows whose batch has been fully handled, in put order:
-    the flush barrier waits on it through ``progress``.
+    ``settled[lane]`` is the number of rows accepted into a lane whose batch has been fully
+    handled, in the lane's put order (the intake lane is the last): the flush barrier waits on
+    it through ``progress``.
     """
 
     SYNC_EVERY = 64
 
     def __init__(
-        self, name: str, registry: CollectorRegistry | None, enqueued_count: Callable[[], int]
+        self,
+        name: str,
+        registry: CollectorRegistry | None,
+        enqueued_count: Callable[[], int],
+        *,
+        lanes: int = 1,
+        oldest_row_age: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.progress = threading.Condition(threading.Lock())
         self.persisted = 0
         self.failed = 0
+        self.abandoned = 0
         self.retries = 0
         self.batches = 0
-        self.settled = 0
+        self.settled = [0] * (lanes + 1)
         self._enqueued_count = enqueued_count
+        self._oldest_row_age = oldest_row_age
         self._enqueued_exported = 0
         self._exported = registry is not None
         if registry is not None:
@@ -151,6 +191,8 @@ class QueueStats:
             self._enqueued_series = families.enqueued.labels(queue=name)
             self._persisted_series = families.persisted.labels(queue=name)
             self._failed_series = families.failed.labels(queue=name)
+            self._abandoned_series = families.abandoned.labels(queue=name)
+            self._oldest_series = families.oldest_row_age.labels(queue=name)
             self._retries_series = families.retries.labels(queue=name)
             self._batches_series = families.batches.labels(queue=name)
             self._depth_series = families.depth.labels(queue=name)
@@ -159,7 +201,7 @@ class QueueStats:
             families.syncer.queues.add(self)
 
     def sync(self) -> None:
-        """Bring the Prometheus enqueued counter and depth gauge up to date."""
+        """Bring the Prometheus enqueued counter, depth and age gauges up to date."""
         if not self._exported:
             return
         with self.progress:
@@ -167,7 +209,8 @@ class QueueStats:
             if enqueued > self._enqueued_exported:
                 self._enqueued_series.inc(enqueued - self._enqueued_exported)
                 self._enqueued_exported = enqueued
-            self._depth_series.set(enqueued - self.persisted - self.failed)
+            self._depth_series.set(enqueued - self.persisted - self.failed - self.abandoned)
+        self._oldest_series.set(self._oldest_row_age())
 
     def retried(self) -> None:
         with self.progress:
@@ -194,21 +237,36 @@ class QueueStats:
             self._failed_series.inc(rows)
             self.sync()
 
-    def batch_done(self, rows: int, seconds: float) -> None:
-        """A batch of ``rows`` taken from the queue is fully handled: wake flush waiters."""
+    def abandoned_at_exit(self, rows: int) -> None:
+        """``rows`` accepted rows were abandoned at the exit deadline."""
         with self.progress:
-            self.settled += rows
+            self.abandoned += rows
+        if self._exported:
+            self._abandoned_series.inc(rows)
+            self.sync()
+
+    def batch_done(self, lane: int, rows: int, seconds: float) -> None:
+        """A batch standing for ``rows`` rows accepted into ``lane`` (-1: the intake) is fully
+        handled: wake flush waiters."""
+        with self.progress:
+            self.settled[lane] += rows
             self.progress.notify_all()
         if self._exported:
             self._flush_series.observe(seconds)
             self._batch_rows_series.observe(rows)
 
+    def wake(self) -> None:
+        """Wake flush waiters to look again (a writer ended)."""
+        with self.progress:
+            self.progress.notify_all()
+
     def snapshot(self) -> Metrics:
         """A consistent snapshot; the enqueued count is read last, so depth is never negative."""
         with self.progress:
-            persisted, failed = self.persisted, self.failed
+            persisted, failed, abandoned = self.persisted, self.failed, self.abandoned
             retries, batches = self.retries, self.batches
         enqueued = self._enqueued_count()
+        oldest = self._oldest_row_age()
         self.sync()
         return Metrics(
             total_enqueued=enqueued,
@@ -216,6 +274,8 @@ class QueueStats:
             total_failed=failed,
             total_retries=retries,
             total_batches=batches,
-            current_queue_depth=enqueued - persisted - failed,
+            current_queue_depth=enqueued - persisted - failed - abandoned,
             timestamp=datetime.now(timezone.utc),
+            total_abandoned=abandoned,
+            oldest_row_age=oldest,
         )

@@ -73,7 +73,7 @@ class SharedPool:
 
     def __init__(self, key: tuple[Any, ...], conninfo: str, connect_timeout: float, **kwargs: Any):
         self.key = key
-        self.sizes: list[int] = []
+        self.sizes: list[tuple[int, int]] = []  # (pool_size, writers) of each sink using it
         self.last_error: BaseException | None = None
         self._conninfo = conninfo
         self._kwargs = kwargs
@@ -120,7 +120,7 @@ class SharedPool:
         the pool) and the error is the real one. ConnectionUnavailable (a
         psycopg.OperationalError) when the pool gives none within ``connect_timeout``."""
         if self.last_error is not None:
-            slots = max(self.sizes, default=1)
+            slots = max((size for size, _ in self.sizes), default=1)
             with direct_connection(
                 self._conninfo, slots, self._connect_timeout, self._kwargs
             ) as conn:
@@ -139,7 +139,8 @@ class SharedPool:
 
     def _resize(self) -> None:
         # As many connections as sinks can write at once, up to the largest pool_size asked.
-        size = max(1, min(len(self.sizes), max(self.sizes, default=1)))
+        writers = sum(writers for _, writers in self.sizes)
+        size = max(1, min(writers, max((size for size, _ in self.sizes), default=1)))
         if size != self.pool.max_size:
             self.pool.resize(min_size=0, max_size=size)
 
@@ -224,24 +225,30 @@ if hasattr(os, "register_at_fork"):
 
 
 def acquire(
-    conninfo: str, *, connect_timeout: float, write_timeout: float, pool_size: int
+    conninfo: str,
+    *,
+    connect_timeout: float,
+    write_timeout: float,
+    pool_size: int,
+    writers: int = 1,
 ) -> SharedPool:
-    """The pool of this process for ``conninfo``, created on first use; pair with release()."""
+    """The pool of this process for ``conninfo``, created on first use, with room for
+    ``writers`` more writes at once (up to ``pool_size``); pair with release()."""
     key = (os.getpid(), conninfo, connect_timeout, write_timeout)
     with _lock:
         shared = _pools.get(key)
         if shared is None:
             options = connection_options(conninfo, write_timeout)
             shared = _pools[key] = SharedPool(key, conninfo, connect_timeout, **options)
-        shared.sizes.append(pool_size)
+        shared.sizes.append((pool_size, writers))
         shared._resize()
         return shared
 
 
-def release(shared: SharedPool, pool_size: int) -> None:
+def release(shared: SharedPool, pool_size: int, writers: int = 1) -> None:
     """One sink is done with ``shared``; the last one closes it."""
     with _lock:
-        shared.sizes.remove(pool_size)
+        shared.sizes.remove((pool_size, writers))
         if shared.sizes:
             shared._resize()
             return

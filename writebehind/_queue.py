@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -14,8 +15,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import _lifecycle
-from ._batch import Entry, new_entry, seconds_until_due
-from ._buffer import RowBuffer
+from ._batch import Entry, combine, new_entry, seconds_until_due
+from ._buffer import INTAKE, RowBuffer
 from ._delivery import Delivery, FailureHandler
 from ._metrics import Metrics, QueueStats
 from ._opening import SinkOpener
@@ -39,6 +40,21 @@ put() rows again (accepted at once, even beyond ``maxsize``) and close(); flush(
 
 # Longest a wait lasts before its condition is checked again, should a wake-up go missing.
 _IDLE_WAIT = 5.0
+# At the exit deadline: how long the writes under way get, once cancelled, to end.
+_ABANDON_GRACE = 2.0
+
+
+class _Writer:
+    """One writer thread's state: its lane of rows, its retry state, the batch it writes."""
+
+    def __init__(self, index: int, delivery: Delivery) -> None:
+        self.index = index
+        self.delivery = delivery
+        self.thread: threading.Thread | None = None
+        self.busy_since: float | None = None
+        """When it took the batch it is writing (its writes and retries), by the clock."""
+        self.oldest: float | None = None
+        """When the oldest row of that batch was put."""
 
 
 class WriteBehindQueue:
@@ -87,6 +103,9 @@ class WriteBehindQueue:
         registry: CollectorRegistry | None = REGISTRY,
         name: str | None = None,
         shutdown_timeout: float = 30.0,
+        writers: int = 1,
+        coalesce: bool = False,
+        stuck_after: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(sink, Sink):
@@ -103,6 +122,10 @@ class WriteBehindQueue:
         if retry_backoff_max < retry_backoff:
             raise ValueError("retry_backoff_max must not be less than retry_backoff")
         _check_seconds("shutdown_timeout", shutdown_timeout)
+        _check_int("writers", writers, minimum=1)
+        if not isinstance(coalesce, bool):
+            raise TypeError(f"coalesce must be a bool, got {type(coalesce).__name__}")
+        _check_seconds("stuck_after", stuck_after, positive=True)
         if on_failure is not None and not callable(on_failure):
             raise TypeError("on_failure must be a callable(rows, error) or None")
         if name is not None and not isinstance(name, str):
@@ -112,46 +135,111 @@ class WriteBehindQueue:
         if not callable(clock):
             raise TypeError("clock must be a callable returning monotonic seconds")
         _check_registry(registry)
+        expect_writers = getattr(sink, "expect_writers", None)
+        if writers > 1 and expect_writers is not None:
+            expect_writers(writers)  # ValueError: more writers than the sink has connections
 
         self.name: str = name or sink.name
         self.shutdown_timeout = float(shutdown_timeout)
+        self.writers = writers
+        self.coalesce = coalesce
+        self.stuck_after = float(stuck_after)
         self._sink = sink
         self._prepare = sink.prepare
+        self._maxsize = maxsize
+        self._requested_batch_size = batch_size
         self._flush_interval = float(flush_interval)
         self._on_failure = on_failure
+        self._registry = registry
         self._clock = clock
-        self._buffer: RowBuffer[Entry] = RowBuffer(maxsize, batch_size)
-        buffer = self._buffer
-        self._stats = QueueStats(self.name, registry, lambda: buffer.put_count)
-        self._backoff = Backoff(retry_backoff, retry_backoff_max)
-        self._budget = RetryBudget(max_retries, max_retry_time)
-        self._delivery = Delivery(
-            sink,
-            name=self.name,
-            budget=self._budget,
-            backoff=self._backoff,
-            stats=self._stats,
-            give_up=_weak(self._give_up),  # no cycle: an unreferenced queue is freed at once
-            sleep=time.sleep,
-            clock=clock,
-        )
-        self._opener = SinkOpener(sink, self.name)
+        self._retry_options = (max_retries, max_retry_time, retry_backoff, retry_backoff_max)
         self._first_open_wait = float(getattr(sink, "connect_timeout", 5.0)) + 1.0
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        """Everything that runs: at construction, and in a process forked after a start."""
+        self._pid = os.getpid()
+        combine_rows = self._combine if self.coalesce else None
+        self._buffer = buffer = RowBuffer(
+            self._maxsize, self._requested_batch_size, self.writers, combine_rows
+        )
+        self._writers: list[_Writer] = []
+        writers = self._writers
+        clock = self._clock
+        self._stats = QueueStats(
+            self.name,
+            self._registry,
+            lambda: buffer.put_count,
+            lanes=self.writers,
+            oldest_row_age=lambda: _oldest_row_age(buffer, writers, clock),
+        )
+        max_retries, max_retry_time, retry_backoff, retry_backoff_max = self._retry_options
+        self._abandon = threading.Event()
+        for index in range(self.writers):
+            # Each writer has its own retry state: an outage is met by each of its writes.
+            budget = RetryBudget(max_retries, max_retry_time)
+            delivery = Delivery(
+                self._sink,
+                name=self.name,
+                budget=budget,
+                backoff=Backoff(retry_backoff, retry_backoff_max),
+                stats=self._stats,
+                give_up=_weak(self._give_up),  # no cycle: an unreferenced queue is freed at once
+                sleep=self._abandon.wait,
+                clock=clock,
+                abandon=self._abandon,
+            )
+            writers.append(_Writer(index, delivery))
+        self._budget = writers[0].delivery._budget  # opening the sink spends writer 0's
+        self._backoff = writers[0].delivery._backoff
+        self._opener = SinkOpener(self._sink, self.name)
         self._open_retries = 0
         self._tracer = FlushTracer(self.name)
         self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
+        self._writer_idents: frozenset[int] = frozenset()
+        self._started = False
+        self._finished_writers = 0
         self._closed = False
         self._sink_closed = False
-        self._forked = False
+
+    def _combine(self, kept: Entry, newer: Entry) -> Entry:
+        # Queue-wide coalescing: the sink's rule for two rows of one key, as inside a batch.
+        sink = self._sink
+        return combine(kept, newer, getattr(sink, "replaces", None), getattr(sink, "merger", None))
 
     @property
     def batch_size(self) -> int:
         """The most rows in one write: ``batch_size`` as given, or ``maxsize`` if smaller."""
         return self._buffer.batch_size
 
+    @property
+    def healthy(self) -> bool:
+        """For readiness probes: True while the writers run (or have not started yet) and none
+        is stuck. Stuck: one batch in delivery (its writes, retries and ``on_failure``) for more
+        than ``stuck_after`` seconds, or rows waiting that long for the sink to open. False
+        once closed, or if a writer thread died."""
+        if self._pid != os.getpid():
+            return not self._closed  # a forked child's copy: it starts afresh on its first put
+        if self._closed:
+            return False
+        if not self._started:
+            return True
+        now = self._clock()
+        for writer in self._writers:
+            thread = writer.thread
+            if thread is None or not thread.is_alive():
+                return False
+            busy_since = writer.busy_since
+            if busy_since is not None and now - busy_since > self.stuck_after:
+                return False
+        if not self._opener.opened:
+            oldest = self._buffer.oldest_waiting()
+            if oldest is not None and now - oldest > self.stuck_after:
+                return False
+        return True
+
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "running" if self._worker else "not started"
+        state = "closed" if self._closed else "running" if self._started else "not started"
         return f"<WriteBehindQueue {self.name!r} {state}>"
 
     def __enter__(self) -> WriteBehindQueue:
@@ -166,39 +254,48 @@ class WriteBehindQueue:
         self.close()
 
     def start(self) -> None:
-        """Open the sink and start the worker now: the way to fail fast at boot.
+        """Open the sink and start the writers now: the way to fail fast at boot.
 
         Makes one attempt to open the sink (bounded by its ``connect_timeout``) and raises what
         it raised: SchemaError for an unusable table, a psycopg error naming the cause when the
-        database cannot be reached or refuses the connection. QueueClosed after close(),
-        RuntimeError in a process forked after the queue started.
+        database cannot be reached or refuses the connection. QueueClosed after close().
         """
-        self._start_worker()
+        self._check_process()
+        self._start_writers()
         if not self._opener.opened and not self._opener.attempt():
             error = self._opener.error
             assert error is not None
             raise error.with_traceback(None)
 
-    def _start_worker(self) -> None:
+    def _start_writers(self) -> None:
         with self._lock:
-            if self._forked:
-                raise RuntimeError(
-                    f"queue {self.name!r} was started before this process was forked; "
-                    "create queues in the process that uses them, after forking"
-                )
             if self._closed:
                 raise QueueClosed(f"queue {self.name!r} is closed")
-            if self._worker is not None:
+            if self._started:
                 return
-            worker = threading.Thread(
-                target=_work,
-                args=(weakref.ref(self), self._sink, self.name),
-                name=f"writebehind-{self.name}",
+            ref = weakref.ref(self)
+            for writer in self._writers:
+                suffix = f"-{writer.index}" if self.writers > 1 else ""
+                thread = threading.Thread(
+                    target=_work,
+                    args=(ref, writer, self._sink, self.name),
+                    name=f"writebehind-{self.name}{suffix}",
+                    daemon=True,
+                )
+                writer.thread = thread
+                thread.start()
+            self._writer_idents = frozenset(
+                writer.thread.ident
+                for writer in self._writers
+                if writer.thread and writer.thread.ident
             )
-            worker.daemon = True
-            worker.start()
-            self._worker = worker
+            self._started = True
             _lifecycle.register(self)
+
+    def _check_process(self) -> None:
+        # A fork the at-fork hook did not see (a fork that skipped it): start afresh here.
+        if self._pid != os.getpid():
+            self._after_fork()
 
     def put(self, row: Mapping[str, Any], block: bool = True, timeout: float | None = None) -> None:
         """Accept ``row`` (a Mapping column -> value) for writing, and return.
@@ -209,20 +306,23 @@ class WriteBehindQueue:
         when it can (the first put waits for the first attempt, within ``timeout``); when the
         database refuses the configuration (credentials, table, key), its error is raised here.
         When ``maxsize`` rows are waiting, wait for room (at most ``timeout`` seconds, then
-        QueueFull), or raise QueueFull at once if not ``block``; on the worker thread (from
-        ``on_failure``) the row is accepted at once, beyond ``maxsize``. QueueClosed after
-        close().
+        QueueFull), or raise QueueFull at once if not ``block``; on a writer thread (from
+        ``on_failure``) the row is accepted at once, beyond ``maxsize``. With ``coalesce``, a
+        row whose key is still waiting is combined into that row and takes no room.
+        QueueClosed after close().
         """
-        if self._worker is None:
-            self._start_worker()
+        if self._pid != os.getpid():
+            self._after_fork()
+        if not self._started:
+            self._start_writers()
         if not self._opener.opened:
             key, params = self._put_unopened(row, block, timeout)
         else:
             key, params = self._prepare(row)
         buffer = self._buffer
-        entry = new_entry((key, params, row, self._clock()))
-        if self._worker is threading.current_thread():
-            buffer.put_now([entry])  # room is only ever freed by this thread: never wait for it
+        entry = new_entry((key, params, row, self._clock(), 1))
+        if threading.get_ident() in self._writer_idents:
+            buffer.put_now([entry])  # room is only ever freed by the writers: never wait for it
         else:
             buffer.put(entry, block, timeout)
         if buffer.put_count % QueueStats.SYNC_EVERY == 0:
@@ -243,8 +343,9 @@ class WriteBehindQueue:
         rows = list(rows)
         if not rows:
             return
-        if self._worker is None:
-            self._start_worker()
+        self._check_process()
+        if not self._started:
+            self._start_writers()
         entries = []
         for index, row in enumerate(rows):
             try:
@@ -256,8 +357,8 @@ class WriteBehindQueue:
                 raise
             except (TypeError, ValueError) as error:
                 raise type(error)(f"row {index}: {error}") from None
-            entries.append(new_entry((key, params, row, self._clock())))
-        if self._worker is threading.current_thread():
+            entries.append(new_entry((key, params, row, self._clock(), 1)))
+        if threading.get_ident() in self._writer_idents:
             self._buffer.put_now(entries)
         else:
             self._buffer.put_all(entries, block, timeout)
@@ -288,25 +389,26 @@ class WriteBehindQueue:
         self.put(row, block=False)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Write out every row put before this call, partial batch included.
+        """Write out every row put before this call, partial batches included.
 
         Returns True once each of those rows is persisted or given up (``on_failure``), False
-        if ``timeout`` seconds ran out first or the worker is not running. Rows put meanwhile by
-        other threads may be written too, but are not waited for. RuntimeError on the worker
-        thread (from ``on_failure``), which would wait for itself.
+        if ``timeout`` seconds ran out first or a writer is not running (never started, or
+        died). Rows put meanwhile by other threads may be written too, but are not waited for.
+        RuntimeError on a writer thread (from ``on_failure``), which would wait for itself.
         """
-        if self._worker is threading.current_thread():
+        if threading.get_ident() in self._writer_idents:
             raise RuntimeError(
                 f"queue {self.name!r}: flush() from on_failure would wait for the worker "
                 "that runs it; put() the rows and return"
             )
-        target = self._buffer.request_flush()
+        self._check_process()
+        targets = self._buffer.request_flush()
         deadline = None if timeout is None else time.monotonic() + timeout
-        progress = self._stats.progress
+        stats = self._stats
+        progress = stats.progress
         with progress:
-            while self._stats.settled < target:
-                worker = self._worker
-                if worker is None or not worker.is_alive():
+            while any(done < target for done, target in zip(stats.settled, targets, strict=True)):
+                if not self._writers_alive():
                     return False
                 wait = (
                     _IDLE_WAIT if deadline is None else min(_IDLE_WAIT, deadline - time.monotonic())
@@ -316,27 +418,37 @@ class WriteBehindQueue:
                 progress.wait(wait)
         return True
 
+    def _writers_alive(self) -> bool:
+        return self._started and all(
+            writer.thread is not None and writer.thread.is_alive() for writer in self._writers
+        )
+
     def close(self, timeout: float | None = None) -> None:
-        """Stop accepting rows, write out the rows already accepted, stop the worker.
+        """Stop accepting rows, write out the rows already accepted, stop the writers.
 
         Waits for the drain at most ``timeout`` seconds (None: as long as it takes); after a
-        timeout the worker goes on draining in the background and a warning is logged. The
-        worker closes the sink once it has drained. Idempotent; callable from ``on_failure``
-        (it returns at once there).
+        timeout the writers go on draining in the background and a warning is logged. The
+        sink is closed once they have drained. Idempotent; callable from ``on_failure`` (it
+        returns at once there).
         """
+        self._check_process()
         self.stop_accepting()
-        worker = self._worker
-        if worker is None:
+        if not self._started:
             self._close_sink()
-        elif worker is not threading.current_thread():
-            worker.join(timeout)
-            if worker.is_alive():
-                logger.warning(
-                    "queue %s: close() timed out after %.1fs with %d rows not yet written",
-                    self.name,
-                    timeout,
-                    self.pending_rows(),
-                )
+            return
+        if threading.get_ident() in self._writer_idents:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for writer in self._writers:
+            assert writer.thread is not None
+            writer.thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(writer.thread is not None and writer.thread.is_alive() for writer in self._writers):
+            logger.warning(
+                "queue %s: close() timed out after %.1fs with %d rows not yet written",
+                self.name,
+                timeout,
+                self.pending_rows(),
+            )
 
     def _close_sink(self) -> None:
         with self._lock:
@@ -351,7 +463,7 @@ class WriteBehindQueue:
             _lifecycle.forget(self)
 
     def stop_accepting(self) -> None:
-        """Refuse further puts (QueueClosed) and let the worker drain what it has."""
+        """Refuse further puts (QueueClosed) and let the writers drain what they have."""
         with self._lock:
             self._closed = True
         self._buffer.close()
@@ -360,37 +472,80 @@ class WriteBehindQueue:
         """Rows accepted and not yet persisted or given up."""
         return self.metrics().current_queue_depth
 
-    def _inherited_by_fork(self) -> None:
-        """In a forked child: no worker, and the rows in memory stay the parent's."""
-        self._lock = threading.Lock()
-        self._forked = True
-        self._worker = None
-        self._sink_closed = True  # the pool, if any, is the parent's too
+    def abandon(self) -> None:
+        """The exit deadline has passed: write no more. The writes under way are cancelled
+        and their rows, and every row still waiting, go to ``on_failure`` with RowsAbandoned
+        (those waiting from this thread, at once), counted in ``total_abandoned``."""
+        self.stop_accepting()
+        self._abandon.set()
+        self._buffer.wake()
+        interrupt = getattr(self._sink, "interrupt", None)
+        if interrupt is not None:
+            try:
+                interrupt()
+            except Exception:
+                logger.exception("queue %s: cancelling the writes under way failed", self.name)
+        buffer = self._buffer
+        delivery = self._writers[0].delivery
+        for index in range(self.writers):
+            while True:
+                entries, lane = buffer.take_now(index)
+                if not entries:
+                    break
+                try:
+                    delivery.abandon_all(entries)
+                finally:
+                    self._settle_taken(entries, lane, len(entries), time.monotonic())
+
+    def abandon_under_way(self) -> None:
+        """After abandon(), once the writers had their grace: the rows of writes that did not
+        end when cancelled are abandoned from this thread (a write that ends later is logged,
+        and not counted again)."""
+        for writer in self._writers:
+            thread = writer.thread
+            if thread is not None and thread.is_alive():
+                writer.delivery.abandon_under_way()
+
+    def _after_fork(self) -> None:
+        """In a forked child: a queue of this process's own, empty, with no writer until its
+        first put and no connection of the parent's. The rows in memory are the parent's."""
+        after_fork = getattr(self._sink, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
+        self._fresh_state()
 
     def metrics(self) -> Metrics:
         """A consistent snapshot of this queue's counters."""
+        self._check_process()
         return self._stats.snapshot()
 
-    # -- worker thread ---------------------------------------------------------------------
+    # -- writer threads --------------------------------------------------------------------
 
-    def _step(self) -> bool:
-        """One step of the worker: open the sink, or write one batch. True once closed and
-        drained."""
+    def _step(self, writer: _Writer) -> bool:
+        """One step of a writer: open the sink (writer 0), or write one batch. True once
+        closed and drained."""
         buffer = self._buffer
-        if not self._opener.opened:
-            if buffer.closed and not buffer.qsize():
-                self._close_sink()
+        index = writer.index
+        if index == 0 and not self._opener.opened and not self._abandon.is_set():
+            if buffer.closed and not buffer.waiting_in(0):
                 return True
             self._open_sink()
             return False
-        entries = buffer.take(self._age_wait, _IDLE_WAIT)
+        entries, lane = buffer.take(index, self._age_wait, _IDLE_WAIT)
         self._stats.sync()
         if entries:
-            self._write(entries)
-        elif buffer.closed and not buffer.qsize():
-            self._close_sink()
+            self._write(writer, entries, lane)
+        elif buffer.closed and not buffer.waiting_in(index):
             return True
         return False
+
+    def _writer_done(self) -> None:
+        with self._lock:
+            self._finished_writers += 1
+            last = self._finished_writers == self.writers
+        if last:
+            self._close_sink()
+        self._stats.wake()
 
     def _open_sink(self) -> None:
         """One step of opening the sink while rows wait (or a producer asks): an attempt, then
@@ -402,6 +557,7 @@ class WriteBehindQueue:
         if opener.attempt():
             self._open_retries = 0
             self._budget.succeeded()
+            buffer.wake()
             return
         error = opener.error
         assert error is not None
@@ -409,23 +565,27 @@ class WriteBehindQueue:
         self._budget.failed(now)
         remaining = self._budget.remaining(self._open_retries, now)
         if remaining is not None and remaining <= 0 and buffer.qsize():
-            entries = buffer.take_now()
+            entries, lane = buffer.take_now(0)
             try:
-                self._delivery.give_up_all(entries, error, "given up: the sink cannot open")
+                self._writers[0].delivery.give_up_all(
+                    entries, error, "given up: the sink cannot open"
+                )
             finally:
-                self._settle_taken(entries, len(entries), time.monotonic())
+                self._settle_taken(entries, lane, len(entries), time.monotonic())
             return
         self._open_retries += 1
         delay = self._backoff.delay(self._open_retries)
         if remaining is not None and remaining > 0:
             delay = min(delay, remaining)  # give the rows up when the budget ends, not later
-        time.sleep(delay)
+        self._abandon.wait(delay)
 
     def _age_wait(self, oldest: Entry) -> float:
         return seconds_until_due(oldest.enqueued_at, self._clock(), self._flush_interval)
 
-    def _write(self, entries: list[Entry]) -> None:
+    def _write(self, writer: _Writer, entries: list[Entry], lane: int) -> None:
         started = time.monotonic()
+        writer.busy_since = self._clock()
+        writer.oldest = min(entry.enqueued_at for entry in entries)
         released = 0
 
         def on_read(rows: int) -> None:
@@ -439,17 +599,24 @@ class WriteBehindQueue:
 
         try:
             unchecked = any(not entry.params for entry in entries)
-            checked = self._check_unchecked(entries) if unchecked else entries
+            checked = self._check_unchecked(writer, entries) if unchecked else entries
             if checked:
-                self._tracer.flush(len(checked), lambda: self._delivery.deliver(checked, on_read))
+                deliver = writer.delivery.deliver
+                self._tracer.flush(len(checked), lambda: deliver(checked, on_read))
         finally:
-            self._settle_taken(entries, len(entries) - released, started)
+            self._settle_taken(entries, lane, len(entries) - released, started)
+            writer.busy_since = writer.oldest = None
 
-    def _settle_taken(self, entries: list[Entry], unreleased: int, started: float) -> None:
+    def _settle_taken(
+        self, entries: list[Entry], lane: int, unreleased: int, started: float
+    ) -> None:
         self._buffer.release(unreleased)
-        self._stats.batch_done(len(entries), time.monotonic() - started)
+        if lane == INTAKE:
+            self._buffer.settle_intake(len(entries))
+        weight = sum(entry.weight for entry in entries)
+        self._stats.batch_done(lane, weight, time.monotonic() - started)
 
-    def _check_unchecked(self, entries: list[Entry]) -> list[Entry]:
+    def _check_unchecked(self, writer: _Writer, entries: list[Entry]) -> list[Entry]:
         """Rows accepted before the sink could open, checked now as put() would have; a row
         that does not fit is given up with the error put() would have raised."""
         checked = []
@@ -460,7 +627,7 @@ class WriteBehindQueue:
             try:
                 key, params = self._prepare(entry.row)
             except (TypeError, ValueError) as error:
-                self._delivery.give_up_all([entry], error, "refused when checked")
+                writer.delivery.give_up_all([entry], error, "refused when checked")
                 continue
             checked.append(entry._replace(key=key, params=params))
         return checked
@@ -474,6 +641,15 @@ class WriteBehindQueue:
             logger.exception("queue %s: on_failure raised", self.name)
 
 
+def _oldest_row_age(buffer: RowBuffer, writers: list[_Writer], clock: Callable[[], float]) -> float:
+    """Seconds the oldest row not yet written or given up has waited (0.0: none)."""
+    times = [writer.oldest for writer in writers if writer.oldest is not None]
+    waiting = buffer.oldest_waiting()
+    if waiting is not None:
+        times.append(waiting)
+    return max(0.0, clock() - min(times)) if times else 0.0
+
+
 def _weak(method: Callable[[list[Entry], BaseException], None]) -> FailureHandler:
     ref = weakref.WeakMethod(method)
 
@@ -485,27 +661,33 @@ def _weak(method: Callable[[list[Entry], BaseException], None]) -> FailureHandle
     return call
 
 
-def _work(ref: weakref.ref[WriteBehindQueue], sink: Sink, name: str) -> None:
-    """The worker thread. It holds the queue only during a step (a step waits at most
+def _work(ref: weakref.ref[WriteBehindQueue], writer: _Writer, sink: Sink, name: str) -> None:
+    """A writer thread. It holds the queue only during a step (a step waits at most
     _IDLE_WAIT for rows), so a queue nobody references any more, which can then hold no rows,
-    is collected; the worker then lets its sink go (and with it the pool) and ends."""
-    while True:
-        queue = ref()
-        if queue is None:
-            logger.info("queue %s: no longer referenced; closing its sink", name)
+    is collected; writer 0 then lets its sink go (and with it the pool) and every writer ends."""
+    try:
+        while True:
+            queue = ref()
+            if queue is None:
+                if writer.index == 0:
+                    logger.info("queue %s: no longer referenced; closing its sink", name)
+                    try:
+                        sink.close()
+                    except Exception:
+                        logger.exception("queue %s: closing the sink failed", name)
+                return
             try:
-                sink.close()
-            except Exception:
-                logger.exception("queue %s: closing the sink failed", name)
-            return
-        try:
-            finished = queue._step()
-        except Exception:  # the worker must outlive any bug; the rows stay counted
-            logger.exception("queue %s: unexpected error in the worker", name)
-            finished = False
-        del queue
-        if finished:
-            return
+                finished = queue._step(writer)
+            except BaseException:  # a writer must outlive any bug (even a SystemExit raised
+                # in on_failure); the rows stay counted
+                logger.exception("queue %s: unexpected error in a writer", name)
+                finished = False
+            if finished:
+                queue._writer_done()
+                return
+            del queue
+    finally:
+        writer.busy_since = writer.oldest = None
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

@@ -26,7 +26,7 @@ import psycopg
 
 logger = logging.getLogger("writebehind")
 
-__all__ = ["bounded"]
+__all__ = ["Bound", "bounded"]
 
 _lock = threading.Lock()
 _changed = threading.Condition(_lock)
@@ -55,6 +55,13 @@ def deadline(seconds: float, on_expiry: Callable[[], None]) -> Iterator[None]:
             _actions.pop(token, None)
 
 
+class Bound:
+    """A write under way inside ``bounded``: ``interrupt()`` cancels it now."""
+
+    def __init__(self, cancel: Callable[[], None]) -> None:
+        self.interrupt = cancel
+
+
 @contextmanager
 def bounded(
     conn: psycopg.Connection[Any],
@@ -63,10 +70,11 @@ def bounded(
     cancel_after: float,
     cut_after: float,
     cancel_timeout: float,
-) -> Iterator[None]:
+) -> Iterator[Bound]:
     """Cancel the block's query on ``conn`` after ``cancel_after`` seconds, and cut the
     connection after ``cut_after``, if the block still runs. Neither happens once the block has
-    ended (it waits for an action under way), so the connection is clean for its next user."""
+    ended (it waits for an action under way), so the connection is clean for its next user.
+    The block gets a Bound whose ``interrupt()`` cancels the query at once."""
     guard = threading.Lock()
     running = True
     cut = sever(conn, what)
@@ -86,9 +94,13 @@ def bounded(
         with suppress(Exception):  # the cut comes next if the server cannot be reached
             conn.cancel_safe(timeout=cancel_timeout)
 
+    def interrupt() -> None:
+        with suppress(Exception):
+            conn.cancel_safe(timeout=cancel_timeout)
+
     with deadline(cancel_after, guarded(cancel)), deadline(cut_after, guarded(cut)):
         try:
-            yield
+            yield Bound(guarded(interrupt))
         finally:
             with guard:
                 running = False

@@ -5,7 +5,8 @@ Exception tree::
     WriteBehindError
      ├── QueueFull    (also queue.Full)    put_nowait(), or put() whose timeout ran out
      ├── QueueClosed  (also RuntimeError)  put() after close()
-     └── SchemaError  (also ValueError)    unusable table, key or column, found at open
+     ├── SchemaError  (also ValueError)    unusable table, key or column, found at open
+     └── RowsAbandoned                      given to on_failure: unwritten at the exit deadline
 
 Misuse of an argument (a row that is not a Mapping, a missing or unknown column) raises the
 builtin TypeError or ValueError at the call that caused it. Database errors never reach put():
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import queue
 
-__all__ = ["QueueClosed", "QueueFull", "SchemaError", "WriteBehindError"]
+__all__ = ["QueueClosed", "QueueFull", "RowsAbandoned", "SchemaError", "WriteBehindError"]
 
 
 class WriteBehindError(Exception):
@@ -33,3 +34,9 @@ class QueueClosed(WriteBehindError, RuntimeError):
 
 class SchemaError(WriteBehindError, ValueError):
     """The target table, its key or a configured column cannot be used for upserts."""
+
+
+class RowsAbandoned(WriteBehindError):
+    """Handed to ``on_failure`` with the rows still unwritten when the exit hook's
+    ``shutdown_timeout`` ran out (the process is ending): they were not written, and the write
+    in progress was cancelled. Counted in ``Metrics.total_abandoned``."""

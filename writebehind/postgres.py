@@ -174,6 +174,8 @@ class PostgresUpsert:
         self.naive_timezone = _check_timezone(naive_timezone)
         self._lock = threading.Lock()
         self._opened = False
+        self._writes: set[_watchdog.Bound] = set()
+        self._concurrent_writes = 1
         # Set by open(): the written columns and what prepare() needs to convert a row.
         self._names: tuple[str, ...] = ()
         self._name_set: frozenset[str] = frozenset()
@@ -232,6 +234,7 @@ class PostgresUpsert:
                     connect_timeout=self.connect_timeout,
                     write_timeout=self.write_timeout,
                     pool_size=self.pool_size,
+                    writers=self._concurrent_writes,
                 )
             self._opened = True
 
@@ -476,9 +479,13 @@ class PostgresUpsert:
                     cancel_after=self.write_timeout,
                     cut_after=self._cut_after,
                     cancel_timeout=min(self.connect_timeout, 5.0),
-                ),
+                ) as bound,
             ):
-                writer.write(conn, rows)
+                self._writes.add(bound)
+                try:
+                    writer.write(conn, rows)
+                finally:
+                    self._writes.discard(bound)
         except psycopg.OperationalError:
             # After a restart every idle connection is dead: replace them now rather than
             # spend one retry on each.
@@ -486,9 +493,32 @@ class PostgresUpsert:
                 self._shared.check()
             raise
 
+    def interrupt(self) -> None:
+        """Cancel the writes under way (they fail with QueryCanceled): the queue's exit
+        deadline has passed."""
+        for bound in list(self._writes):
+            bound.interrupt()
+
+    def after_fork(self) -> None:
+        """In a child forked from the process that opened this sink: forget the parent's
+        pool (its connections are the parent's, never used or closed here) and its locks.
+        The catalog read stays valid; the next write takes a pool of this process's own."""
+        self._lock = threading.Lock()
+        self._writes = set()
+        self._shared = None
+
     def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
-        if self._shared is not None:
-            return self._shared.connection()
+        shared = self._shared
+        if shared is None and self._conninfo is not None and self._opened:
+            shared = self._shared = acquire(  # after a fork
+                self._conninfo,
+                connect_timeout=self.connect_timeout,
+                write_timeout=self.write_timeout,
+                pool_size=self.pool_size,
+                writers=self._concurrent_writes,
+            )
+        if shared is not None:
+            return shared.connection()
         return self._borrowed_connection()
 
     def _borrowed_connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
@@ -501,7 +531,17 @@ class PostgresUpsert:
         with self._lock:
             shared, self._shared, self._opened = self._shared, None, False
         if shared is not None:
-            release(shared, self.pool_size)
+            release(shared, self.pool_size, self._concurrent_writes)
+
+    def expect_writers(self, writers: int) -> None:
+        """Ready the pool for ``writers`` threads writing at once (a queue's ``writers``);
+        before open(). ValueError beyond ``pool_size``."""
+        if writers > self.pool_size:
+            raise ValueError(
+                f"writers={writers} needs a sink with pool_size >= {writers} "
+                f"(one connection per writer), got pool_size={self.pool_size}"
+            )
+        self._concurrent_writes = writers
 
 
 _ADDABLE = frozenset(

@@ -90,5 +90,7 @@ def test_metrics_has_exactly_the_documented_fields() -> None:
         "total_batches",
         "current_queue_depth",
         "timestamp",
+        "total_abandoned",
+        "oldest_row_age",
     ]
     assert Metrics.__dataclass_params__.frozen  # type: ignore[attr-defined]

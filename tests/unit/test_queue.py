@@ -456,25 +456,33 @@ def test_a_sink_must_implement_the_protocol() -> None:
         WriteBehindQueue(object(), registry=None)  # type: ignore[arg-type]
 
 
-def test_a_queue_started_before_a_fork_refuses_rows_in_the_child(make: Any, sink: FakeSink) -> None:
-    wb = make()
+def test_a_queue_started_before_a_fork_starts_afresh_in_the_child(
+    make: Any, sink: FakeSink
+) -> None:
+    wb = make(flush_interval=60)
     wb.put(row(1))
+    assert wb.flush(timeout=10)
+    wb.put(row(2))  # waits in the parent's queue at the fork: the parent's to write
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, Python 3.12+
         pid = os.fork()
     if pid == 0:  # the child: report through the exit status only
+        code = 1
         try:
-            wb.put(row(2))
-        except RuntimeError as error:
-            os._exit(0 if "forked" in str(error) else 2)
-        except BaseException:
-            os._exit(3)
-        os._exit(1)
+            fresh = wb.metrics().total_enqueued == 0 and wb.pending_rows() == 0
+            wb.put(row(3))
+            written = wb.flush(timeout=10) and 3 in sink.table and 2 not in sink.table
+            counted = wb.metrics().total_persisted == 1
+            wb.close(timeout=10)
+            code = 0 if fresh and written and counted else 2
+        finally:
+            os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    wb.put(row(3))  # the parent's queue is untouched
+    wb.put(row(4))  # the parent's queue goes on, its waiting row included
     assert wb.flush(timeout=10)
-    assert sink.table == {1: "v", 3: "v"}
+    assert sink.table == {1: "v", 2: "v", 4: "v"}
+    assert wb.metrics().total_persisted == 3
 
 
 def test_close_from_on_failure_lets_the_worker_finish(make: Any, sink: FakeSink) -> None:
