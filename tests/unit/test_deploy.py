@@ -1,0 +1,224 @@
+"""Several writers, queue-wide coalescing, liveness and lag, forks that skip the at-fork hooks:
+the queue's logic, over the fake sink."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.fakes import FakeSink
+from writebehind import WriteBehindQueue
+
+Failure = tuple[list[Mapping[str, Any]], BaseException]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def make(sink: FakeSink) -> Iterator[Any]:
+    made: list[WriteBehindQueue] = []
+
+    def build(**options: Any) -> WriteBehindQueue:
+        options.setdefault("registry", None)
+        options.setdefault("retry_backoff", 0.001)
+        options.setdefault("retry_backoff_max", 0.01)
+        options.setdefault("flush_interval", 60.0)
+        wb = WriteBehindQueue(sink, **options)
+        made.append(wb)
+        return wb
+
+    yield build
+    if sink.gate is not None:
+        sink.gate.set()
+    for wb in made:
+        wb.close(timeout=10)
+
+
+def row(key: Any, value: Any = "v") -> dict[str, Any]:
+    return {"id": key, "value": value}
+
+
+def test_several_writers_keep_each_keys_put_order_and_share_the_metrics(
+    make: Any, sink: FakeSink
+) -> None:
+    wb = make(writers=3, batch_size=50, name="three")
+    threads = [t for t in threading.enumerate() if t.name.startswith("writebehind-three")]
+    assert threads == []  # nothing before the first put
+    for value in range(20):
+        for key in range(100):
+            wb.put(row(key, value))
+    assert wb.flush(timeout=10)
+    names = sorted(t.name for t in threading.enumerate() if t.name.startswith("writebehind-three"))
+    assert names == ["writebehind-three-0", "writebehind-three-1", "writebehind-three-2"]
+    assert sink.table == {key: 19 for key in range(100)}  # every key at its last value
+    m = wb.metrics()
+    assert m.total_enqueued == m.total_persisted == 2000
+    assert m.current_queue_depth == 0 and m.oldest_row_age == 0.0
+    wb.close(timeout=10)
+    assert not [t for t in threading.enumerate() if t.name.startswith("writebehind-three")]
+    assert sink.closed == 1  # once, by the last writer to finish
+
+
+def test_one_slow_writer_does_not_hold_the_others(make: Any, sink: FakeSink) -> None:
+    # Rows of other lanes are written while one writer's write is held.
+    held = threading.Event()
+    release = threading.Event()
+    first = {"seen": False}
+    write = sink.write
+
+    def write_holding_the_first(rows: Any) -> None:
+        if not first["seen"]:
+            first["seen"] = True
+            held.set()
+            assert release.wait(30)
+        write(rows)
+
+    sink.write = write_holding_the_first  # type: ignore[method-assign]
+    wb = make(writers=2, batch_size=1)
+    wb.put(row(0))
+    assert held.wait(10)
+    others = [key for key in range(1, 200) if hash(key) % 2 != hash(0) % 2][:20]
+    for key in others:
+        wb.put(row(key))
+    assert sink.wait_for_rows(len(others))
+    assert 0 not in sink.table
+    release.set()
+    assert wb.flush(timeout=10)
+    assert 0 in sink.table
+
+
+def test_coalesce_combines_a_waiting_key_in_place_and_takes_no_room(
+    make: Any, sink: FakeSink
+) -> None:
+    wb = make(coalesce=True, maxsize=10, batch_size=10)
+    for value in range(1000):  # far beyond maxsize: one row waits, put never blocks
+        wb.put_nowait(row("hot", value))
+    for key in range(5):
+        wb.put_nowait(row(key))
+    assert wb.metrics().total_enqueued == 1005
+    assert wb.flush(timeout=10)
+    assert sink.table["hot"] == 999
+    assert sink.rows_written() == 6
+    m = wb.metrics()
+    assert m.total_persisted == 1005 and m.current_queue_depth == 0
+
+
+def test_without_coalesce_a_hot_key_fills_the_queue(make: Any, sink: FakeSink) -> None:
+    from writebehind import QueueFull
+
+    wb = make(maxsize=10, batch_size=10)
+    with pytest.raises(QueueFull):
+        for value in range(1000):
+            wb.put_nowait(row("hot", value))
+
+
+def test_a_key_taken_for_writing_is_not_combined_into(make: Any, sink: FakeSink) -> None:
+    sink.gate = threading.Event()
+    wb = make(coalesce=True, batch_size=1)
+    wb.put(row("k", 1))
+    assert sink.write_started.wait(10)  # row 1 is being written
+    wb.put(row("k", 2))  # waits behind it, not merged into a row already taken
+    wb.put(row("k", 3))  # merged into row 2
+    sink.gate.set()
+    assert wb.flush(timeout=10)
+    assert [rows for rows in sink.writes] == [[("k", 1)], [("k", 3)]]
+    assert wb.metrics().total_persisted == 3
+
+
+def test_healthy_until_a_batch_is_stuck_past_stuck_after(make: Any, sink: FakeSink) -> None:
+    clock = FakeClock()
+    sink.gate = threading.Event()
+    wb = make(clock=clock, stuck_after=30, batch_size=1)
+    assert wb.healthy  # not started yet
+    wb.put(row(1))
+    assert sink.write_started.wait(10)
+    assert wb.healthy
+    clock.now += 29
+    assert wb.healthy
+    clock.now += 2
+    assert not wb.healthy  # one write in progress for 31 s
+    assert wb.metrics().oldest_row_age == pytest.approx(31)
+    sink.gate.set()
+    assert wb.flush(timeout=10)
+    assert wb.healthy
+    wb.close(timeout=10)
+    assert not wb.healthy  # closed: it writes no more
+
+
+def test_oldest_row_age_and_its_gauge(sink: FakeSink) -> None:
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    wb = WriteBehindQueue(sink, registry=registry, clock=clock, flush_interval=3600, name="lag")
+    try:
+        assert wb.metrics().oldest_row_age == 0.0
+        wb.put(row(1))
+        clock.now += 5
+        wb.put(row(2))
+        clock.now += 2.5
+        assert wb.metrics().oldest_row_age == pytest.approx(7.5)
+        gauge = registry.get_sample_value("writebehind_oldest_row_age_seconds", {"queue": "lag"})
+        assert gauge == pytest.approx(7.5)
+        assert wb.flush(timeout=10)
+        assert wb.metrics().oldest_row_age == 0.0
+        assert registry.get_sample_value(
+            "writebehind_oldest_row_age_seconds", {"queue": "lag"}
+        ) == pytest.approx(0.0)
+    finally:
+        wb.close(timeout=10)
+
+
+def test_options_are_checked(sink: FakeSink) -> None:
+    with pytest.raises(TypeError, match="writers"):
+        WriteBehindQueue(sink, registry=None, writers=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="writers"):
+        WriteBehindQueue(sink, registry=None, writers=0)
+    with pytest.raises(TypeError, match="coalesce"):
+        WriteBehindQueue(sink, registry=None, coalesce="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stuck_after"):
+        WriteBehindQueue(sink, registry=None, stuck_after=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_that_skips_the_at_fork_hooks_is_caught_by_put_and_flush(
+    make: Any, sink: FakeSink
+) -> None:
+    libc_fork = ctypes.CDLL(None).fork  # fork(2) itself: Python's at-fork hooks do not run
+    wb = make()
+    wb.put(row(1))
+    assert wb.flush(timeout=10)
+    sink.gate = threading.Event()
+    wb.put(row(2))
+    assert sink.write_started.wait(10)  # the parent's writer is inside a write at the fork
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = libc_fork()
+    if pid == 0:
+        code = 1
+        try:
+            # The parent's writer did not come along: flush must not wait for it.
+            flushed = wb.flush(timeout=None)
+            sink.gate = None
+            wb.put(row(3))
+            written = wb.flush(timeout=10) and sink.table.get(3) == "v"
+            counted = wb.metrics().total_enqueued == 1
+            code = 0 if flushed and written and counted else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    sink.gate.set()
+    assert wb.flush(timeout=10)
+    assert sink.table == {1: "v", 2: "v"}
