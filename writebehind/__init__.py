@@ -9,7 +9,7 @@ from ._eager import EagerQueue
 from ._metrics import Metrics
 from ._queue import FailureCallback, WriteBehindQueue
 from ._sink import Params, Sink
-from .errors import QueueClosed, QueueFull, SchemaError, WriteBehindError
+from .errors import QueueClosed, QueueFull, RowsAbandoned, SchemaError, WriteBehindError
 from .postgres import PostgresUpsert
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "PostgresUpsert",
     "QueueClosed",
     "QueueFull",
+    "RowsAbandoned",
     "SchemaError",
     "Sink",
     "WriteBehindError",

@@ -212,6 +212,11 @@ class EagerQueue:
         """True: every row put has been written or handed to ``on_failure`` already."""
         return True
 
+    @property
+    def healthy(self) -> bool:
+        """True until closed: there is no writer to get stuck."""
+        return not self._closed
+
     def stop_accepting(self) -> None:
         """Refuse further puts (QueueClosed)."""
         with self._lock:

@@ -13,7 +13,14 @@ Params = tuple[Any, ...]
 class Sink(Protocol):
     """Where a WriteBehindQueue writes its batches.
 
-    The queue calls ``prepare`` from producer threads and ``write`` from its one worker thread.
+    The queue calls ``prepare`` from producer threads and ``write`` from its writer threads
+    (with ``writers=N``, from N threads at once, each batch with keys of its own).
+
+    Optional hooks the queue calls when a sink has them: ``expect_writers(n)`` before it opens
+    (how many writes may run at once), ``interrupt()`` at the exit deadline (cancel the writes
+    under way), ``after_fork()`` in a child forked after the sink opened (drop the parent's
+    connections without closing them), and the attributes ``replaces`` and ``merger`` (how two
+    rows of one key combine; see PostgresUpsert).
     """
 
     @property

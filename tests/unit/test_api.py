@@ -3,7 +3,7 @@ import inspect
 import queue
 
 import writebehind
-from writebehind import QueueClosed, QueueFull, SchemaError, WriteBehindError
+from writebehind import QueueClosed, QueueFull, RowsAbandoned, SchemaError, WriteBehindError
 
 
 def test_public_names() -> None:
@@ -16,6 +16,7 @@ def test_public_names() -> None:
             "PostgresUpsert",
             "QueueClosed",
             "QueueFull",
+            "RowsAbandoned",
             "SchemaError",
             "Sink",
             "WriteBehindError",
@@ -30,6 +31,7 @@ def test_exception_tree() -> None:
     assert issubclass(QueueFull, queue.Full) and issubclass(QueueFull, WriteBehindError)
     assert issubclass(QueueClosed, RuntimeError) and issubclass(QueueClosed, WriteBehindError)
     assert issubclass(SchemaError, ValueError) and issubclass(SchemaError, WriteBehindError)
+    assert issubclass(RowsAbandoned, WriteBehindError)
 
 
 def test_the_package_is_typed() -> None:
