@@ -205,7 +205,14 @@ class WriteBehindQueue:
     def _combine(self, kept: Entry, newer: Entry) -> Entry:
         # Queue-wide coalescing: the sink's rule for two rows of one key, as inside a batch.
         sink = self._sink
-        return combine(kept, newer, getattr(sink, "replaces", None), getattr(sink, "merger", None))
+        try:
+            return combine(
+                kept, newer, getattr(sink, "replaces", None), getattr(sink, "merger", None)
+            )
+        except Exception as error:  # a merge of values that do not add up (str + int, say)
+            raise TypeError(
+                f"row cannot be merged into the waiting row of its key {newer.key!r}: {error}"
+            ) from None
 
     @property
     def batch_size(self) -> int:
@@ -526,7 +533,16 @@ class WriteBehindQueue:
         closed and drained."""
         buffer = self._buffer
         index = writer.index
-        if index == 0 and not self._opener.opened and not self._abandon.is_set():
+        if self._abandon.is_set():  # past the exit deadline: hand over, write nothing more
+            entries, lane = buffer.take_now(index)
+            if not entries:
+                return True
+            try:
+                writer.delivery.abandon_all(entries)
+            finally:
+                self._settle_taken(entries, lane, len(entries), time.monotonic())
+            return False
+        if index == 0 and not self._opener.opened:
             if buffer.closed and not buffer.waiting_in(0):
                 return True
             self._open_sink()
