@@ -504,7 +504,7 @@ class WriteBehindQueue:
                 finally:
                     self._settle_taken(entries, lane, len(entries), time.monotonic())
 
-    def abandon_under_way(self) -> None:
+    def _abandon_under_way(self) -> None:
         """After abandon(), once the writers had their grace: the rows of writes that did not
         end when cancelled are abandoned from this thread (a write that ends later is logged,
         and not counted again)."""
