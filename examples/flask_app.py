@@ -85,6 +85,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         )
         return {"accepted": page}, 202
 
+    @app.get("/ready")
+    def ready() -> tuple[dict[str, Any], int]:
+        # For a readiness probe: 503 while the queue is stuck (a database outage, say), so the
+        # load balancer sends requests elsewhere. Not for liveness: a restart would not help.
+        queue = wb.queue("last_visits")
+        lag = queue.metrics().oldest_row_age
+        return {"healthy": queue.healthy, "oldest_row_age": lag}, 200 if queue.healthy else 503
+
     @app.get("/metrics")
     def metrics() -> Response:
         registry: CollectorRegistry = REGISTRY

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -224,6 +225,8 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
             return samples.get(persisted, 0) >= threads * posts
 
         assert wait_until(all_written, timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=10) as answer:
+            assert answer.status == 200 and json.load(answer)["healthy"] is True
         assert samples[persisted] == threads * posts
         assert samples['writebehind_enqueued_total{queue="last_visits"}'] == threads * posts
         assert samples['writebehind_queue_depth{queue="last_visits"}'] == 0
