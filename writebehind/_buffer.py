@@ -80,7 +80,14 @@ class RowBuffer:
 
     def put(self, entry: Entry, block: bool = True, timeout: float | None = None) -> None:
         """Append ``entry``, waiting for room if ``block``. Raise QueueFull or QueueClosed."""
-        lane = self.lane_of(entry.key, entry.params)
+        # lane_of and _append, inlined for the common case: this is put()'s path.
+        lanes = self.lanes
+        if not entry[1]:
+            lane = self.intake
+        elif len(lanes) == 1:
+            lane = lanes[0]
+        else:
+            lane = lanes[hash(entry[0]) % len(lanes)]
         with self.mutex:
             if self.closed:
                 raise QueueClosed("the queue is closed")
@@ -99,7 +106,17 @@ class RowBuffer:
                         raise QueueClosed("the queue was closed while waiting for room")
                 if self.combine is not None and self._combined(lane, entry):
                     return  # its key came in while this producer waited
-            self._append(lane, entry)
+            if self.combine is not None or lane is self.intake:
+                self._append(lane, entry)
+                return
+            rows = lane.rows
+            rows.append(entry)
+            lane.put_count += 1
+            self.put_count += 1
+            self.count += 1
+            size = len(rows)
+            if size == 1 or size == self.batch_size:
+                lane.not_empty.notify()
 
     def put_all(
         self, entries: list[Entry], block: bool = True, timeout: float | None = None
