@@ -38,10 +38,10 @@ def drain_on_signals(
     For each signal whose handler is the default action (``SIG_DFL``: the process dies, nothing
     is written), install a handler that raises ``SystemExit(128 + signum)`` in the main thread
     (exit status 143 for SIGTERM, the shell's convention): ``finally`` blocks run, then the exit
-    hook drains every queue within its ``shutdown_timeout``. Opt-in, and only where the
-    application has no say: a signal with a handler of the application's (a Python function,
-    ``SIG_IGN``, or one installed outside Python, as uWSGI does) is left alone and logged at
-    INFO. gunicorn workers already exit normally on SIGTERM and need nothing.
+    hook drains every queue within its ``shutdown_timeout``. Opt-in, and only where nobody else
+    has a say: a signal with a handler of the application's or its server's (a Python function,
+    ``SIG_IGN``, or one installed outside Python) is left alone and logged at INFO. gunicorn and
+    uWSGI workers handle SIGTERM themselves (uWSGI's shows as ``SIG_IGN``): it does nothing there.
 
     Returns the signals that end in a drain after the call: those installed now and those
     installed by an earlier call (calling it again changes nothing and returns them again).
