@@ -8,6 +8,7 @@
 from ._eager import EagerQueue
 from ._metrics import Metrics
 from ._queue import FailureCallback, WriteBehindQueue
+from ._signals import drain_on_signals
 from ._sink import Params, Sink
 from .errors import QueueClosed, QueueFull, RowsAbandoned, SchemaError, WriteBehindError
 from .postgres import PostgresUpsert
@@ -25,6 +26,7 @@ __all__ = [
     "Sink",
     "WriteBehindError",
     "WriteBehindQueue",
+    "drain_on_signals",
 ]
 
 __version__ = "0.1.0"

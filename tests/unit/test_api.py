@@ -21,6 +21,7 @@ def test_public_names() -> None:
             "Sink",
             "WriteBehindError",
             "WriteBehindQueue",
+            "drain_on_signals",
         ]
     )
     for name in writebehind.__all__:
