@@ -14,6 +14,7 @@ COUNTERS = [
     "writebehind_enqueued_total",
     "writebehind_persisted_total",
     "writebehind_failed_total",
+    "writebehind_abandoned_total",
     "writebehind_retries_total",
     "writebehind_batches_total",
 ]
@@ -25,7 +26,7 @@ def value(registry: CollectorRegistry, name: str, queue: str) -> float | None:
 
 def test_every_series_exists_at_zero_from_construction(registry: CollectorRegistry) -> None:
     WriteBehindQueue(FakeSink(), registry=registry, name="q1")
-    for name in [*COUNTERS, "writebehind_queue_depth"]:
+    for name in [*COUNTERS, "writebehind_queue_depth", "writebehind_oldest_row_age_seconds"]:
         assert value(registry, name, "q1") == 0.0, name
     for name in ["writebehind_flush_duration_seconds", "writebehind_batch_rows"]:
         assert value(registry, f"{name}_count", "q1") == 0.0, name
