@@ -495,14 +495,16 @@ class _Bench:
         cpus = os.cpu_count()
         self.emit(
             "\nOne producer thread puts every row, timed from the first put() to the end of "
-            "flush(): put() is inside the timing. The raw loop on 2 connections runs in two "
-            "threads over alternate keys (disjoint), timed from when both have connected. "
-            "× 1 connection: against the same kind of side on one connection (one writer). "
-            "CPU: cores used on average over the run (1.00: one core all the time) by this "
-            "process (all its threads, one GIL), by the PostgreSQL server (all its processes; "
-            f"— when it is not on this machine), and by the whole machine ({cpus} CPUs, other "
-            "work included). last put() at: when the producer's last put() returned, as a "
-            "share of the run."
+            'flush(): put() is inside the timing. "puts before the clock": every row put '
+            "while the table is locked, then the writers drain the full queue (put() outside "
+            "the timing). The raw loop on 2 connections runs in two threads over alternate keys "
+            "(disjoint), timed from when both have connected. × 1 connection: against the same "
+            "kind of side on one connection (one writer). CPU: cores used on average over the "
+            "timed part (1.00: one core all the time) by this process (all its threads, one "
+            "GIL), by the PostgreSQL server (all its processes; — when it is not on this "
+            f"machine), and by the whole machine ({cpus} CPUs, other work included). put() "
+            "µs/row: the put() loop's wall time per row (with the writers writing, or, before "
+            "the clock, waiting on the lock)."
         )
         return result
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-__all__ = ["CpuSample", "CpuUse", "cpu_sample", "cpu_use", "server_pid", "wait_reaped"]
+__all__ = ["CpuMeter", "CpuSample", "CpuUse", "cpu_sample", "cpu_use", "server_pid", "wait_reaped"]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -131,3 +131,24 @@ def cpu_use(before: CpuSample, after: CpuSample, wall: float | None = None) -> C
     ticks = max(after.machine_total - before.machine_total, 1)
     machine = (after.machine_busy - before.machine_busy) / ticks * cpus
     return CpuUse((after.client - before.client) / wall, server, machine)
+
+
+class CpuMeter:
+    """Measures the cores used over the timed part of one run: start() when its clock starts,
+    stop() when it stops (then waits for ended backends to be reaped, outside the time)."""
+
+    def __init__(self, postmaster: int | None) -> None:
+        self.postmaster = postmaster
+        self._start: CpuSample | None = None
+        self.used: CpuUse | None = None
+
+    def start(self) -> None:
+        self._start = cpu_sample(self.postmaster)
+
+    def stop(self) -> None:
+        start = self._start
+        if start is None:
+            raise RuntimeError("stop() before start()")
+        wall = time.perf_counter() - start.wall
+        wait_reaped(self.postmaster)
+        self.used = cpu_use(start, cpu_sample(self.postmaster), wall)

@@ -105,17 +105,15 @@ def latency_table(results: Sequence[LatencyResult]) -> str:
 
 def writers_table(result: WritersResult) -> str:
     """rows/s of one and two connections (raw) or writers (writebehind), each against its kind
-    on one, with the cores the client process, the server and the whole machine used (medians
-    of the runs) and, for writebehind, how far into the run the last put() returned."""
+    on one, with the cores the client process, the server and the whole machine used and, for
+    writebehind, the put() loop's wall time per row (medians of the runs)."""
     body = []
     for side in result.sides:
         rates = result.rates[side.label]
-        ones = [
-            other for other in result.sides if other.kind == side.kind and other.connections == 1
-        ]
+        ones = [s for s in result.sides if s.kind == side.kind and s.connections == 1]
         cpu = result.cpu.get(side.label, [])
         servers = [use.server for use in cpu if use.server is not None]
-        shares = result.put_share.get(side.label)
+        put_us = result.put_us.get(side.label)
         body.append(
             [
                 side.label,
@@ -123,9 +121,9 @@ def writers_table(result: WritersResult) -> str:
                 f"{rates.spread:.0%}",
                 ratio(rates.ratio(result.rates[ones[0].label]) if ones else None),
                 _median_cell([use.client for use in cpu]),
-                _median_cell(servers) if len(servers) == len(cpu) else "—",
+                _median_cell(servers) if cpu and len(servers) == len(cpu) else "—",
                 _median_cell([use.machine for use in cpu]),
-                f"{statistics.median(shares):.0%}" if shares else "—",
+                f"{statistics.median(put_us):.1f}" if put_us else "—",
             ]
         )
     headers = [
@@ -136,7 +134,7 @@ def writers_table(result: WritersResult) -> str:
         "client CPU",
         "server CPU",
         "machine CPU",
-        "last put() at",
+        "put() µs/row",
     ]
     return markdown_table(headers, body)
 
