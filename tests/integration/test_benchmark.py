@@ -18,14 +18,24 @@ from psycopg import sql
 import writebehind.bench
 from tests.conftest import named
 from writebehind._cli import main
-from writebehind.bench import command, processes, throughput
+from writebehind.bench import coalesce, command, processes, throughput, writers
+from writebehind.bench.cpu import cpu_sample, cpu_use, server_pid, wait_reaped
+from writebehind.bench.raw import raw_copy
 from writebehind.bench.waits import measure_waits
-from writebehind.bench.workload import Workload, fingerprint
-from writebehind.bench.writer import supports_method
+from writebehind.bench.workload import CheckFailed, Workload, fingerprint
+from writebehind.bench.writer import supports_method, writebehind_run
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "README.md"
 THROUGHPUT_HEADER = "| batch | side | rows/s | spread | × raw executemany | × raw COPY |"
+WRITERS_HEADER = (
+    "| side | rows/s | spread | × 1 connection | client CPU | server CPU | machine CPU "
+    "| put() µs/row |"
+)
+COALESCE_HEADER = (
+    "| side | rows written per 100 puts | writes | puts/s | spread | peak depth "
+    "| peak rows waiting |"
+)
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -76,6 +86,8 @@ def test_quick_run_prints_every_table_and_passes_its_checks(
     )
     assert latency and all(float(row[1]) > 0 and float(row[5]) > 0 for row in latency)
     assert "processes on disjoint keys: through PgBouncer against direct" in out
+    check_writers_table(out)
+    check_coalesce_table(out, puts=command.QUICK_COALESCE_PUTS)
     assert "## Targets (same run)" in out
     assert "checks: every run left every row with its new value; no row was given up" in out
     # Progress on standard error, one line per path, batch size and run.
@@ -92,6 +104,49 @@ def test_quick_run_prints_every_table_and_passes_its_checks(
     assert found == (2000, 2000, 0)
     template = db.execute("SELECT to_regclass(%s)", (f"{table_name}_old",)).fetchone()
     assert template == (None,)  # the template of old rows is dropped
+
+
+def check_writers_table(out: str) -> None:
+    """The writers section: four sides, each with a rate, the ratios against one connection
+    (or writer) and the CPU each used; and its target judged."""
+    assert "## Several writers (writebehind copy, update path, batch 5,000" in out
+    rows = {row[0]: row for row in table_rows(out, WRITERS_HEADER)}
+    assert list(rows) == [
+        "raw COPY, 1 connection",
+        "raw COPY, 2 connections",
+        "writebehind copy, writers=1",
+        "writebehind copy, writers=2",
+        "writebehind copy, writers=1, puts before the clock",
+        "writebehind copy, writers=2, puts before the clock",
+    ]
+    for label, row in rows.items():
+        assert int(row[1].replace(",", "")) > 0, row
+        assert float(row[4]) > 0, row  # this process used some CPU
+        assert float(row[6]) > 0, row
+        assert (row[7] == "—") == label.startswith("raw"), row
+        if "writers=1" in label or "1 connection" in label:
+            assert row[3] == "1.00", row  # each kind against its own side on one connection
+    assert "put() is inside the timing" in out
+    assert "- update path, batch 5000: writebehind copy writers=2 against writers=1 ≥ 1.4×: " in out
+
+
+def check_coalesce_table(out: str, puts: int) -> None:
+    """The coalesce section: coalescing writes no more rows than batches alone, and takes less
+    room in the queue, by replacement and with a merge."""
+    assert f"## Queue-wide coalescing (Zipf s=1.1 over 10,000 keys, {puts:,} puts" in out
+    rows = {row[0]: row for row in table_rows(out, COALESCE_HEADER)}
+    assert set(rows) == {
+        "replace, coalesce=False",
+        "replace, coalesce=True",
+        "merge views add, coalesce=False",
+        "merge views add, coalesce=True",
+    }
+    for how in ("replace", "merge views add"):
+        plain, coalesced = rows[f"{how}, coalesce=False"], rows[f"{how}, coalesce=True"]
+        # Zipf s=1.1: well under 100 rows per 100 puts even batch by batch.
+        assert 0 < float(coalesced[1]) <= float(plain[1]) < 100, (plain, coalesced)
+        waiting = int(coalesced[6].replace(",", "")), int(plain[6].replace(",", ""))
+        assert waiting[0] <= waiting[1], (plain, coalesced)
 
 
 def drop_last_row(run: Callable[..., Any]) -> Callable[..., Any]:
@@ -133,6 +188,94 @@ def test_a_run_that_misses_a_row_fails_the_benchmark(
     assert status == 1
     err = capsys.readouterr().err
     assert f"FAILED: {label}, update path, batch 100, run 1: the table holds 300 rows" in err
+
+
+def test_a_writers_run_that_misses_a_row_fails_the_benchmark(
+    dsn: str,
+    table_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real = writebehind_run
+
+    def short(dsn: str, table: str, rows: Sequence[dict[str, Any]], *args: Any, **kw: Any) -> Any:
+        return real(dsn, table, rows[:-1], *args, **kw)
+
+    monkeypatch.setattr(writers, "writebehind_run", short)
+    status = main(
+        ["bench", "--dsn", dsn, "--table", table_name, "--rows", "300", "--only", "writers"]
+        + ["--runs", "1"]
+    )
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "FAILED: writebehind copy, writers=" in err
+    assert ", run 1: the table holds 300 rows" in err
+
+
+def test_raw_copy_on_two_connections_writes_every_row(dsn: str, table_name: str) -> None:
+    with Workload(dsn, table_name, 500) as workload:
+        workload.prepare("update")
+        seconds = writers.raw_copy_threads(dsn, table_name, workload.rows, 100, threads=2)
+        assert seconds > 0
+        workload.check()
+        workload.prepare("update")  # one row short: caught
+        writers.raw_copy_threads(dsn, table_name, workload.rows[:-1], 100, threads=2)
+        with pytest.raises(CheckFailed):
+            workload.check()
+
+
+def test_a_coalesce_run_with_a_wrong_value_fails_the_benchmark(
+    dsn: str,
+    table_name: str,
+    db: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real = coalesce.expected_values
+
+    def off_by_one(puts: Sequence[dict[str, Any]], merge: bool) -> dict[int, tuple[int, int]]:
+        expected = real(puts, merge)
+        score, views = expected[0]  # the hottest key
+        expected[0] = (score, views + 1)
+        return expected
+
+    monkeypatch.setattr(coalesce, "expected_values", off_by_one)
+    status = main(["bench", "--dsn", dsn, "--table", table_name, "--quick", "--only", "coalesce"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "FAILED: " in err
+    assert ", run 1: 1 of " in err
+    assert "keys wrong; key 0: the table holds (score, views) " in err
+    found = db.execute("SELECT to_regclass(%s)", (f"{table_name}_coalesce",)).fetchone()
+    assert found == (None,)  # dropped, even after a failed check
+
+
+def test_skewed_puts_and_what_the_table_must_hold() -> None:
+    keys = coalesce.zipf_keys(20_000)
+    assert keys == coalesce.zipf_keys(20_000)  # seeded
+    assert all(0 <= key < coalesce.KEYS for key in keys)
+    share = keys.count(0) / len(keys)
+    # Key 0's weight over the sum of 1 / k ** 1.1 for k = 1..10,000 (about 6.6): about 15%.
+    assert 0.13 < share < 0.17, share
+    assert keys.count(0) > keys.count(1) > keys.count(9)
+    puts = [{"id": 5, "score": 0, "views": 1}, {"id": 7, "score": 1, "views": 2}]
+    puts.append({"id": 5, "score": 2, "views": 3})
+    assert coalesce.expected_values(puts, merge=False) == {5: (2, 3), 7: (1, 2)}
+    assert coalesce.expected_values(puts, merge=True) == {5: (2, 4), 7: (1, 2)}
+
+
+def test_the_server_cpu_of_a_run_is_counted(dsn: str, table_name: str) -> None:
+    postmaster = server_pid(dsn)
+    if postmaster is None:
+        pytest.skip("the server is not on this machine, or the role may not see its directory")
+    with Workload(dsn, table_name, 3000) as workload:
+        workload.prepare("update")
+        before = cpu_sample(postmaster)
+        raw_copy(dsn, table_name, workload.rows, 1000)  # its backend ends with the call
+        wait_reaped(postmaster)
+        used = cpu_use(before, cpu_sample(postmaster))
+    assert used.server is not None and used.server > 0
+    assert used.client > 0 and used.machine > 0
 
 
 def test_fingerprint_tells_a_stale_value_from_the_new_one(

@@ -3,10 +3,13 @@
 Sections: ``throughput`` (raw loops and writebehind per method, batch size and path),
 ``waits`` (socket waits per batch), ``threads`` (beside CPU-bound threads), ``latency``
 (put() latency and peak RSS, in child processes), ``pgbouncer`` (several processes through
-PgBouncer against straight to the server) and, with ``--app``, ``app`` (the application
-benchmark). Tables go to standard output as each section ends, progress to standard error.
-Exit status: 0; 1 when a run left a row unwritten or gave rows up (or a child failed); 2 for
-a usage error.
+PgBouncer against straight to the server), ``writers`` (``writers=2`` against one, and the
+raw COPY loop on two connections against one), ``coalesce`` (rows written per 100 puts of a
+skewed workload, with and without ``coalesce``) and, with ``--app``, ``app`` (the
+application benchmark). Tables go to standard output as each section ends, progress to
+standard error.
+Exit status: 0; 1 when a run left a row unwritten or with a value other than the one it
+must hold, or gave rows up (or a child failed); 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ THREADS_ROWS = 5_000
 writes a few hundred rows a second."""
 """The batch size of the sections that measure one (threads, latency, pgbouncer)."""
 BUSY_THREADS = (1, 2)
-SECTIONS = ("throughput", "waits", "threads", "latency", "pgbouncer", "app")
+COALESCE_PUTS = 100_000
+QUICK_COALESCE_PUTS = 5_000
+SECTIONS = ("throughput", "waits", "threads", "latency", "pgbouncer", "writers", "coalesce", "app")
 DEFAULT_TABLE = "writebehind_bench"
 MAX_TABLE_BYTES = 50  # room for the suffixes of the tables made beside it, within 63 bytes
 
@@ -147,6 +152,7 @@ class Settings:
     app_seconds: float
     app_clients: int
     app_workers: int
+    coalesce_puts: int = COALESCE_PUTS
     notes: list[str] = field(default_factory=list)
 
 
@@ -214,6 +220,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         app_seconds=args.app_seconds or (2.0 if quick else 10.0),
         app_clients=args.app_clients,
         app_workers=args.app_workers,
+        coalesce_puts=QUICK_COALESCE_PUTS if quick else COALESCE_PUTS,
         notes=notes,
     )
 
@@ -450,6 +457,107 @@ class _Bench:
                 )
         return routes
 
+    def _writers(self) -> Any:
+        from .report import writers_table
+        from .throughput import side_label
+        from .writer import pool_kept, supports_method
+        from .writers import (
+            WRITERS_BATCH,
+            WRITERS_MAXSIZE,
+            WRITERS_METHOD,
+            measure_writers,
+            writers_sides,
+        )
+
+        s = self.settings
+        method = WRITERS_METHOD if supports_method() else None
+        workload = self._workload()
+        title = (
+            f"\n## Several writers ({side_label(method)}, update path, batch {WRITERS_BATCH:,}, "
+            f"{len(workload.rows):,} rows, maxsize {WRITERS_MAXSIZE:,}): writers=2 against "
+            "writers=1, and the raw COPY loop on two connections against one\n"
+        )
+        missing = _missing_parameter("writers")
+        if missing:
+            self.emit(title + f"\nskipped: {missing}")
+            return None
+        with pool_kept(workload.dsn, workload.table):
+            result = measure_writers(
+                workload,
+                writers_sides(workload, method, WRITERS_BATCH),
+                method=method,
+                batch_size=WRITERS_BATCH,
+                runs=s.runs,
+                log=self.log,
+            )
+        self.emit(title)
+        self.emit(writers_table(result))
+        cpus = os.cpu_count()
+        self.emit(
+            "\nOne producer thread puts every row, timed from the first put() to the end of "
+            'flush(): put() is inside the timing. "puts before the clock": every row put '
+            "while the table is locked, then the writers drain the full queue (put() outside "
+            "the timing). The raw loop on 2 connections runs in two threads over alternate keys "
+            "(disjoint), timed from when both have connected. × 1 connection: against the same "
+            "kind of side on one connection (one writer). CPU: cores used on average over the "
+            "timed part (1.00: one core all the time) by this process (all its threads, one "
+            "GIL), by the PostgreSQL server (all its processes; — when it is not on this "
+            f"machine), and by the whole machine ({cpus} CPUs, other work included). put() "
+            "µs/row: the put() loop's wall time per row (with the writers writing, or, before "
+            "the clock, waiting on the lock)."
+        )
+        return result
+
+    def _coalesce(self) -> Any:
+        from .coalesce import (
+            COALESCE_BATCH,
+            KEYS,
+            SAMPLE_EVERY,
+            ZIPF_S,
+            coalesce_sides,
+            measure_coalesce,
+            skewed_puts,
+        )
+        from .report import coalesce_table
+
+        s = self.settings
+        maxsize = 10_000
+        missing = _missing_parameter("coalesce")
+        title = (
+            f"\n## Queue-wide coalescing (Zipf s={ZIPF_S:g} over {KEYS:,} keys, "
+            f"{s.coalesce_puts:,} puts; default method, batch {COALESCE_BATCH:,}, maxsize "
+            f"{maxsize:,})\n"
+        )
+        if missing:
+            self.emit(title + f"\nskipped: {missing}")
+            return None
+        from datetime import datetime, timezone
+
+        puts = skewed_puts(s.coalesce_puts, datetime.now(timezone.utc))
+        result = measure_coalesce(
+            self.dsn,
+            f"{s.table}_coalesce",
+            puts,
+            coalesce_sides(),
+            batch_size=COALESCE_BATCH,
+            maxsize=maxsize,
+            runs=s.runs,
+            log=self.log,
+        )
+        self.emit(title)
+        self.emit(coalesce_table(result))
+        self.emit(
+            f"\nThe puts touch {result.distinct_keys:,} keys. Rows written: rows in the writes "
+            "the sink committed (a batch combines the rows of one key in any case; coalesce "
+            "also combines a row into its key's row still waiting in the queue). One producer "
+            "thread; puts/s from the first put() to the end of flush(). Peak depth: "
+            "Metrics.current_queue_depth (rows accepted, not yet written); peak rows waiting: "
+            f"the rows taking room in the queue; both sampled every {SAMPLE_EVERY} puts. "
+            "Every run checked: each key holds the last score put for it, and the last views "
+            "put (replace) or their sum (merge)."
+        )
+        return result
+
     def _app(self) -> Any:
         from .report import app_table
 
@@ -486,6 +594,17 @@ class _Bench:
             self.emit("\n## Targets (same run)\n")
             for target in found:
                 self.emit(target.line())
+
+
+def _missing_parameter(name: str) -> str | None:
+    """Why a section needing ``WriteBehindQueue(..., name=...)`` cannot run here, if so."""
+    import inspect
+
+    from .._queue import WriteBehindQueue
+
+    if name in inspect.signature(WriteBehindQueue).parameters:
+        return None
+    return f"this writebehind's WriteBehindQueue has no {name}= parameter"
 
 
 def _load() -> str:

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
+from .coalesce import CoalesceResult
 from .latency import LatencyResult
 from .processes import Route
 from .threads import ThreadsResult
 from .throughput import RAW_COPY, RAW_EXECUTEMANY, Cell
 from .waits import WaitsRow
+from .writers import WritersResult
 
 __all__ = [
     "app_table",
+    "coalesce_table",
     "latency_table",
     "markdown_table",
     "routes_table",
     "threads_table",
     "throughput_table",
     "waits_table",
+    "writers_table",
 ]
 
 
@@ -96,6 +101,74 @@ def latency_table(results: Sequence[LatencyResult]) -> str:
     ]
     headers = ["side", "put p50 µs", "put p99 µs", "put max µs", "RSS before MB", "peak RSS MB"]
     return markdown_table(headers, body)
+
+
+def writers_table(result: WritersResult) -> str:
+    """rows/s of one and two connections (raw) or writers (writebehind), each against its kind
+    on one, with the cores the client process, the server and the whole machine used and, for
+    writebehind, the put() loop's wall time per row (medians of the runs)."""
+    body = []
+    for side in result.sides:
+        rates = result.rates[side.label]
+        ones = [s for s in result.sides if s.kind == side.kind and s.connections == 1]
+        cpu = result.cpu.get(side.label, [])
+        servers = [use.server for use in cpu if use.server is not None]
+        put_us = result.put_us.get(side.label)
+        body.append(
+            [
+                side.label,
+                rate(rates.median),
+                f"{rates.spread:.0%}",
+                ratio(rates.ratio(result.rates[ones[0].label]) if ones else None),
+                _median_cell([use.client for use in cpu]),
+                _median_cell(servers) if cpu and len(servers) == len(cpu) else "—",
+                _median_cell([use.machine for use in cpu]),
+                f"{statistics.median(put_us):.1f}" if put_us else "—",
+            ]
+        )
+    headers = [
+        "side",
+        "rows/s",
+        "spread",
+        "× 1 connection",
+        "client CPU",
+        "server CPU",
+        "machine CPU",
+        "put() µs/row",
+    ]
+    return markdown_table(headers, body)
+
+
+def coalesce_table(result: CoalesceResult) -> str:
+    """Rows written per 100 puts, writes, put rate and peaks per side (medians of the runs)."""
+    body = []
+    for label, runs in result.runs.items():
+        rates = result.rates(label)
+        body.append(
+            [
+                label,
+                f"{statistics.median(run.rows_written for run in runs) * 100 / result.puts:.1f}",
+                f"{statistics.median(run.writes for run in runs):,.0f}",
+                rate(rates.median),
+                f"{rates.spread:.0%}",
+                f"{statistics.median(run.peak_depth for run in runs):,.0f}",
+                f"{statistics.median(run.peak_waiting for run in runs):,.0f}",
+            ]
+        )
+    headers = [
+        "side",
+        "rows written per 100 puts",
+        "writes",
+        "puts/s",
+        "spread",
+        "peak depth",
+        "peak rows waiting",
+    ]
+    return markdown_table(headers, body)
+
+
+def _median_cell(values: Sequence[float]) -> str:
+    return f"{statistics.median(values):.2f}" if values else "—"
 
 
 def routes_table(routes: Sequence[Route]) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .throughput import RAW_COPY, RAW_EXECUTEMANY, Cell
+from .throughput import RAW_COPY, RAW_EXECUTEMANY, Cell, side_label
 
 __all__ = ["Target", "targets"]
 
@@ -87,6 +87,16 @@ def targets(results: Mapping[str, Any], default: str) -> list[Target]:
                 f"beside one CPU-bound thread: {default} against idle",
                 threads.rates[1].ratio(threads.rates[0]) if 1 in threads.rates else None,
                 0.5,
+            )
+        )
+    writers = results.get("writers")
+    if writers is not None:
+        found.append(
+            ratio_target(
+                f"update path, batch {writers.batch_size}: {side_label(writers.method)} "
+                "writers=2 against writers=1",
+                writers.ratio("writebehind"),
+                1.4,
             )
         )
     routes = results.get("pgbouncer")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from prometheus_client import CollectorRegistry
@@ -25,7 +26,14 @@ from .throughput import Log, turns
 from .workload import CheckFailed, Workload
 from .writer import FLUSH_TIMEOUT, GivenUp, make_sink
 
-__all__ = ["Spinner", "ThreadsResult", "measure_beside_threads"]
+__all__ = [
+    "Drain",
+    "Spinner",
+    "ThreadsResult",
+    "drain_run",
+    "drain_timed",
+    "measure_beside_threads",
+]
 
 
 class Spinner:
@@ -66,7 +74,32 @@ class ThreadsResult:
 def drain_run(workload: Workload, method: str | None, batch_size: int, busy_threads: int) -> float:
     """Seconds for the worker to write every row of a full queue beside ``busy_threads``
     CPU-bound threads."""
+    return drain_timed(workload, method, batch_size, busy_threads).seconds
+
+
+@dataclass(frozen=True)
+class Drain:
+    """One drain: its seconds, and those of the puts that filled the queue before it."""
+
+    seconds: float
+    put_seconds: float
+
+
+def drain_timed(
+    workload: Workload,
+    method: str | None,
+    batch_size: int,
+    busy_threads: int = 0,
+    *,
+    writers: int = 1,
+    before_timing: Callable[[], None] | None = None,
+    after_timing: Callable[[], None] | None = None,
+) -> Drain:
+    """drain_run with the queue's ``writers``, hooks called just before the clock starts and
+    just after it stops, and the seconds of the puts (the writers waiting on the lock all
+    along: put()'s own cost)."""
     dsn, table, rows = workload.dsn, workload.table, workload.rows
+    options: dict[str, Any] = {} if writers == 1 else {"writers": writers}
     given_up = GivenUp()
     with (
         psycopg.connect(dsn) as locker,
@@ -76,21 +109,28 @@ def drain_run(workload: Workload, method: str | None, batch_size: int, busy_thre
             maxsize=len(rows) + batch_size,
             registry=CollectorRegistry(),
             on_failure=given_up,
+            **options,
         ) as wb,
     ):
         wb.start()
         locker.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(table)))
+        put_started = time.perf_counter()
         for row in rows:
             wb.put(row)
+        put_seconds = time.perf_counter() - put_started
         with Spinner(busy_threads):
+            if before_timing is not None:
+                before_timing()
             started = time.perf_counter()
             locker.commit()
             flushed = wb.flush(timeout=FLUSH_TIMEOUT)
             seconds = time.perf_counter() - started
+            if after_timing is not None:
+                after_timing()
     if not flushed:
         raise CheckFailed(f"flush() did not finish within {FLUSH_TIMEOUT:.0f}s")
     given_up.check()
-    return seconds
+    return Drain(seconds, put_seconds)
 
 
 def measure_beside_threads(

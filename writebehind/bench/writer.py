@@ -77,6 +77,8 @@ class RunResult:
     seconds: float
     batches: int
     retries: int
+    put_seconds: float = 0.0
+    """Seconds from the first put() to the return of the last."""
 
 
 class GivenUp:
@@ -105,10 +107,12 @@ def writebehind_run(
     method: str | None = None,
     *,
     maxsize: int | None = None,
+    writers: int = 1,
     before_timing: Callable[[], None] | None = None,
 ) -> RunResult:
     """Put ``rows`` into a queue over ``make_sink(target, table, method)`` and flush it.
 
+    ``writers`` is the queue's ``writers`` (rows split by key hash over that many threads).
     Connecting and reading the catalog happen before the clock starts (start()), then
     ``before_timing()`` is called if given (to reset a counter). Metrics are on, as by
     default, in a registry of the run's own so that runs do not add up. CheckFailed when a row
@@ -116,6 +120,8 @@ def writebehind_run(
     """
     given_up = GivenUp()
     options: dict[str, Any] = {} if maxsize is None else {"maxsize": maxsize}
+    if writers != 1:  # only then: versions without writers= still run the other sections
+        options["writers"] = writers
     with WriteBehindQueue(
         make_sink(target, table, method),
         batch_size=batch_size,
@@ -130,10 +136,11 @@ def writebehind_run(
         started = time.perf_counter()
         for row in rows:
             put(row)  # waits for room when maxsize rows wait
+        put_seconds = time.perf_counter() - started
         flushed = wb.flush(timeout=FLUSH_TIMEOUT)
         elapsed = time.perf_counter() - started
         metrics = wb.metrics()
     if not flushed:
         raise CheckFailed(f"flush() did not finish within {FLUSH_TIMEOUT:.0f}s")
     given_up.check()
-    return RunResult(elapsed, metrics.total_batches, metrics.total_retries)
+    return RunResult(elapsed, metrics.total_batches, metrics.total_retries, put_seconds)
