@@ -31,8 +31,9 @@ def rows_table(db: psycopg.Connection[Any], table_name: str) -> str:
 
 
 def tagged(dsn: str, tag: str) -> tuple[str, str]:
-    """``dsn`` with an application_name of the test's own, and that name, so that the test can
-    find the queue's connections in pg_stat_activity."""
+    """``dsn`` with an application_name of the test's own, and that name: the test can find
+    the queue's connections in pg_stat_activity, and its queue gets a pool of its own (pools
+    are shared by conninfo), which no other test's pool depends on."""
     application = f"wb-fault-{tag}-{os.getpid()}"
     return make_conninfo(dsn, application_name=application), application
 
@@ -66,6 +67,10 @@ class Failures:
             self.calls.append((list(rows), error))
         if self._then_raise is not None:
             raise self._then_raise()
+
+    def stop_raising(self) -> None:
+        """From now on, only record (rows handed over later, at interpreter exit, say)."""
+        self._then_raise = None
 
     def rows(self) -> list[Row]:
         """Every row handed over, in the order they came."""

@@ -9,7 +9,7 @@ import psycopg.errors as pe
 import pytest
 
 from tests.conftest import named, wait_until
-from tests.faults.conftest import Failures, Producers, assert_accounted, table_rows
+from tests.faults.conftest import Failures, Producers, assert_accounted, table_rows, tagged
 from writebehind import PostgresUpsert, WriteBehindQueue
 
 pytestmark = pytest.mark.fault
@@ -19,8 +19,9 @@ def test_rows_behind_a_lock_past_the_write_timeout_are_given_up_or_written_once_
     dsn: str, db: psycopg.Connection[Any], rows_table: str
 ) -> None:
     failures = Failures()
+    conninfo, _ = tagged(dsn, rows_table)
     wb = WriteBehindQueue(
-        PostgresUpsert(dsn, rows_table, "k", write_timeout=0.25),
+        PostgresUpsert(conninfo, rows_table, "k", write_timeout=0.25),
         registry=None,
         batch_size=200,
         flush_interval=0.05,

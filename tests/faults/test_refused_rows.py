@@ -11,7 +11,7 @@ import psycopg.errors as pe
 import pytest
 
 from tests.faults.child import row
-from tests.faults.conftest import Failures, Producers, Row, assert_accounted, table_rows
+from tests.faults.conftest import Failures, Producers, Row, assert_accounted, table_rows, tagged
 from writebehind import PostgresUpsert, WriteBehindQueue
 
 pytestmark = pytest.mark.fault
@@ -34,25 +34,30 @@ def expected_error(refused: Row) -> type[BaseException]:
     return pe.CheckViolation if refused["v"] is not None else pe.NotNullViolation
 
 
-def stream_poison(dsn: str, table: str, failures: Failures) -> tuple[WriteBehindQueue, Producers]:
-    """Puts 2 × 1,000 rows from two threads, a poison row in every batch; returns the queue
-    (flushed, not closed) and the producers."""
-    wb = WriteBehindQueue(
-        PostgresUpsert(dsn, table, "k"), registry=None, batch_size=BATCH, on_failure=failures
+def poison_queue(dsn: str, table: str, failures: Failures) -> WriteBehindQueue:
+    conninfo, _ = tagged(dsn, table)  # a pool of its own, even if its worker dies
+    return WriteBehindQueue(
+        PostgresUpsert(conninfo, table, "k"), registry=None, batch_size=BATCH, on_failure=failures
     )
+
+
+def stream_poison(wb: WriteBehindQueue) -> Producers:
+    """Puts 2 × 1,000 rows from two threads, a poison row in every batch, and flushes."""
     with Producers(wb, rows=1000, make_row=poisoned) as producers:
         producers.join()
-    flushed = wb.flush(timeout=60)
-    assert flushed, "rows still unwritten a minute later"
-    return wb, producers
+    assert wb.flush(timeout=60), "flush() gave up: the worker has ended, or a minute passed"
+    return producers
 
 
 def test_a_poison_row_in_every_batch_is_handed_over_alone_and_the_rest_written(
     dsn: str, db: psycopg.Connection[Any], rows_table: str
 ) -> None:
     failures = Failures()
-    wb, producers = stream_poison(dsn, rows_table, failures)
-    wb.close(timeout=30)
+    wb = poison_queue(dsn, rows_table, failures)
+    try:
+        producers = stream_poison(wb)
+    finally:
+        wb.close(timeout=30)
     m = assert_accounted(
         wb.metrics(), producers.accepted, table_rows(db, rows_table), failed=failures.rows()
     )
@@ -88,12 +93,14 @@ def test_an_on_failure_that_raises_is_logged_and_the_queue_goes_on(
     raised: Callable[[], BaseException],
 ) -> None:
     failures = Failures(then_raise=raised)
+    wb = poison_queue(dsn, rows_table, failures)
     try:
         with caplog.at_level(logging.ERROR, logger="writebehind"):
-            wb, producers = stream_poison(dsn, rows_table, failures)
+            producers = stream_poison(wb)
             wb.put(row(10**9))  # the worker is alive and writing after the last raise
             assert wb.flush(timeout=30)
     finally:
+        failures.stop_raising()
         wb.close(timeout=30)
     accepted = {**producers.accepted, 10**9: row(10**9)}
     m = assert_accounted(wb.metrics(), accepted, table_rows(db, rows_table), failed=failures.rows())
