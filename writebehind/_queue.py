@@ -653,7 +653,7 @@ class WriteBehindQueue:
             return  # already logged with their keys
         try:
             self._on_failure([entry.row for entry in entries], error)
-        except Exception:
+        except BaseException:  # a SystemExit there must not end the writer, nor lose its rows
             logger.exception("queue %s: on_failure raised", self.name)
 
 
