@@ -75,3 +75,8 @@ class FakeSink:
     def wait_for_rows(self, count: int, timeout: float = 10.0) -> bool:
         with self.changed:
             return self.changed.wait_for(lambda: self.rows_written() >= count, timeout)
+
+
+def row(key: Any, value: Any = "v") -> dict[str, Any]:
+    """A row of the fake sink's table."""
+    return {"id": key, "value": value}

@@ -7,13 +7,13 @@ import ctypes
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.fakes import FakeSink
+from tests.fakes import FakeSink, row
 from writebehind import WriteBehindQueue
 
 Failure = tuple[list[Mapping[str, Any]], BaseException]
@@ -25,30 +25,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def make(sink: FakeSink) -> Iterator[Any]:
-    made: list[WriteBehindQueue] = []
-
-    def build(**options: Any) -> WriteBehindQueue:
-        options.setdefault("registry", None)
-        options.setdefault("retry_backoff", 0.001)
-        options.setdefault("retry_backoff_max", 0.01)
-        options.setdefault("flush_interval", 60.0)
-        wb = WriteBehindQueue(sink, **options)
-        made.append(wb)
-        return wb
-
-    yield build
-    if sink.gate is not None:
-        sink.gate.set()
-    for wb in made:
-        wb.close(timeout=10)
-
-
-def row(key: Any, value: Any = "v") -> dict[str, Any]:
-    return {"id": key, "value": value}
 
 
 def test_several_writers_keep_each_keys_put_order_and_share_the_metrics(

@@ -8,47 +8,15 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.fakes import POISON, FakeSink
+from tests.fakes import POISON, FakeSink, row
+from tests.unit.conftest import Failure
 from writebehind import Params, QueueClosed, QueueFull, WriteBehindQueue
-
-Failure = tuple[list[Mapping[str, Any]], BaseException]
-
-
-@pytest.fixture
-def failures() -> list[Failure]:
-    return []
-
-
-@pytest.fixture
-def make(sink: FakeSink, failures: list[Failure]) -> Iterator[Any]:
-    """Build queues over the fake sink with fast retries; close them all after the test."""
-    made: list[WriteBehindQueue] = []
-
-    def build(**options: Any) -> WriteBehindQueue:
-        options.setdefault("registry", None)
-        options.setdefault("retry_backoff", 0.001)
-        options.setdefault("retry_backoff_max", 0.01)
-        options.setdefault("flush_interval", 60.0)
-        options.setdefault("on_failure", lambda rows, error: failures.append((rows, error)))
-        wb = WriteBehindQueue(sink, **options)
-        made.append(wb)
-        return wb
-
-    yield build
-    if sink.gate is not None:
-        sink.gate.set()
-    for wb in made:
-        wb.close(timeout=10)
-
-
-def row(key: Any, value: Any = "v") -> dict[str, Any]:
-    return {"id": key, "value": value}
 
 
 def test_nothing_starts_before_the_first_put(make: Any, sink: FakeSink) -> None:
