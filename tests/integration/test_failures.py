@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.conftest import PrivateServer, create, named, select, wait_until
+from tests.conftest import create, named, select, wait_until
 from writebehind import PostgresUpsert, QueueFull, WriteBehindQueue
 
 
@@ -27,36 +27,6 @@ def tagged_queue(
     application = f"wb-{tag}-{os.getpid()}"
     sink = PostgresUpsert(make_conninfo(dsn, application_name=application), table, key)
     return application, WriteBehindQueue(sink, registry=None, **options)
-
-
-def test_a_database_outage_loses_nothing(private_server: PrivateServer) -> None:
-    with psycopg.connect(private_server.dsn, autocommit=True) as db:
-        create(db, "items", "id int PRIMARY KEY, v int")
-    wb = WriteBehindQueue(
-        PostgresUpsert(private_server.dsn, "items", "id", connect_timeout=1.0),
-        registry=None,
-        batch_size=50,
-        flush_interval=0.05,
-        max_retries=1000,
-        retry_backoff=0.05,
-        retry_backoff_max=0.5,
-    )
-    with wb:
-        for i in range(500):
-            wb.put({"id": i, "v": i})
-        assert wb.flush(timeout=30)
-        private_server.stop()
-        for i in range(500, 1000):
-            wb.put({"id": i, "v": i})  # accepted while the server is down
-        assert wait_until(lambda: wb.metrics().total_retries >= 3)
-        time.sleep(1.0)  # the outage goes on a little longer
-        private_server.start()
-        assert wb.flush(timeout=60)
-        m = wb.metrics()
-    with psycopg.connect(private_server.dsn) as db:
-        assert db.execute("SELECT count(*), sum(v) FROM items").fetchone() == (1000, 499500)
-    assert (m.total_persisted, m.total_failed) == (1000, 0)
-    assert m.total_retries >= 3
 
 
 def test_killed_connections_keep_the_last_value_per_key(
