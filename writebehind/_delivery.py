@@ -149,7 +149,7 @@ class Delivery:
             run.abandon(run.unsettled())
         except _OutOfBudget as out:
             run.reject(run.unsettled(), out.error, _out_of_budget(out.retries, self._budget))
-        except Exception as error:  # a bug must not lose the rows: they are given up with it
+        except BaseException as error:  # a bug (even a SystemExit) must not lose the rows
             logger.exception("queue %s: unexpected error while writing a batch", self._name)
             run.reject(run.unsettled(), error, "unexpected error")
         finally:
@@ -220,7 +220,7 @@ class _Run:
             with self.d._settling:
                 if any(self.settled[i] for i in rows):  # abandoned while the write ran
                     logger.warning(
-                        "queue %s: a write of %d rows abandoned at the exit deadline "
+                        "queue %s: a write of %d rows already handed over as abandoned "
                         "ended after all, committed",
                         self.d._name,
                         len(rows),
@@ -358,12 +358,13 @@ class _Run:
         entries = [self.batch.entries[i] for i in rows]
         weight = sum(self.batch.weights[i] for i in rows)
         error = RowsAbandoned(
-            f"{weight} rows not written when the exit deadline (shutdown_timeout) ran out"
+            f"{weight} rows not written: abandoned when the exit deadline (shutdown_timeout) "
+            "ran out, or by abandon()"
         )
         self.failed += len(rows)
         self.last_error = error
         logger.error(
-            "queue %s: %d rows abandoned at the exit deadline, not written, keys %s",
+            "queue %s: %d rows abandoned (exit deadline or abandon()), not written, keys %s",
             self.d._name,
             weight,
             _keys(entries),

@@ -29,6 +29,8 @@ class Drainable(Protocol):
 
     def close(self, timeout: float | None = None) -> None: ...
 
+    def _join_writers(self, timeout: float | None) -> bool: ...
+
     def pending_rows(self) -> int: ...
 
     def abandon(self) -> None: ...
@@ -70,7 +72,7 @@ def drain_open_queues(grace: float = 2.0) -> None:
     late = []
     for queue in queues:
         remaining = queue.shutdown_timeout - (time.monotonic() - started)
-        queue.close(timeout=max(0.0, remaining))
+        queue._join_writers(max(0.0, remaining))
         if queue.pending_rows():
             late.append(queue)
     for queue in late:
@@ -85,7 +87,7 @@ def drain_open_queues(grace: float = 2.0) -> None:
         queue.abandon()
     handed = time.monotonic()
     for queue in late:
-        queue.close(timeout=max(0.0, grace - (time.monotonic() - handed)))
+        queue._join_writers(max(0.0, grace - (time.monotonic() - handed)))
         if queue.pending_rows():
             queue._abandon_under_way()
 

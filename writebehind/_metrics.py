@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
@@ -112,6 +113,21 @@ class _Families:
             buckets=_BATCH_ROWS_BUCKETS,
         )
 
+    def all(self) -> tuple[Counter | Gauge | Histogram, ...]:
+        """Every family with a ``queue`` label."""
+        return (
+            self.enqueued,
+            self.persisted,
+            self.failed,
+            self.abandoned,
+            self.retries,
+            self.batches,
+            self.depth,
+            self.oldest_row_age,
+            self.flush_duration,
+            self.batch_rows,
+        )
+
 
 class _EnqueuedSyncer(Collector):
     """Exports no metric of its own: when a registry is collected, it brings the enqueued
@@ -174,6 +190,7 @@ class QueueStats:
         *,
         lanes: int = 1,
         oldest_row_age: Callable[[], float] = lambda: 0.0,
+        fresh_series: bool = False,
     ) -> None:
         self.progress = threading.Condition(threading.Lock())
         self.persisted = 0
@@ -188,6 +205,10 @@ class QueueStats:
         self._exported = registry is not None
         if registry is not None:
             families = _families_for(registry)
+            if fresh_series:  # in a forked child: its counts start at zero, as its queue does
+                for family in families.all():
+                    with contextlib.suppress(KeyError):
+                        family.remove(name)
             self._enqueued_series = families.enqueued.labels(queue=name)
             self._persisted_series = families.persisted.labels(queue=name)
             self._failed_series = families.failed.labels(queue=name)
@@ -254,6 +275,7 @@ class QueueStats:
         if self._exported:
             self._flush_series.observe(seconds)
             self._batch_rows_series.observe(rows)
+            self.sync()
 
     def wake(self) -> None:
         """Wake flush waiters to look again (a writer ended)."""

@@ -126,6 +126,11 @@ class WriteBehindQueue:
         if not isinstance(coalesce, bool):
             raise TypeError(f"coalesce must be a bool, got {type(coalesce).__name__}")
         _check_seconds("stuck_after", stuck_after, positive=True)
+        if coalesce and getattr(sink, "key", None) == ():
+            raise ValueError(
+                "coalesce=True needs a sink with a key: an append-only sink (key=None) "
+                "writes every row, there is nothing to coalesce"
+            )
         if on_failure is not None and not callable(on_failure):
             raise TypeError("on_failure must be a callable(rows, error) or None")
         if name is not None and not isinstance(name, str):
@@ -156,7 +161,7 @@ class WriteBehindQueue:
         self._first_open_wait = float(getattr(sink, "connect_timeout", 5.0)) + 1.0
         self._fresh_state()
 
-    def _fresh_state(self) -> None:
+    def _fresh_state(self, forked: bool = False) -> None:
         """Everything that runs: at construction, and in a process forked after a start."""
         self._pid = os.getpid()
         combine_rows = self._combine if self.coalesce else None
@@ -172,6 +177,7 @@ class WriteBehindQueue:
             lambda: buffer.put_count,
             lanes=self.writers,
             oldest_row_age=lambda: _oldest_row_age(buffer, writers, clock),
+            fresh_series=forked,
         )
         max_retries, max_retry_time, retry_backoff, retry_backoff_max = self._retry_options
         self._abandon = threading.Event()
@@ -445,17 +451,22 @@ class WriteBehindQueue:
             return
         if threading.get_ident() in self._writer_idents:
             return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for writer in self._writers:
-            assert writer.thread is not None
-            writer.thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        if any(writer.thread is not None and writer.thread.is_alive() for writer in self._writers):
+        if not self._join_writers(timeout):
             logger.warning(
                 "queue %s: close() timed out after %.1fs with %d rows not yet written",
                 self.name,
                 timeout,
                 self.pending_rows(),
             )
+
+    def _join_writers(self, timeout: float | None) -> bool:
+        """Wait at most ``timeout`` seconds for every writer to end; True if they all have."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for writer in self._writers:
+            if writer.thread is not None:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                writer.thread.join(remaining)
+        return not any(w.thread is not None and w.thread.is_alive() for w in self._writers)
 
     def _close_sink(self) -> None:
         with self._lock:
@@ -480,9 +491,11 @@ class WriteBehindQueue:
         return self.metrics().current_queue_depth
 
     def abandon(self) -> None:
-        """The exit deadline has passed: write no more. The writes under way are cancelled
-        and their rows, and every row still waiting, go to ``on_failure`` with RowsAbandoned
-        (those waiting from this thread, at once), counted in ``total_abandoned``."""
+        """Write no more (what the exit hook does once ``shutdown_timeout`` has run out): stop
+        accepting rows, cancel the writes under way, and hand every row not written to
+        ``on_failure`` with RowsAbandoned, counted in ``total_abandoned``. The rows still
+        waiting are handed over from this thread before it returns; those of a write under way
+        by its writer, once the cancelled write has returned (``close()`` waits for that)."""
         self.stop_accepting()
         self._abandon.set()
         self._buffer.wake()
@@ -519,7 +532,7 @@ class WriteBehindQueue:
         after_fork = getattr(self._sink, "after_fork", None)
         if after_fork is not None:
             after_fork()
-        self._fresh_state()
+        self._fresh_state(forked=True)
 
     def metrics(self) -> Metrics:
         """A consistent snapshot of this queue's counters."""
@@ -548,7 +561,10 @@ class WriteBehindQueue:
             self._open_sink()
             return False
         entries, lane = buffer.take(index, self._age_wait, _IDLE_WAIT)
-        self._stats.sync()
+        if entries:
+            writer.busy_since = self._clock()
+            writer.oldest = min(entry.enqueued_at for entry in entries)
+        self._stats.sync()  # the age gauge counts the batch just taken
         if entries:
             self._write(writer, entries, lane)
         elif buffer.closed and not buffer.waiting_in(index):
@@ -600,8 +616,6 @@ class WriteBehindQueue:
 
     def _write(self, writer: _Writer, entries: list[Entry], lane: int) -> None:
         started = time.monotonic()
-        writer.busy_since = self._clock()
-        writer.oldest = min(entry.enqueued_at for entry in entries)
         released = 0
 
         def on_read(rows: int) -> None:
@@ -620,8 +634,8 @@ class WriteBehindQueue:
                 deliver = writer.delivery.deliver
                 self._tracer.flush(len(checked), lambda: deliver(checked, on_read))
         finally:
+            writer.busy_since = writer.oldest = None  # before the gauges are synced at settling
             self._settle_taken(entries, lane, len(entries) - released, started)
-            writer.busy_since = writer.oldest = None
 
     def _settle_taken(
         self, entries: list[Entry], lane: int, unreleased: int, started: float

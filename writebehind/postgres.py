@@ -57,8 +57,8 @@ class _PsycopgNoise(logging.Filter):
       transaction it then cannot end cleanly. The error is the queue's to report (retried, or
       the row isolated and handed to on_failure).
     - "error connecting in 'writebehind-...'", "reconnection attempt ... failed" and
-      "discarding closed connection", from writebehind's pools: each retry of a write logs the
-      queue and the connection error.
+      "discarding closed (or broken) connection", from writebehind's pools: each retry of a
+      write logs the queue and the connection error.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -66,7 +66,7 @@ class _PsycopgNoise(logging.Filter):
             return not (record.threadName or "").startswith("writebehind-")
         if record.msg in _POOL_MESSAGES and isinstance(record.args, tuple) and record.args:
             return not str(record.args[0]).startswith("writebehind-")
-        if record.msg == "discarding closed connection: %s" and isinstance(record.args, tuple):
+        if record.msg in _DISCARDING and isinstance(record.args, tuple) and record.args:
             return not getattr(record.args[0], "writebehind", False)
         return True
 
@@ -81,6 +81,8 @@ _WORKER_MESSAGES = frozenset(
 _POOL_MESSAGES = frozenset(
     {"error connecting in %r: %s", "reconnection attempt in pool %r failed after %s sec"}
 )
+
+_DISCARDING = frozenset({"discarding closed connection: %s", "discarding broken connection: %s"})
 
 _psycopg_noise = _PsycopgNoise()
 

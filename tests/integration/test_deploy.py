@@ -188,7 +188,9 @@ def test_two_writers_write_on_two_connections_and_keep_each_keys_last_value(
     assert len(seen) >= 2, f"writes seen on {seen}"
 
 
-def test_writers_beyond_the_pool_size_are_refused(dsn: str, table_name: str) -> None:
+def test_options_the_sink_cannot_honour_are_refused(dsn: str, table_name: str) -> None:
+    with pytest.raises(ValueError, match="coalesce=True needs a sink with a key"):
+        WriteBehindQueue(PostgresUpsert(dsn, table_name, key=None), registry=None, coalesce=True)
     with pytest.raises(ValueError, match="pool_size"):
         WriteBehindQueue(
             PostgresUpsert(dsn, table_name, key="id", pool_size=2), registry=None, writers=3

@@ -198,3 +198,56 @@ def test_a_fork_that_skips_the_at_fork_hooks_is_caught_by_put_and_flush(
     sink.gate.set()
     assert wb.flush(timeout=10)
     assert sink.table == {1: "v", 2: "v"}
+
+
+def test_the_age_gauge_follows_a_stalled_write_and_its_end_without_a_scrape(
+    sink: FakeSink,
+) -> None:
+    # In Prometheus' multiprocess mode nothing computes the gauge at scrape time: the queue
+    # must have written it when a batch is taken, retried and settled.
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    sink.gate = threading.Event()
+    wb = WriteBehindQueue(sink, registry=registry, clock=clock, batch_size=1, name="stall")
+
+    def exported() -> float:  # the value last written, read without a scrape's sync
+        return float(wb._stats._oldest_series._value.get())
+
+    try:
+        wb.put(row(1))
+        assert sink.write_started.wait(10)
+        assert exported() == 0.0  # written when the batch was taken
+        clock.now += 5.0  # the write stalls for 5 s
+        sink.gate.set()
+        assert wb.flush(timeout=10)
+        assert exported() == 0.0  # written when it settled: no stale age left behind
+    finally:
+        sink.gate.set()
+        wb.close(timeout=10)
+
+
+def test_a_forked_childs_prometheus_series_start_at_zero(sink: FakeSink) -> None:
+    registry = CollectorRegistry()
+    wb = WriteBehindQueue(sink, registry=registry, name="forked", flush_interval=60)
+    for key in range(10):
+        wb.put(row(key))
+    assert wb.flush(timeout=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            wb.put(row(100))
+            assert wb.flush(timeout=10)
+            value = registry.get_sample_value("writebehind_enqueued_total", {"queue": "forked"})
+            persisted = registry.get_sample_value(
+                "writebehind_persisted_total", {"queue": "forked"}
+            )
+            code = 0 if (value, persisted) == (1.0, 1.0) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert registry.get_sample_value("writebehind_enqueued_total", {"queue": "forked"}) == 10
+    wb.close(timeout=10)
