@@ -44,16 +44,24 @@ def _server_ticks(postmaster: int) -> int:
     fields = _stat_fields(postmaster)
     # utime, stime, cutime, cstime are fields 14-17 of stat(5), 11-14 here.
     total = sum(int(value) for value in fields[11:15])
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            child = _stat_fields(entry.name)
-        except OSError:  # it ended meanwhile: its time is in the postmaster's cutime now
-            continue
+    for child in _process_stats():
         if int(child[1]) == postmaster:  # ppid
             total += int(child[11]) + int(child[12])
     return total
+
+
+def _process_stats() -> list[list[str]]:
+    """The stat(5) fields of every process (state first), read in one pass over /proc; one
+    that ends meanwhile is left out (its time is in its parent's cutime then)."""
+    stats = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                try:
+                    stats.append(_stat_fields(entry.name))
+                except OSError:
+                    continue
+    return stats
 
 
 def wait_reaped(postmaster: int | None, timeout: float = 1.0) -> None:
@@ -63,18 +71,9 @@ def wait_reaped(postmaster: int | None, timeout: float = 1.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        zombies = False
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = _stat_fields(entry.name)
-            except OSError:
-                continue
-            if int(fields[1]) == postmaster and fields[0] == "Z":
-                zombies = True
-                break
-        if not zombies:
+        if not any(
+            fields[0] == "Z" and int(fields[1]) == postmaster for fields in _process_stats()
+        ):
             return
         time.sleep(0.005)
 
