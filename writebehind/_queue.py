@@ -181,14 +181,17 @@ class WriteBehindQueue:
         )
         max_retries, max_retry_time, retry_backoff, retry_backoff_max = self._retry_options
         self._abandon = threading.Event()
-        for index in range(self.writers):
-            # Each writer has its own retry state: an outage is met by each of its writes.
-            budget = RetryBudget(max_retries, max_retry_time)
+        # Each writer has its own retry state: an outage is met by each of its writes. Opening
+        # the sink (writer 0's job) spends writer 0's.
+        budgets = [RetryBudget(max_retries, max_retry_time) for _ in range(self.writers)]
+        backoffs = [Backoff(retry_backoff, retry_backoff_max) for _ in range(self.writers)]
+        self._budget, self._backoff = budgets[0], backoffs[0]
+        for index, (budget, backoff) in enumerate(zip(budgets, backoffs, strict=True)):
             delivery = Delivery(
                 self._sink,
                 name=self.name,
                 budget=budget,
-                backoff=Backoff(retry_backoff, retry_backoff_max),
+                backoff=backoff,
                 stats=self._stats,
                 give_up=_weak(self._give_up),  # no cycle: an unreferenced queue is freed at once
                 sleep=self._abandon.wait,
@@ -196,8 +199,6 @@ class WriteBehindQueue:
                 abandon=self._abandon,
             )
             writers.append(_Writer(index, delivery))
-        self._budget = writers[0].delivery._budget  # opening the sink spends writer 0's
-        self._backoff = writers[0].delivery._backoff
         self._opener = SinkOpener(self._sink, self.name)
         self._open_retries = 0
         self._tracer = FlushTracer(self.name)
