@@ -33,7 +33,7 @@ class Drainable(Protocol):
 
     def abandon(self) -> None: ...
 
-    def _abandon_under_way(self) -> None: ...
+    def _abandon_under_way(self, timeout: float) -> None: ...
 
     def _after_fork(self) -> None: ...
 
@@ -87,7 +87,7 @@ def drain_open_queues(grace: float = 2.0) -> None:
     for queue in late:
         queue._join_writers(max(0.0, grace - (time.monotonic() - handed)))
         if queue.pending_rows():
-            queue._abandon_under_way()
+            queue._abandon_under_way(grace)
 
 
 def _drain_when_multiprocessing_child_exits() -> None:

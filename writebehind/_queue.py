@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from . import _lifecycle
 from ._batch import Entry, combine, new_entry, seconds_until_due
 from ._buffer import INTAKE, RowBuffer
+from ._callbacks import FailureCallbacks
 from ._delivery import Delivery, FailureHandler
 from ._metrics import Metrics, QueueStats
 from ._opening import SinkOpener
@@ -35,8 +36,9 @@ logger = logging.getLogger("writebehind")
 FailureCallback = Callable[[list[Mapping[str, Any]], BaseException], None]
 """``on_failure(rows, error)``: rows given up (as they were put) and the error that ended them.
 
-Called on the worker thread: later rows wait while it runs. What it raises is logged. It may
-put() rows again (accepted at once, even beyond ``maxsize``) and close(); flush() raises there."""
+Called on a thread of its own, one call at a time, in the order rows were given up: the writers
+go on while it runs. What it raises is logged. It may put() rows again (accepted at once, even
+beyond ``maxsize``) and close(); flush() raises there."""
 
 # Longest a wait lasts before its condition is checked again, should a wake-up go missing.
 _IDLE_WAIT = 5.0
@@ -203,7 +205,12 @@ class WriteBehindQueue:
         self._open_retries = 0
         self._tracer = FlushTracer(self.name)
         self._lock = threading.Lock()
-        self._writer_idents: frozenset[int] = frozenset()
+        self._own_threads: set[int] = set()  # writers and the on_failure thread
+        self._callbacks = (
+            None
+            if self._on_failure is None
+            else FailureCallbacks(self.name, self._on_failure, self._own_threads, clock)
+        )
         self._started = False
         self._finished_writers = 0
         self._closed = False
@@ -229,9 +236,9 @@ class WriteBehindQueue:
     @property
     def healthy(self) -> bool:
         """For readiness probes: True while the writers run (or have not started yet) and none
-        is stuck. Stuck: one batch in delivery (its writes, retries and ``on_failure``) for more
-        than ``stuck_after`` seconds, or rows waiting that long for the sink to open. False
-        once closed, or if a writer thread died."""
+        is stuck. Stuck: one batch in delivery (its writes and retries) for more than
+        ``stuck_after`` seconds, an ``on_failure`` call running that long, or rows waiting that
+        long for the sink to open. False once closed, or if a writer thread died."""
         if self._pid != os.getpid():
             return not self._closed  # a forked child's copy: it starts afresh on its first put
         if self._closed:
@@ -250,7 +257,9 @@ class WriteBehindQueue:
             oldest = self._buffer.oldest_waiting()
             if oldest is not None and now - oldest > self.stuck_after:
                 return False
-        return True
+        callbacks = self._callbacks
+        running_since = None if callbacks is None else callbacks.running_since
+        return running_since is None or now - running_since <= self.stuck_after
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._started else "not started"
@@ -298,7 +307,7 @@ class WriteBehindQueue:
                 )
                 writer.thread = thread
                 thread.start()
-            self._writer_idents = frozenset(
+            self._own_threads.update(
                 writer.thread.ident
                 for writer in self._writers
                 if writer.thread and writer.thread.ident
@@ -335,7 +344,7 @@ class WriteBehindQueue:
             key, params = self._prepare(row)
         buffer = self._buffer
         entry = new_entry((key, params, row, self._clock(), 1))
-        if threading.get_ident() in self._writer_idents:
+        if threading.get_ident() in self._own_threads:
             buffer.put_now([entry])  # room is only ever freed by the writers: never wait for it
         else:
             buffer.put(entry, block, timeout)
@@ -372,7 +381,7 @@ class WriteBehindQueue:
             except (TypeError, ValueError) as error:
                 raise type(error)(f"row {index}: {error}") from None
             entries.append(new_entry((key, params, row, self._clock(), 1)))
-        if threading.get_ident() in self._writer_idents:
+        if threading.get_ident() in self._own_threads:
             self._buffer.put_now(entries)
         else:
             self._buffer.put_all(entries, block, timeout)
@@ -405,12 +414,12 @@ class WriteBehindQueue:
     def flush(self, timeout: float | None = None) -> bool:
         """Write out every row put before this call, partial batches included.
 
-        Returns True once each of those rows is persisted or given up (``on_failure``), False
-        if ``timeout`` seconds ran out first or a writer is not running (never started, or
-        died). Rows put meanwhile by other threads may be written too, but are not waited for.
-        RuntimeError on a writer thread (from ``on_failure``), which would wait for itself.
+        Returns True once each of those rows is persisted or given up (its ``on_failure`` call
+        returned), False if ``timeout`` seconds ran out first or a writer is not running (never
+        started, or died). Rows put meanwhile by other threads may be written too, but are not
+        waited for. RuntimeError from ``on_failure``, which would wait for itself.
         """
-        if threading.get_ident() in self._writer_idents:
+        if threading.get_ident() in self._own_threads:
             raise RuntimeError(
                 f"queue {self.name!r}: flush() from on_failure would wait for the worker "
                 "that runs it; put() the rows and return"
@@ -430,7 +439,12 @@ class WriteBehindQueue:
                 if wait <= 0:
                     return False
                 progress.wait(wait)
-        return True
+        callbacks = self._callbacks
+        if callbacks is None:
+            return True
+        # Those rows are settled; the on_failure calls for the ones given up are handed over.
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return callbacks.wait(callbacks.handed, remaining)
 
     def _writers_alive(self) -> bool:
         return self._started and all(
@@ -450,7 +464,7 @@ class WriteBehindQueue:
         if not self._started:
             self._close_sink()
             return
-        if threading.get_ident() in self._writer_idents:
+        if threading.get_ident() in self._own_threads:
             return
         if not self._join_writers(timeout):
             logger.warning(
@@ -461,13 +475,20 @@ class WriteBehindQueue:
             )
 
     def _join_writers(self, timeout: float | None) -> bool:
-        """Wait at most ``timeout`` seconds for every writer to end; True if they all have."""
+        """Wait at most ``timeout`` seconds for every writer to end, and then for the
+        ``on_failure`` calls they handed over to return; True if all have."""
         deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         for writer in self._writers:
             if writer.thread is not None:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                writer.thread.join(remaining)
-        return not any(w.thread is not None and w.thread.is_alive() for w in self._writers)
+                writer.thread.join(remaining())
+        if any(w.thread is not None and w.thread.is_alive() for w in self._writers):
+            return False
+        callbacks = self._callbacks
+        return callbacks is None or callbacks.wait(callbacks.handed, remaining())
 
     def _close_sink(self) -> None:
         with self._lock:
@@ -518,14 +539,16 @@ class WriteBehindQueue:
                 finally:
                     self._settle_taken(entries, lane, len(entries), time.monotonic())
 
-    def _abandon_under_way(self) -> None:
+    def _abandon_under_way(self, timeout: float) -> None:
         """After abandon(), once the writers had their grace: the rows of writes that did not
         end when cancelled are abandoned from this thread (a write that ends later is logged,
-        and not counted again)."""
+        and not counted again), and their ``on_failure`` calls get ``timeout`` seconds."""
         for writer in self._writers:
             thread = writer.thread
             if thread is not None and thread.is_alive():
                 writer.delivery.abandon_under_way()
+        if self._callbacks is not None:
+            self._callbacks.wait(self._callbacks.handed, timeout)
 
     def _after_fork(self) -> None:
         """In a forked child: a queue of this process's own, empty, with no writer until its
@@ -664,12 +687,9 @@ class WriteBehindQueue:
         return checked
 
     def _give_up(self, entries: list[Entry], error: BaseException) -> None:
-        if self._on_failure is None:
-            return  # already logged with their keys
-        try:
-            self._on_failure([entry.row for entry in entries], error)
-        except BaseException:  # a SystemExit there must not end the writer, nor lose its rows
-            logger.exception("queue %s: on_failure raised", self.name)
+        # Already logged with their keys; on_failure runs on a thread of its own.
+        if self._callbacks is not None:
+            self._callbacks.hand([entry.row for entry in entries], error)
 
 
 def _oldest_row_age(buffer: RowBuffer, writers: list[_Writer], clock: Callable[[], float]) -> float:

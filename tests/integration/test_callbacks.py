@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import create, select, wait_until
+from tests.conftest import create, named, select, wait_until
 from writebehind import PostgresUpsert, WriteBehindQueue
 
 
@@ -21,11 +21,15 @@ def test_a_fixed_row_put_again_from_on_failure_on_a_full_queue_is_accepted_at_on
     fixed = threading.Event()
 
     def put_fixed(rows: list[Mapping[str, Any]], error: BaseException) -> None:
+        # The writer goes on while on_failure runs (on a thread of its own): hold it behind a
+        # lock until the producer has filled the queue, then put the fixed row.
         buffer = wb._buffer
-        assert wait_until(lambda: buffer.qsize() + buffer.held >= buffer.maxsize, timeout=30)
-        for row in rows:
-            wb.put({"id": row["id"], "n": 0})  # the queue is full: this must not wait
-        fixed.set()
+        with psycopg.connect(dsn) as locker:
+            locker.execute(named("LOCK TABLE {}", table_name))
+            assert wait_until(lambda: buffer.qsize() + buffer.held >= buffer.maxsize, timeout=30)
+            for row in rows:
+                wb.put({"id": row["id"], "n": 0})  # the queue is full: this must not wait
+            fixed.set()
 
     wb = WriteBehindQueue(
         PostgresUpsert(dsn, table_name, "id"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.fakes import FakeSink, row
+from tests.fakes import POISON, FakeSink, row
 from writebehind import WriteBehindQueue
+from writebehind._lifecycle import drain_open_queues
 
 Failure = tuple[list[Mapping[str, Any]], BaseException]
 
@@ -251,3 +253,60 @@ def test_a_forked_childs_prometheus_series_start_at_zero(sink: FakeSink) -> None
     assert os.waitstatus_to_exitcode(status) == 0
     assert registry.get_sample_value("writebehind_enqueued_total", {"queue": "forked"}) == 10
     wb.close(timeout=10)
+
+
+def test_an_on_failure_that_hangs_holds_no_writer(sink: FakeSink) -> None:
+    clock = FakeClock()
+    release = threading.Event()
+    called: list[Any] = []
+
+    def hanging(rows: list[Mapping[str, Any]], error: BaseException) -> None:
+        called.extend(rows)
+        assert release.wait(30)
+
+    wb = WriteBehindQueue(
+        sink, registry=None, clock=clock, batch_size=1, stuck_after=30, on_failure=hanging
+    )
+    try:
+        wb.put(row(1, POISON))
+        for key in range(2, 12):
+            wb.put(row(key))
+        assert sink.wait_for_rows(10)  # written while on_failure hangs
+        assert not wb.flush(timeout=0.2)  # the barrier includes the on_failure call
+        assert wb.healthy
+        clock.now += 31
+        assert not wb.healthy  # an on_failure call running for longer than stuck_after
+        release.set()
+        assert wb.flush(timeout=10)
+        assert wb.healthy and [r["id"] for r in called] == [1]
+        m = wb.metrics()
+        assert (m.total_persisted, m.total_failed) == (10, 1)
+    finally:
+        release.set()
+        wb.close(timeout=10)
+
+
+def test_an_on_failure_that_hangs_delays_the_exit_by_the_deadline_at_most(sink: FakeSink) -> None:
+    # Rows abandoned at the deadline are handed to on_failure on its own thread: a callback
+    # that never returns does not hold the exiting thread.
+    release = threading.Event()
+    sink.gate = threading.Event()  # the write under way never ends
+
+    def hanging(rows: list[Mapping[str, Any]], error: BaseException) -> None:
+        release.wait(30)
+
+    wb = WriteBehindQueue(
+        sink, registry=None, batch_size=2, shutdown_timeout=0.3, on_failure=hanging
+    )
+    try:
+        for key in range(6):
+            wb.put(row(key))
+        assert sink.write_started.wait(10)
+        started = time.monotonic()
+        drain_open_queues(grace=0.3)
+        assert time.monotonic() - started < 5
+        assert wb.metrics().total_abandoned == 6
+    finally:
+        release.set()
+        sink.gate.set()
+        wb.close(timeout=10)
