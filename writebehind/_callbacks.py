@@ -61,6 +61,28 @@ class FailureCallbacks:
                 self._thread.start()
             self._changed.notify_all()
 
+    def pending(self) -> int:
+        """Calls handed over that have not returned."""
+        with self._changed:
+            return self.handed - self.done
+
+    def log_undelivered(self) -> None:
+        """At the end of the process: log, at ERROR, every row whose on_failure call has not
+        been made (a call before it did not return), so that none ends unreported."""
+        with self._changed:
+            items = list(self._items)
+        for rows, error in items:
+            shown = ", ".join(_short(repr(row)) for row in rows)
+            logger.error(
+                "queue %s: on_failure never received %d rows (%s: %s), an earlier call had not "
+                "returned when the process ended: %s",
+                self._name,
+                len(rows),
+                type(error).__name__,
+                str(error).strip().splitlines()[0] if str(error).strip() else "",
+                shown,
+            )
+
     def wait(self, upto: int, timeout: float | None) -> bool:
         """Wait at most ``timeout`` seconds until the first ``upto`` calls have returned."""
         with self._changed:
@@ -90,3 +112,7 @@ class FailureCallbacks:
                         self._changed.notify_all()
         finally:
             self._threads.discard(ident)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"

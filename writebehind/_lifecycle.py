@@ -35,6 +35,8 @@ class Drainable(Protocol):
 
     def _abandon_under_way(self, timeout: float) -> None: ...
 
+    def _log_undelivered(self) -> None: ...
+
     def _after_fork(self) -> None: ...
 
 
@@ -88,6 +90,8 @@ def drain_open_queues(grace: float = 2.0) -> None:
         queue._join_writers(max(0.0, grace - (time.monotonic() - handed)))
         if queue.pending_rows():
             queue._abandon_under_way(grace)
+    for queue in queues:
+        queue._log_undelivered()
 
 
 def _drain_when_multiprocessing_child_exits() -> None:
@@ -114,7 +118,10 @@ def _after_fork_in_child() -> None:
     queues = list(_open)
     _open.clear()
     for queue in queues:
-        queue._after_fork()
+        try:
+            queue._after_fork()
+        except Exception:  # the queue's own process-id check starts again at its next call
+            logger.exception("queue %s: resetting it after a fork failed", queue.name)
 
 
 atexit.register(drain_open_queues)

@@ -205,7 +205,9 @@ class QueueStats:
         self._exported = registry is not None
         if registry is not None:
             families = _families_for(registry)
-            if fresh_series:  # in a forked child: its counts start at zero, as its queue does
+            if fresh_series and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                # In a forked child its counts start at zero, as its queue does. (In
+                # multiprocess mode they do by themselves: the values are kept per process.)
                 for family in families.all():
                     with contextlib.suppress(KeyError):
                         family.remove(name)

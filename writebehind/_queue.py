@@ -164,14 +164,12 @@ class WriteBehindQueue:
         self._fresh_state()
 
     def _fresh_state(self, forked: bool = False) -> None:
-        """Everything that runs: at construction, and in a process forked after a start."""
-        self._pid = os.getpid()
+        """Everything that runs: at construction, and in a process forked after a start. The
+        process id is recorded last: should this fail halfway in a child, the next call that
+        checks it starts again."""
         combine_rows = self._combine if self.coalesce else None
-        self._buffer = buffer = RowBuffer(
-            self._maxsize, self._requested_batch_size, self.writers, combine_rows
-        )
-        self._writers: list[_Writer] = []
-        writers = self._writers
+        buffer = RowBuffer(self._maxsize, self._requested_batch_size, self.writers, combine_rows)
+        writers: list[_Writer] = []
         clock = self._clock
         self._stats = QueueStats(
             self.name,
@@ -181,6 +179,7 @@ class WriteBehindQueue:
             oldest_row_age=lambda: _oldest_row_age(buffer, writers, clock),
             fresh_series=forked,
         )
+        self._buffer, self._writers = buffer, writers
         max_retries, max_retry_time, retry_backoff, retry_backoff_max = self._retry_options
         self._abandon = threading.Event()
         # Each writer has its own retry state: an outage is met by each of its writes. Opening
@@ -215,6 +214,8 @@ class WriteBehindQueue:
         self._finished_writers = 0
         self._closed = False
         self._sink_closed = False
+        self._unhealthy: str | None = None
+        self._pid = os.getpid()
 
     def _combine(self, kept: Entry, newer: Entry) -> Entry:
         # Queue-wide coalescing: the sink's rule for two rows of one key, as inside a batch.
@@ -238,28 +239,44 @@ class WriteBehindQueue:
         """For readiness probes: True while the writers run (or have not started yet) and none
         is stuck. Stuck: one batch in delivery (its writes and retries) for more than
         ``stuck_after`` seconds, an ``on_failure`` call running that long, or rows waiting that
-        long for the sink to open. False once closed, or if a writer thread died."""
+        long for the sink to open. False once closed, or if a writer thread died. A change
+        to False is logged at WARNING with its reason, and the way back at INFO."""
         if self._pid != os.getpid():
             return not self._closed  # a forked child's copy: it starts afresh on its first put
+        reason = self._unhealthy_reason()
+        if reason != self._unhealthy and not self._closed:
+            if reason is None:
+                logger.info("queue %s: healthy again", self.name)
+            else:
+                logger.warning("queue %s: not healthy: %s", self.name, reason)
+        self._unhealthy = reason
+        return reason is None
+
+    def _unhealthy_reason(self) -> str | None:
         if self._closed:
-            return False
+            return "closed"
         if not self._started:
-            return True
+            return None
         now = self._clock()
         for writer in self._writers:
             thread = writer.thread
             if thread is None or not thread.is_alive():
-                return False
+                return f"writer {writer.index} is not running"
             busy_since = writer.busy_since
             if busy_since is not None and now - busy_since > self.stuck_after:
-                return False
+                return (
+                    f"writer {writer.index} has been delivering one batch for "
+                    f"{now - busy_since:.0f}s (stuck_after={self.stuck_after:g}s)"
+                )
         if not self._opener.opened:
             oldest = self._buffer.oldest_waiting()
             if oldest is not None and now - oldest > self.stuck_after:
-                return False
+                return f"rows have waited {now - oldest:.0f}s for the sink to open"
         callbacks = self._callbacks
         running_since = None if callbacks is None else callbacks.running_since
-        return running_since is None or now - running_since <= self.stuck_after
+        if running_since is not None and now - running_since > self.stuck_after:
+            return f"an on_failure call has been running for {now - running_since:.0f}s"
+        return None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._started else "not started"
@@ -421,8 +438,8 @@ class WriteBehindQueue:
         """
         if threading.get_ident() in self._own_threads:
             raise RuntimeError(
-                f"queue {self.name!r}: flush() from on_failure would wait for the worker "
-                "that runs it; put() the rows and return"
+                f"queue {self.name!r}: flush() from on_failure (or a writer) would wait for "
+                "itself; put() the rows and return"
             )
         self._check_process()
         targets = self._buffer.request_flush()
@@ -467,11 +484,14 @@ class WriteBehindQueue:
         if threading.get_ident() in self._own_threads:
             return
         if not self._join_writers(timeout):
+            callbacks = self._callbacks
             logger.warning(
-                "queue %s: close() timed out after %.1fs with %d rows not yet written",
+                "queue %s: close() timed out after %.1fs with %d rows not yet written and %d "
+                "on_failure calls not yet returned",
                 self.name,
                 timeout,
                 self.pending_rows(),
+                0 if callbacks is None else callbacks.pending(),
             )
 
     def _join_writers(self, timeout: float | None) -> bool:
@@ -549,6 +569,11 @@ class WriteBehindQueue:
                 writer.delivery.abandon_under_way()
         if self._callbacks is not None:
             self._callbacks.wait(self._callbacks.handed, timeout)
+
+    def _log_undelivered(self) -> None:
+        """At exit: log the rows whose on_failure call a hung call kept from being made."""
+        if self._callbacks is not None:
+            self._callbacks.log_undelivered()
 
     def _after_fork(self) -> None:
         """In a forked child: a queue of this process's own, empty, with no writer until its

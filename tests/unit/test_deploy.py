@@ -4,6 +4,7 @@ the queue's logic, over the fake sink."""
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from tests.fakes import POISON, FakeSink, row
 from writebehind import WriteBehindQueue
 from writebehind._lifecycle import drain_open_queues
+from writebehind._metrics import QueueStats
 
 Failure = tuple[list[Mapping[str, Any]], BaseException]
 
@@ -255,7 +257,9 @@ def test_a_forked_childs_prometheus_series_start_at_zero(sink: FakeSink) -> None
     wb.close(timeout=10)
 
 
-def test_an_on_failure_that_hangs_holds_no_writer(sink: FakeSink) -> None:
+def test_an_on_failure_that_hangs_holds_no_writer(
+    sink: FakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = FakeClock()
     release = threading.Event()
     called: list[Any] = []
@@ -275,7 +279,11 @@ def test_an_on_failure_that_hangs_holds_no_writer(sink: FakeSink) -> None:
         assert not wb.flush(timeout=0.2)  # the barrier includes the on_failure call
         assert wb.healthy
         clock.now += 31
-        assert not wb.healthy  # an on_failure call running for longer than stuck_after
+        with caplog.at_level(logging.INFO, logger="writebehind"):
+            assert not wb.healthy  # an on_failure call running for longer than stuck_after
+            assert not wb.healthy  # said once, when it changes
+        said = [r.getMessage() for r in caplog.records if "healthy" in r.getMessage()]
+        assert said == ["queue fake: not healthy: an on_failure call has been running for 31s"]
         release.set()
         assert wb.flush(timeout=10)
         assert wb.healthy and [r["id"] for r in called] == [1]
@@ -286,7 +294,9 @@ def test_an_on_failure_that_hangs_holds_no_writer(sink: FakeSink) -> None:
         wb.close(timeout=10)
 
 
-def test_an_on_failure_that_hangs_delays_the_exit_by_the_deadline_at_most(sink: FakeSink) -> None:
+def test_an_on_failure_that_hangs_delays_the_exit_by_the_deadline_at_most(
+    sink: FakeSink, caplog: pytest.LogCaptureFixture
+) -> None:
     # Rows abandoned at the deadline are handed to on_failure on its own thread: a callback
     # that never returns does not hold the exiting thread.
     release = threading.Event()
@@ -303,10 +313,48 @@ def test_an_on_failure_that_hangs_delays_the_exit_by_the_deadline_at_most(sink: 
             wb.put(row(key))
         assert sink.write_started.wait(10)
         started = time.monotonic()
-        drain_open_queues(grace=0.3)
+        with caplog.at_level(logging.ERROR, logger="writebehind"):
+            drain_open_queues(grace=0.3)
         assert time.monotonic() - started < 5
         assert wb.metrics().total_abandoned == 6
+        # The first call hangs: the rows behind it are never handed over, and each is logged.
+        unsaid = [r.getMessage() for r in caplog.records if "never received" in r.getMessage()]
+        assert unsaid and all("RowsAbandoned" in message for message in unsaid)
+        logged = "".join(unsaid)
+        assert sum(f"'id': {key}," in logged for key in range(6)) == 6 - 2  # all but the first
     finally:
         release.set()
         sink.gate.set()
         wb.close(timeout=10)
+
+
+def test_a_reset_that_fails_in_a_forked_child_is_tried_again_by_the_next_put(
+    sink: FakeSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures = {"left": 1}
+
+    class FailingOnce(QueueStats):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("fresh_series") and failures["left"]:
+                failures["left"] -= 1
+                raise RuntimeError("a reset that fails once")
+            super().__init__(*args, **kwargs)
+
+    wb = WriteBehindQueue(sink, registry=None, flush_interval=60)
+    wb.put(row(1))
+    assert wb.flush(timeout=10)
+    monkeypatch.setattr("writebehind._queue.QueueStats", FailingOnce)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the at-fork hook failed (logged); put() must start the reset again
+        code = 1
+        try:
+            wb.put(row(2))
+            written = wb.flush(timeout=10) and sink.table.get(2) == "v"
+            code = 0 if written and wb.metrics().total_persisted == 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    wb.close(timeout=10)
