@@ -10,6 +10,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._delivery import describe, shortened
+
 __all__ = ["FailureCallbacks"]
 
 logger = logging.getLogger("writebehind")
@@ -72,15 +74,13 @@ class FailureCallbacks:
         with self._changed:
             items = list(self._items)
         for rows, error in items:
-            shown = ", ".join(_short(repr(row)) for row in rows)
             logger.error(
-                "queue %s: on_failure never received %d rows (%s: %s), an earlier call had not "
+                "queue %s: on_failure never received %d rows (%s), an earlier call had not "
                 "returned when the process ended: %s",
                 self._name,
                 len(rows),
-                type(error).__name__,
-                str(error).strip().splitlines()[0] if str(error).strip() else "",
-                shown,
+                describe(error),
+                ", ".join(shortened(repr(row)) for row in rows),
             )
 
     def wait(self, upto: int, timeout: float | None) -> bool:
@@ -112,7 +112,3 @@ class FailureCallbacks:
                         self._changed.notify_all()
         finally:
             self._threads.discard(ident)
-
-
-def _short(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"

@@ -398,11 +398,13 @@ def describe(error: BaseException) -> str:
 def _keys(entries: Sequence[Entry]) -> str:
     # A row accepted before the catalog was read has no key yet: the row itself is shown.
     shown = ", ".join(
-        _short(repr(entry.key if entry.params else entry.row)) for entry in entries[:_KEYS_LOGGED]
+        shortened(repr(entry.key if entry.params else entry.row))
+        for entry in entries[:_KEYS_LOGGED]
     )
     more = len(entries) - _KEYS_LOGGED
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _short(text: str) -> str:
+def shortened(text: str) -> str:
+    """``text`` cut for a log line (a refused key may be 16 kB)."""
     return text if len(text) <= _KEY_CHARS else f"{text[:_KEY_CHARS]}… ({len(text)} chars)"
