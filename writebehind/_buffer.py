@@ -65,6 +65,10 @@ class RowBuffer:
         self.intake_held = 0  # intake rows taken and not yet settled: the lanes wait for them
         self.combine = combine
         self.count = 0  # rows (or cells) waiting in every lane
+        self.owner: Callable[[], object] = lambda: None
+        """The queue, weakly: held strongly (``_keep``) while rows are in, so that a queue
+        dropped with rows waiting lives until they are written."""
+        self._keep: object = None
         self.held = 0
         self.put_count = 0
         self.closed = False
@@ -114,6 +118,8 @@ class RowBuffer:
             lane.put_count += 1
             self.put_count += 1
             self.count += 1
+            if self._keep is None:
+                self._keep = self.owner()
             size = len(rows)
             if size == 1 or size == self.batch_size:
                 lane.not_empty.notify()
@@ -169,6 +175,8 @@ class RowBuffer:
         lane.put_count += 1
         self.put_count += 1
         self.count += 1
+        if self._keep is None:
+            self._keep = self.owner()
         size = len(lane.rows)
         if size == 1 or size == self.batch_size:
             if lane is self.intake:
@@ -199,6 +207,14 @@ class RowBuffer:
         lane = self.lanes[0]
         with self.mutex:
             if not self.count and not self.closed:
+                lane.not_empty.wait(timeout)
+
+    def wait_for_work(self, index: int, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for a row in lane ``index`` (writer 0: or in the
+        intake), a flush, a close or a wake()."""
+        lane = self.lanes[index]
+        with self.mutex:
+            if not lane.rows and not (index == 0 and self.intake.rows) and not self.closed:
                 lane.not_empty.wait(timeout)
 
     def qsize(self) -> int:
@@ -325,6 +341,8 @@ class RowBuffer:
         """Give back the room of ``count`` taken rows to producers."""
         with self.mutex:
             self.held -= count
+            if not self.held and not self.count:
+                self._keep = None  # drained: the owner may be freed once nobody references it
             self.not_full.notify(count)
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -167,7 +168,9 @@ class WriteBehindQueue:
         """Everything that runs: at construction, and in a process forked after a start. The
         process id is recorded last: should this fail halfway in a child, the next call that
         checks it starts again."""
-        combine_rows = self._combine if self.coalesce else None
+        # Not a bound method: the buffer must not hold the queue (a queue nobody references is
+        # freed at once, and its writers end).
+        combine_rows = partial(_combine_rows, self._sink) if self.coalesce else None
         buffer = RowBuffer(self._maxsize, self._requested_batch_size, self.writers, combine_rows)
         writers: list[_Writer] = []
         clock = self._clock
@@ -179,6 +182,7 @@ class WriteBehindQueue:
             oldest_row_age=lambda: _oldest_row_age(buffer, writers, clock),
             fresh_series=forked,
         )
+        buffer.owner = weakref.ref(self)
         self._buffer, self._writers = buffer, writers
         max_retries, max_retry_time, retry_backoff, retry_backoff_max = self._retry_options
         self._abandon = threading.Event()
@@ -216,18 +220,6 @@ class WriteBehindQueue:
         self._sink_closed = False
         self._unhealthy: str | None = None
         self._pid = os.getpid()
-
-    def _combine(self, kept: Entry, newer: Entry) -> Entry:
-        # Queue-wide coalescing: the sink's rule for two rows of one key, as inside a batch.
-        sink = self._sink
-        try:
-            return combine(
-                kept, newer, getattr(sink, "replaces", None), getattr(sink, "merger", None)
-            )
-        except Exception as error:  # a merge of values that do not add up (str + int, say)
-            raise TypeError(
-                f"row cannot be merged into the waiting row of its key {newer.key!r}: {error}"
-            ) from None
 
     @property
     def batch_size(self) -> int:
@@ -620,6 +612,15 @@ class WriteBehindQueue:
             return True
         return False
 
+    def _idle(self, writer: _Writer) -> bool:
+        """Whether ``writer`` has nothing to do but wait for rows of its own lane."""
+        return (
+            self._opener.opened
+            and not self._abandon.is_set()
+            and not self._buffer.closed
+            and not self._buffer.waiting_in(writer.index)
+        )
+
     def _writer_done(self) -> None:
         with self._lock:
             self._finished_writers += 1
@@ -717,6 +718,16 @@ class WriteBehindQueue:
             self._callbacks.hand([entry.row for entry in entries], error)
 
 
+def _combine_rows(sink: Sink, kept: Entry, newer: Entry) -> Entry:
+    """Queue-wide coalescing: the sink's rule for two rows of one key, as inside a batch."""
+    try:
+        return combine(kept, newer, getattr(sink, "replaces", None), getattr(sink, "merger", None))
+    except Exception as error:  # a merge of values that do not add up (str + int, say)
+        raise TypeError(
+            f"row cannot be merged into the waiting row of its key {newer.key!r}: {error}"
+        ) from None
+
+
 def _oldest_row_age(buffer: RowBuffer, writers: list[_Writer], clock: Callable[[], float]) -> float:
     """Seconds the oldest row not yet written or given up has waited (0.0: none)."""
     times = [writer.oldest for writer in writers if writer.oldest is not None]
@@ -738,9 +749,10 @@ def _weak(method: Callable[[list[Entry], BaseException], None]) -> FailureHandle
 
 
 def _work(ref: weakref.ref[WriteBehindQueue], writer: _Writer, sink: Sink, name: str) -> None:
-    """A writer thread. It holds the queue only during a step (a step waits at most
-    _IDLE_WAIT for rows), so a queue nobody references any more, which can then hold no rows,
-    is collected; writer 0 then lets its sink go (and with it the pool) and every writer ends."""
+    """A writer thread. It holds the queue only during a step, and waits for rows of its own
+    without it, so that a queue nobody references any more, which then holds no rows, is
+    collected (a step waits at most _IDLE_WAIT for rows); writer 0 then lets its sink go (and
+    with it the pool) and every writer ends."""
     try:
         while True:
             queue = ref()
@@ -752,6 +764,11 @@ def _work(ref: weakref.ref[WriteBehindQueue], writer: _Writer, sink: Sink, name:
                     except Exception:
                         logger.exception("queue %s: closing the sink failed", name)
                 return
+            if queue._idle(writer):
+                buffer = queue._buffer
+                del queue  # with several writers, one of them would otherwise always hold it
+                buffer.wait_for_work(writer.index, _IDLE_WAIT)
+                continue
             try:
                 finished = queue._step(writer)
             except BaseException:  # a writer must outlive any bug (even a SystemExit raised

@@ -358,3 +358,22 @@ def test_a_reset_that_fails_in_a_forked_child_is_tried_again_by_the_next_put(
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     wb.close(timeout=10)
+
+
+def test_a_coalescing_queue_nobody_references_is_freed(sink: FakeSink) -> None:
+    import gc
+    import weakref
+
+    from tests.conftest import wait_until
+
+    wb = WriteBehindQueue(sink, registry=None, coalesce=True, writers=2, flush_interval=60)
+    wb.put(row(1))
+    assert wb.flush(timeout=10)
+    ref = weakref.ref(wb)
+    gc.disable()  # by its reference count alone, once its writers' waits end: no cycle
+    try:
+        del wb
+        assert wait_until(lambda: ref() is None, timeout=20)
+    finally:
+        gc.enable()
+    assert wait_until(lambda: sink.closed == 1, timeout=20)  # by writer 0, once it wakes
