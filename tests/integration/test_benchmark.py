@@ -395,7 +395,7 @@ def test_an_unreachable_server_is_an_error_not_a_traceback(
 
 
 def test_plot_draws_a_png(dsn: str, table_name: str, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib")  # in the test extra; skipped only where it is not
     target = tmp_path / "rows.png"
     status = main(
         [
