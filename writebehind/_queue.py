@@ -539,17 +539,10 @@ class WriteBehindQueue:
                 interrupt()
             except Exception:
                 logger.exception("queue %s: cancelling the writes under way failed", self.name)
-        buffer = self._buffer
         delivery = self._writers[0].delivery
         for index in range(self.writers):
-            while True:
-                entries, lane = buffer.take_now(index)
-                if not entries:
-                    break
-                try:
-                    delivery.abandon_all(entries)
-                finally:
-                    self._settle_taken(entries, lane, len(entries), time.monotonic())
+            while self._hand_over_waiting(index, delivery.abandon_all):
+                pass
 
     def _abandon_under_way(self, timeout: float) -> None:
         """After abandon(), once the writers had their grace: the rows of writes that did not
@@ -588,14 +581,7 @@ class WriteBehindQueue:
         buffer = self._buffer
         index = writer.index
         if self._abandon.is_set():  # past the exit deadline: hand over, write nothing more
-            entries, lane = buffer.take_now(index)
-            if not entries:
-                return True
-            try:
-                writer.delivery.abandon_all(entries)
-            finally:
-                self._settle_taken(entries, lane, len(entries), time.monotonic())
-            return False
+            return not self._hand_over_waiting(index, writer.delivery.abandon_all)
         if index == 0 and not self._opener.opened:
             if buffer.closed and not buffer.waiting_in(0):
                 return True
@@ -647,19 +633,31 @@ class WriteBehindQueue:
         self._budget.failed(now)
         remaining = self._budget.remaining(self._open_retries, now)
         if remaining is not None and remaining <= 0 and buffer.qsize():
-            entries, lane = buffer.take_now(0)
-            try:
-                self._writers[0].delivery.give_up_all(
+            delivery = self._writers[0].delivery
+            self._hand_over_waiting(
+                0,
+                lambda entries: delivery.give_up_all(
                     entries, error, "given up: the sink cannot open"
-                )
-            finally:
-                self._settle_taken(entries, lane, len(entries), time.monotonic())
+                ),
+            )
             return
         self._open_retries += 1
         delay = self._backoff.delay(self._open_retries)
         if remaining is not None and remaining > 0:
             delay = min(delay, remaining)  # give the rows up when the budget ends, not later
         self._abandon.wait(delay)
+
+    def _hand_over_waiting(self, index: int, hand: Callable[[list[Entry]], None]) -> bool:
+        """Take up to a batch of the rows waiting for writer ``index`` now, unwritten, and
+        ``hand`` them over (given up or abandoned); False if none was waiting."""
+        entries, lane = self._buffer.take_now(index)
+        if not entries:
+            return False
+        try:
+            hand(entries)
+        finally:
+            self._settle_taken(entries, lane, len(entries), time.monotonic())
+        return True
 
     def _age_wait(self, oldest: Entry) -> float:
         return seconds_until_due(oldest.enqueued_at, self._clock(), self._flush_interval)
