@@ -8,6 +8,11 @@ from typing import Any, Protocol, runtime_checkable
 Params = tuple[Any, ...]
 """One row as the sink writes it: values in the sink's column order, converted at put()."""
 
+ProgressMark = tuple[str, int, tuple[int, ...]]
+"""``(source, applied_seq, applied_extra)``: how far a journal's records are applied, written by
+a sink in the transaction of a batch. ``source`` names one journal lane; every record of it with a
+sequence number up to ``applied_seq``, and those in ``applied_extra`` above it, is done."""
+
 
 @runtime_checkable
 class Sink(Protocol):
