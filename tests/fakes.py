@@ -80,3 +80,35 @@ class FakeSink:
 def row(key: Any, value: Any = "v") -> dict[str, Any]:
     """A row of the fake sink's table."""
     return {"id": key, "value": value}
+
+
+class ProgressSink(FakeSink):
+    """A FakeSink that records the journal's progress with each write, in the same step, as
+    PostgresUpsert does in the write's transaction; ``progress`` is its progress table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records_progress = False
+        self.progress: dict[str, tuple[int, frozenset[int]]] = {}
+        self.applied: list[Params] = []
+        """Every row applied, in order: a row written twice shows twice."""
+
+    def track_progress(self) -> None:
+        self.records_progress = True
+
+    def write(self, rows: Sequence[Params], progress: Sequence[Any] = ()) -> None:
+        rows = list(rows)
+        super().write(rows)
+        with self.changed:
+            self.applied.extend(rows)
+            for source, applied, extra in progress:
+                self.progress[source] = (applied, frozenset(extra))
+
+    def read_progress(self, prefix: str) -> dict[str, tuple[int, frozenset[int]]]:
+        return {s: p for s, p in self.progress.items() if s.startswith(prefix)}
+
+    def forget_progress(self, prefix: str) -> int:
+        gone = [s for s in self.progress if s.startswith(prefix)]
+        for source in gone:
+            del self.progress[source]
+        return len(gone)

@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 from ._sink import Params
+from .journal.progress import Done
 
 
 class Entry(NamedTuple):
@@ -18,11 +19,13 @@ class Entry(NamedTuple):
     enqueued_at: float
     weight: int = 1
     """How many accepted rows this one stands for (itself and the rows combined into it)."""
+    marks: tuple[Done, ...] = ()
+    """With a journal: the records this row stands for (its own and those combined into it)."""
 
 
-new_entry: Callable[[tuple[Hashable, Params, Mapping[str, Any], float, int]], Entry] = partial(
-    tuple.__new__, Entry
-)
+new_entry: Callable[
+    [tuple[Hashable, Params, Mapping[str, Any], float, int, tuple[Done, ...]]], Entry
+] = partial(tuple.__new__, Entry)
 """Entry from a plain tuple, without the Python-level __new__ of a NamedTuple (on put's path)."""
 
 
@@ -58,12 +61,13 @@ def combine(
     """One row of a key standing for ``kept`` and ``newer`` (put later), by the rules of
     ``coalesce``; it keeps the time ``kept`` was put (how long the key has waited)."""
     weight = kept.weight + newer.weight
+    marks = kept.marks + newer.marks
     if merger is not None:
         params = merger.merge(kept.params, newer.params)
-        return Entry(kept.key, params, merger.row_of(params), kept.enqueued_at, weight)
+        return Entry(kept.key, params, merger.row_of(params), kept.enqueued_at, weight, marks)
     if replaces is not None and not replaces(kept.params, newer.params):
-        return kept._replace(weight=weight)
-    return newer._replace(enqueued_at=kept.enqueued_at, weight=weight)
+        return kept._replace(weight=weight, marks=marks)
+    return newer._replace(enqueued_at=kept.enqueued_at, weight=weight, marks=marks)
 
 
 def coalesce(
@@ -79,20 +83,32 @@ def coalesce(
     deadlocking.
     """
     if merger is not None:
-        return _coalesce_merging(entries, merger)
-    if replaces is not None:
-        return _coalesce_by(entries, replaces)
-    latest = {entry.key: index for index, entry in enumerate(entries)}
-    if len(latest) == len(entries):
-        return _in_key_order(list(entries), [entry.weight for entry in entries])
-    counts: dict[Hashable, int] = {}
+        winners, weights = _coalesce_merging(entries, merger)
+    elif replaces is not None:
+        winners, weights = _coalesce_by(entries, replaces)
+    else:
+        latest = {entry.key: index for index, entry in enumerate(entries)}
+        if len(latest) == len(entries):
+            return _in_key_order(list(entries), [entry.weight for entry in entries])
+        counts: dict[Hashable, int] = {}
+        for entry in entries:
+            counts[entry.key] = counts.get(entry.key, 0) + entry.weight
+        winners = [entries[index] for index in latest.values()]
+        weights = [counts[entry.key] for entry in winners]
+    if len(winners) < len(entries) and any(entry.marks for entry in entries):
+        winners = _with_all_marks(winners, entries)
+    return _in_key_order(winners, weights)
+
+
+def _with_all_marks(winners: list[Entry], entries: Sequence[Entry]) -> list[Entry]:
+    """Each winner carries the journal records of every row of its key: writing it does them."""
+    marks: dict[Hashable, list[Done]] = {}
     for entry in entries:
-        counts[entry.key] = counts.get(entry.key, 0) + entry.weight
-    winners = [entries[index] for index in latest.values()]
-    return _in_key_order(winners, [counts[entry.key] for entry in winners])
+        marks.setdefault(entry.key, []).extend(entry.marks)
+    return [winner._replace(marks=tuple(marks[winner.key])) for winner in winners]
 
 
-def _coalesce_by(entries: Sequence[Entry], replaces: Replaces) -> Coalesced:
+def _coalesce_by(entries: Sequence[Entry], replaces: Replaces) -> tuple[list[Entry], list[int]]:
     kept: dict[Hashable, int] = {}
     counts: dict[Hashable, int] = {}
     for index, entry in enumerate(entries):
@@ -101,10 +117,10 @@ def _coalesce_by(entries: Sequence[Entry], replaces: Replaces) -> Coalesced:
             kept[entry.key] = index
         counts[entry.key] = counts.get(entry.key, 0) + entry.weight
     winners = [entries[index] for index in kept.values()]
-    return _in_key_order(winners, [counts[entry.key] for entry in winners])
+    return winners, [counts[entry.key] for entry in winners]
 
 
-def _coalesce_merging(entries: Sequence[Entry], merger: Merger) -> Coalesced:
+def _coalesce_merging(entries: Sequence[Entry], merger: Merger) -> tuple[list[Entry], list[int]]:
     merged: dict[Hashable, Entry] = {}
     counts: dict[Hashable, int] = {}
     for entry in entries:
@@ -117,7 +133,7 @@ def _coalesce_merging(entries: Sequence[Entry], merger: Merger) -> Coalesced:
         merged[entry.key] = entry._replace(params=params, row=merger.row_of(params))
         counts[entry.key] += entry.weight
     winners = list(merged.values())
-    return _in_key_order(winners, [counts[entry.key] for entry in winners])
+    return winners, [counts[entry.key] for entry in winners]
 
 
 def _in_key_order(entries: list[Entry], weights: list[int]) -> Coalesced:

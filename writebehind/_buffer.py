@@ -8,15 +8,21 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ._batch import Entry
+from ._batch import Entry, new_entry
 from .errors import QueueClosed, QueueFull
+from .journal.progress import Done
 
-__all__ = ["INTAKE", "RowBuffer"]
+__all__ = ["INTAKE", "REPLAY", "RowBuffer"]
 
 INTAKE = -1
 """The lane of rows accepted before their key was known (the sink not open yet)."""
+REPLAY = -2
+"""The lane of rows replayed from the journals of dead processes: written before any other."""
 
 Combine = Callable[[Entry, Entry], Entry]
+Record = Callable[[list[bytes], list[int]], "list[Done] | None"]
+"""Appends payloads to the journal for rows going to the given lanes, under the buffer's lock:
+returns each row's record, or None when the journal has no room."""
 
 
 class _Lane:
@@ -63,6 +69,10 @@ class RowBuffer:
         self.lanes = [_Lane(self.mutex) for _ in range(lanes)]
         self.intake = _Lane(self.mutex)
         self.intake_held = 0  # intake rows taken and not yet settled: the lanes wait for them
+        self.replay = _Lane(self.mutex)
+        self.replay_held = 0  # the same for replayed rows: every other lane waits for them
+        self.replaying = False  # rows are still being read from dead processes' journals
+        self.replay_taken = threading.Condition(self.mutex)
         self.combine = combine
         self.count = 0  # rows (or cells) waiting in every lane
         self.owner: Callable[[], object] = lambda: None
@@ -157,6 +167,91 @@ class RowBuffer:
                 raise QueueClosed("the queue is closed")
             self._append_all(entries)
 
+    def put_recorded(
+        self,
+        entries: list[Entry],
+        payloads: list[bytes],
+        record: Record,
+        wait_room: Callable[[float], None],
+        block: bool = True,
+        timeout: float | None = None,
+        beyond_maxsize: bool = False,
+    ) -> None:
+        """put_all(), the rows appended to the journal by ``record`` under the lock, so that
+        the journal's order is the buffer's. When the journal is full, wait for its room with
+        ``wait_room(seconds)`` outside the lock, as for the buffer's (QueueFull past
+        ``timeout``, or at once if not ``block``). ``beyond_maxsize``: no wait for the buffer's
+        room (a writer's thread)."""
+        count = len(entries)
+        if count > self.maxsize and not beyond_maxsize:
+            raise ValueError(f"{count} rows can never fit in a queue of maxsize {self.maxsize}")
+        lanes = [self.lane_index(entry) for entry in entries]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self.mutex:
+                if self.closed:
+                    raise QueueClosed("the queue is closed")
+                while not beyond_maxsize and self.count + self.held + count > self.maxsize:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if not block or (remaining is not None and remaining <= 0):
+                        raise QueueFull(f"no room for {count} rows ({self.maxsize} rows at most)")
+                    self.not_full.wait(remaining)
+                    if self.closed:
+                        raise QueueClosed("the queue was closed while waiting for room")
+                marks = record(payloads, lanes)
+                if marks is not None:
+                    self._append_all(
+                        [new_entry((*e[:5], (m,))) for e, m in zip(entries, marks, strict=True)]
+                    )
+                    return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not block or (remaining is not None and remaining <= 0):
+                raise QueueFull("the journal is full (max_bytes, or the disk)")
+            wait_room(1.0 if remaining is None else min(1.0, remaining))
+
+    def lane_index(self, entry: Entry) -> int:
+        """The lane ``entry`` goes to: its key's, or INTAKE while its key is unknown."""
+        if not entry.params:
+            return INTAKE
+        lanes = len(self.lanes)
+        return 0 if lanes == 1 else hash(entry.key) % lanes
+
+    def feed_replay(self, entries: list[Entry], backlog: int, timeout: float) -> bool:
+        """Append replayed rows once fewer than ``backlog`` wait in the replay lane (at most
+        ``timeout`` seconds); False if there was no room in time, or the queue is closed.
+        Beyond ``maxsize``: live rows fill the rest, and wait behind these."""
+        deadline = time.monotonic() + timeout
+        with self.mutex:
+            while len(self.replay.rows) >= backlog and not self.closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.replay_taken.wait(remaining)
+            if self.closed:
+                return False
+            lane = self.replay
+            lane.rows.extend(entries)
+            lane.put_count += len(entries)
+            self.put_count += len(entries)
+            self.count += len(entries)
+            if self._keep is None:
+                self._keep = self.owner()
+            self.lanes[0].not_empty.notify()
+            return True
+
+    def start_replay(self) -> None:
+        """Hold every lane but the replay lane until end_replay() and its rows are written."""
+        with self.mutex:
+            self.replaying = True
+
+    def end_replay(self) -> None:
+        """No more replayed rows: the last ones are due at once, then the lanes go on."""
+        with self.mutex:
+            self.replaying = False
+            self.replay.flush_upto = self.replay.put_count
+            for lane in self.lanes:
+                lane.not_empty.notify_all()
+
     def _append_all(self, entries: list[Entry]) -> None:
         # Under the mutex.
         for entry in entries:
@@ -214,7 +309,8 @@ class RowBuffer:
         intake), a flush, a close or a wake()."""
         lane = self.lanes[index]
         with self.mutex:
-            if not lane.rows and not (index == 0 and self.intake.rows) and not self.closed:
+            first = index == 0 and (self.intake.rows or self.replay.rows)
+            if not lane.rows and not first and not self.closed:
                 lane.not_empty.wait(timeout)
 
     def qsize(self) -> int:
@@ -225,12 +321,15 @@ class RowBuffer:
         """Rows waiting in lane ``index`` (writer 0 also answers for the intake)."""
         lane = self.lanes[index]
         with self.mutex:
-            return len(lane.rows) + (len(self.intake.rows) if index == 0 else 0)
+            first = len(self.intake.rows) + len(self.replay.rows) if index == 0 else 0
+            return len(lane.rows) + first
 
     def take_now(self, index: int) -> tuple[list[Entry], int]:
         """Remove and return up to ``batch_size`` rows of lane ``index`` (writer 0: the intake
         first) at once, due or not, and the lane they came from (INTAKE or ``index``)."""
         with self.mutex:
+            if index == 0 and self.replay.rows:
+                return self._take(self.replay, True), REPLAY
             if index == 0 and self.intake.rows:
                 return self._take(self.intake, True), INTAKE
             return self._take(self.lanes[index], False), index
@@ -252,7 +351,7 @@ class RowBuffer:
         with self.mutex:
             source = self._source(index)
             if source is None:
-                if self.closed and not self.intake.rows and not self.intake_held:
+                if self.closed and not self._first_lanes_busy():
                     return [], index
                 lane.not_empty.wait(idle_wait)
                 source = self._source(index)
@@ -262,6 +361,7 @@ class RowBuffer:
                 len(source.rows) >= self.batch_size
                 or self.closed
                 or source.flush_upto > source.taken_count
+                or (source is self.replay and self.replaying)
             ):
                 wait = age_wait(_entry(source.rows[0]))
                 if wait <= 0:
@@ -270,11 +370,28 @@ class RowBuffer:
                 source = self._source(index)
                 if source is None:
                     return [], index
+            if source is self.replay:
+                return self._take(source, True), REPLAY
             intake = source is self.intake
             return self._take(source, intake), INTAKE if intake else index
 
+    def _first_lanes_busy(self) -> bool:
+        # Under the mutex: rows of the replay or intake lanes wait or are being written.
+        return bool(
+            self.replaying
+            or self.replay.rows
+            or self.replay_held
+            or self.intake.rows
+            or self.intake_held
+        )
+
     def _source(self, index: int) -> _Lane | None:
-        # Under the mutex: where writer ``index`` may take from now, if anywhere.
+        # Under the mutex: where writer ``index`` may take from now, if anywhere. Replayed
+        # rows first, then rows accepted before the sink opened, then the lanes.
+        if index == 0 and self.replay.rows:
+            return self.replay
+        if self.replaying or self.replay.rows or self.replay_held:
+            return None
         if index == 0 and self.intake.rows:
             return self.intake
         if self.intake.rows or self.intake_held:
@@ -299,9 +416,20 @@ class RowBuffer:
         lane.taken_count += count
         self.count -= count
         self.held += count
-        if intake:
+        if lane is self.replay:
+            self.replay_held += count
+            self.replay_taken.notify_all()
+        elif intake:
             self.intake_held += count
         return entries
+
+    def settle_replay(self, count: int) -> None:
+        """``count`` replayed rows taken are written or given up: let the lanes go on."""
+        with self.mutex:
+            self.replay_held -= count
+            if not self.replay_held:
+                for lane in self.lanes:
+                    lane.not_empty.notify()
 
     def settle_intake(self, count: int) -> None:
         """``count`` intake rows taken are written or given up: let the lanes go on."""
@@ -315,8 +443,9 @@ class RowBuffer:
         """When the oldest row still waiting (not taken) was put, by the queue's clock."""
         with self.mutex:
             times = [_entry(lane.rows[0]).enqueued_at for lane in self.lanes if lane.rows]
-            if self.intake.rows:
-                times.append(self.intake.rows[0].enqueued_at)
+            for lane in (self.intake, self.replay):
+                if lane.rows:
+                    times.append(lane.rows[0].enqueued_at)
         return min(times, default=None)
 
     def close(self) -> None:
@@ -328,14 +457,18 @@ class RowBuffer:
                 lane.not_empty.notify_all()
 
     def request_flush(self) -> tuple[int, ...]:
-        """Make every row put so far due now; return how many rows each lane (the intake
-        last) has accepted so far."""
+        """Make every row put so far due now; return how many rows each lane (the replay
+        and intake lanes last) has accepted so far."""
         with self.mutex:
-            for lane in (*self.lanes, self.intake):
+            for lane in (*self.lanes, self.replay, self.intake):
                 lane.flush_upto = max(lane.flush_upto, lane.put_count)
             for lane in self.lanes:
                 lane.not_empty.notify_all()
-            return (*(lane.put_count for lane in self.lanes), self.intake.put_count)
+            return (
+                *(lane.put_count for lane in self.lanes),
+                self.replay.put_count,
+                self.intake.put_count,
+            )
 
     def release(self, count: int) -> None:
         """Give back the room of ``count`` taken rows to producers."""

@@ -12,6 +12,7 @@ from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
 from ._sink import Params, Sink
 from .errors import RowsAbandoned
+from .journal.keeper import QueueJournal
 
 logger = logging.getLogger("writebehind")
 
@@ -112,8 +113,15 @@ class Delivery:
         sleep: Callable[[float], object],
         clock: Callable[[], float],
         abandon: threading.Event | None = None,
+        journal: QueueJournal | None = None,
     ) -> None:
         self._sink = sink
+        self._journal = journal
+        # With a journal, a sink that records progress gets the marks in each write's
+        # transaction (PostgresUpsert.track_progress); others are replayed at least once.
+        self._write_marked: Callable[..., None] | None = (
+            sink.write if journal is not None and getattr(sink, "records_progress", False) else None
+        )
         self._name = name
         self._budget = budget
         self._backoff = backoff
@@ -126,6 +134,12 @@ class Delivery:
         # write not end; its rows are settled under this lock, each once.
         self._current: _Run | None = None
         self._settling = threading.Lock()
+
+    def keep_journal(self, journal: QueueJournal) -> None:
+        """From now on, rows written or handed over are done in ``journal``."""
+        self._journal = journal
+        if getattr(self._sink, "records_progress", False):
+            self._write_marked = self._sink.write
 
     def deliver(self, entries: Sequence[Entry], on_read: ReadProgress = lambda _: None) -> Report:
         """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``,
@@ -208,8 +222,15 @@ class _Run:
         while True:
             if self.d._abandon.is_set():
                 raise _Abandoned
+            paced = PacedRows([entries[i].params for i in rows], self.on_read)
+            journal = self.d._journal
+            done = [] if journal is None else [m for i in rows for m in entries[i].marks]
             try:
-                self.d._sink.write(PacedRows([entries[i].params for i in rows], self.on_read))
+                if self.d._write_marked is not None:
+                    assert journal is not None
+                    self.d._write_marked(paced, progress=journal.tracker.marks(done))
+                else:
+                    self.d._sink.write(paced)
             except Exception as error:
                 self.d._budget.failed(self.d._clock())
                 if classify(error) is ErrorKind.TRANSIENT:
@@ -228,6 +249,8 @@ class _Run:
                     raise _Abandoned
                 for i in rows:
                     self.settled[i] = True
+            if journal is not None:
+                journal.settle(done)
             self.d._stats.written(sum(self.batch.weights[i] for i in rows))
             return None
 
@@ -349,6 +372,8 @@ class _Run:
             describe(error),
         )
         self.d._stats.gave_up(sum(self.batch.weights[i] for i in rows))
+        if self.d._journal is not None:  # handed over: done with, as far as the journal goes
+            self.d._journal.settle([mark for entry in entries for mark in entry.marks])
         self.d._give_up(entries, error)
 
     def abandon(self, rows: list[int]) -> None:
@@ -363,13 +388,23 @@ class _Run:
         )
         self.failed += len(rows)
         self.last_error = error
+        self.d._stats.abandoned_at_exit(weight)
+        if self.d._journal is not None:
+            # Not done: they stay in the journal, and the next process of the queue writes them.
+            logger.warning(
+                "queue %s: %d rows not written by the exit deadline (or abandon()) are left in "
+                "the journal for the next start, keys %s",
+                self.d._name,
+                weight,
+                _keys(entries),
+            )
+            return
         logger.error(
             "queue %s: %d rows abandoned (exit deadline or abandon()), not written, keys %s",
             self.d._name,
             weight,
             _keys(entries),
         )
-        self.d._stats.abandoned_at_exit(weight)
         self.d._give_up(entries, error)
 
     def report(self) -> Report:

@@ -44,6 +44,13 @@ class Metrics:
     oldest_row_age: float = 0.0
     """Seconds the oldest row not yet written or given up has waited (0.0 when there is none):
     how far behind the queue is, the number to alert on."""
+    total_replayed: int = 0
+    """Rows read back from the journals of processes that died, and queued again (they are
+    counted in ``total_enqueued`` too)."""
+    journal_bytes: int = 0
+    """The size of this process's journal segments (0 without a journal)."""
+    total_corrupt: int = 0
+    """Journal records found damaged at replay and set aside (logged, the files kept)."""
 
 
 _BATCH_ROWS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -99,6 +106,25 @@ class _Families:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        self.replayed = Counter(
+            "writebehind_replayed",
+            "Rows replayed from the journals of processes that died.",
+            label,
+            registry=registry,
+        )
+        self.journal_bytes = Gauge(
+            "writebehind_journal_bytes",
+            "Size of the journal's segment files.",
+            label,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.journal_corrupt = Counter(
+            "writebehind_journal_corrupt",
+            "Journal records found damaged at replay and set aside.",
+            label,
+            registry=registry,
+        )
         self.flush_duration = Histogram(
             "writebehind_flush_duration_seconds",
             "Time to write one batch taken from the queue, retries and row isolation included.",
@@ -124,6 +150,9 @@ class _Families:
             self.batches,
             self.depth,
             self.oldest_row_age,
+            self.replayed,
+            self.journal_bytes,
+            self.journal_corrupt,
             self.flush_duration,
             self.batch_rows,
         )
@@ -198,7 +227,10 @@ class QueueStats:
         self.abandoned = 0
         self.retries = 0
         self.batches = 0
-        self.settled = [0] * (lanes + 1)
+        self.replayed = 0
+        self.corrupt = 0
+        self.settled = [0] * (lanes + 2)  # the replay and intake lanes last
+        self.journal_bytes: Callable[[], int] = lambda: 0
         self._enqueued_count = enqueued_count
         self._oldest_row_age = oldest_row_age
         self._enqueued_exported = 0
@@ -221,6 +253,9 @@ class QueueStats:
             self._depth_series = families.depth.labels(queue=name)
             self._flush_series = families.flush_duration.labels(queue=name)
             self._batch_rows_series = families.batch_rows.labels(queue=name)
+            self._replayed_series = families.replayed.labels(queue=name)
+            self._journal_bytes_series = families.journal_bytes.labels(queue=name)
+            self._corrupt_series = families.journal_corrupt.labels(queue=name)
             families.syncer.queues.add(self)
 
     def sync(self) -> None:
@@ -234,6 +269,21 @@ class QueueStats:
                 self._enqueued_exported = enqueued
             self._depth_series.set(enqueued - self.persisted - self.failed - self.abandoned)
         self._oldest_series.set(self._oldest_row_age())
+        self._journal_bytes_series.set(self.journal_bytes())
+
+    def replayed_rows(self, rows: int) -> None:
+        """``rows`` rows read back from dead processes' journals were queued again."""
+        with self.progress:
+            self.replayed += rows
+        if self._exported:
+            self._replayed_series.inc(rows)
+
+    def corrupt_records(self, records: int) -> None:
+        """``records`` journal records were found damaged and set aside."""
+        with self.progress:
+            self.corrupt += records
+        if self._exported:
+            self._corrupt_series.inc(records)
 
     def retried(self) -> None:
         with self.progress:
@@ -269,8 +319,8 @@ class QueueStats:
             self.sync()
 
     def batch_done(self, lane: int, rows: int, seconds: float) -> None:
-        """A batch standing for ``rows`` rows accepted into ``lane`` (-1: the intake) is fully
-        handled: wake flush waiters."""
+        """A batch standing for ``rows`` rows accepted into ``lane`` (-1: the intake, -2: the
+        replay lane) is fully handled: wake flush waiters."""
         with self.progress:
             self.settled[lane] += rows
             self.progress.notify_all()
@@ -289,6 +339,7 @@ class QueueStats:
         with self.progress:
             persisted, failed, abandoned = self.persisted, self.failed, self.abandoned
             retries, batches = self.retries, self.batches
+            replayed, corrupt = self.replayed, self.corrupt
         enqueued = self._enqueued_count()
         oldest = self._oldest_row_age()
         self.sync()
@@ -302,4 +353,7 @@ class QueueStats:
             timestamp=datetime.now(timezone.utc),
             total_abandoned=abandoned,
             oldest_row_age=oldest,
+            total_replayed=replayed,
+            journal_bytes=self.journal_bytes(),
+            total_corrupt=corrupt,
         )

@@ -17,15 +17,19 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import _lifecycle
 from ._batch import Entry, combine, new_entry, seconds_until_due
-from ._buffer import INTAKE, RowBuffer
+from ._buffer import INTAKE, REPLAY, RowBuffer
 from ._callbacks import FailureCallbacks
 from ._delivery import Delivery, FailureHandler
 from ._metrics import Metrics, QueueStats
 from ._opening import SinkOpener
+from ._replay import Replay
 from ._retry import Backoff, RetryBudget
 from ._sink import Params, Sink
 from ._tracing import FlushTracer
 from .errors import QueueClosed, SchemaError
+from .journal.keeper import QueueJournal, encode_record
+from .journal.options import Journal
+from .journal.segments import take_over
 
 __all__ = ["FailureCallback", "WriteBehindQueue"]
 
@@ -109,6 +113,7 @@ class WriteBehindQueue:
         writers: int = 1,
         coalesce: bool = False,
         stuck_after: float = 60.0,
+        journal: Journal | str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(sink, Sink):
@@ -143,11 +148,25 @@ class WriteBehindQueue:
         if not callable(clock):
             raise TypeError("clock must be a callable returning monotonic seconds")
         _check_registry(registry)
+        journal_options = Journal.of(journal)
         expect_writers = getattr(sink, "expect_writers", None)
         if writers > 1 and expect_writers is not None:
             expect_writers(writers)  # ValueError: more writers than the sink has connections
 
         self.name: str = name or sink.name
+        if journal_options is not None:
+            if not self.name or "/" in self.name or self.name.startswith("."):
+                raise ValueError(
+                    f"a queue with a journal needs a name that can name a directory, "
+                    f"got {self.name!r}"
+                )
+            track_progress = getattr(sink, "track_progress", None)
+            if track_progress is not None:
+                track_progress()  # each write records what it applied, for an exact replay
+            # The journal holds the rows through any outage: no retry budget gives them up.
+            max_retries = max_retry_time = None
+        self.journal = journal_options
+        """The journal's options (None: rows live in memory only until written)."""
         self.shutdown_timeout = float(shutdown_timeout)
         self.writers = writers
         self.coalesce = coalesce
@@ -162,6 +181,7 @@ class WriteBehindQueue:
         self._clock = clock
         self._retry_options = (max_retries, max_retry_time, retry_backoff, retry_backoff_max)
         self._first_open_wait = float(getattr(sink, "connect_timeout", 5.0)) + 1.0
+        self._journal: QueueJournal | None = None
         self._fresh_state()
 
     def _fresh_state(self, forked: bool = False) -> None:
@@ -184,6 +204,10 @@ class WriteBehindQueue:
         )
         buffer.owner = weakref.ref(self)
         self._buffer, self._writers = buffer, writers
+        if forked and self._journal is not None:
+            self._journal.forget_after_fork()  # the parent's, still locked by the parent
+        self._journal = None  # made by the first put: nothing is created before a fork
+        self._replay: Replay | None = None
         max_retries, max_retry_time, retry_backoff, retry_backoff_max = self._retry_options
         self._abandon = threading.Event()
         # Each writer has its own retry state: an outage is met by each of its writes. Opening
@@ -305,6 +329,8 @@ class WriteBehindQueue:
                 raise QueueClosed(f"queue {self.name!r} is closed")
             if self._started:
                 return
+            if self.journal is not None:
+                self._open_journal(self.journal)
             ref = weakref.ref(self)
             for writer in self._writers:
                 suffix = f"-{writer.index}" if self.writers > 1 else ""
@@ -323,6 +349,31 @@ class WriteBehindQueue:
             )
             self._started = True
             _lifecycle.register(self)
+            if self._replay is not None:
+                self._replay.start()
+
+    def _open_journal(self, options: Journal) -> None:
+        """This process's journal, and the journals of dead processes to replay (their lanes
+        are held from now, so that no row put from now on is written before them)."""
+        journal = QueueJournal(options, self.name, self.writers)
+        self._journal = journal
+        self._stats.journal_bytes = lambda: journal.disk_bytes
+        for writer in self._writers:
+            writer.delivery.keep_journal(journal)
+        orphans = take_over(options.root, self.name)
+        if orphans:
+            self._replay = Replay(
+                name=self.name,
+                orphans=orphans,
+                journal=journal,
+                buffer=self._buffer,
+                sink=self._sink,
+                stats=self._stats,
+                opened=lambda: self._opener.opened,
+                stop=self._abandon,
+                clock=self._clock,
+            )
+            self._buffer.start_replay()
 
     def _check_process(self) -> None:
         # A fork the at-fork hook did not see (a fork that skipped it): start afresh here.
@@ -352,13 +403,35 @@ class WriteBehindQueue:
         else:
             key, params = self._prepare(row)
         buffer = self._buffer
-        entry = new_entry((key, params, row, self._clock(), 1))
-        if threading.get_ident() in self._own_threads:
+        entry = new_entry((key, params, row, self._clock(), 1, ()))
+        if self._journal is not None:
+            self._put_recorded([entry], block, timeout)
+        elif threading.get_ident() in self._own_threads:
             buffer.put_now([entry])  # room is only ever freed by the writers: never wait for it
         else:
             buffer.put(entry, block, timeout)
         if buffer.put_count % QueueStats.SYNC_EVERY == 0:
             self._stats.sync()
+
+    def _put_recorded(self, entries: list[Entry], block: bool, timeout: float | None) -> None:
+        """Accept ``entries`` once their records are in the journal (and on disk, for
+        ``sync="always"``)."""
+        journal = self._journal
+        assert journal is not None
+        buffer = self._buffer
+        payloads = [encode_record(buffer.lane_index(e), e.key, e.params, e.row) for e in entries]
+        size = sum(map(len, payloads))
+        buffer.put_recorded(
+            entries,
+            payloads,
+            journal.record,
+            lambda seconds: journal.wait_room(size, seconds),
+            block,
+            timeout,
+            beyond_maxsize=threading.get_ident() in self._own_threads,
+        )
+        if journal.options.sync == "always":
+            journal.sync()
 
     def put_many(
         self, rows: Iterable[Mapping[str, Any]], block: bool = True, timeout: float | None = None
@@ -389,8 +462,10 @@ class WriteBehindQueue:
                 raise
             except (TypeError, ValueError) as error:
                 raise type(error)(f"row {index}: {error}") from None
-            entries.append(new_entry((key, params, row, self._clock(), 1)))
-        if threading.get_ident() in self._own_threads:
+            entries.append(new_entry((key, params, row, self._clock(), 1, ())))
+        if self._journal is not None:
+            self._put_recorded(entries, block, timeout)
+        elif threading.get_ident() in self._own_threads:
             self._buffer.put_now(entries)
         else:
             self._buffer.put_all(entries, block, timeout)
@@ -612,14 +687,37 @@ class WriteBehindQueue:
             self._finished_writers += 1
             last = self._finished_writers == self.writers
         if last:
+            self._close_journal()
             self._close_sink()
         self._stats.wake()
+
+    def _close_journal(self) -> None:
+        """Once the writers are done: the journal is removed if every row of it is done (and
+        its progress rows with it), else kept for the next process."""
+        journal = self._journal
+        if journal is None:
+            return
+        if journal.close():
+            forget = getattr(self._sink, "forget_progress", None)
+            if forget is not None and getattr(self._sink, "records_progress", False):
+                try:
+                    forget(journal.prefix)
+                except Exception as error:  # harmless: no journal refers to them
+                    logger.info("queue %s: its progress rows are kept (%s)", self.name, error)
+        else:
+            logger.warning(
+                "queue %s: %d rows not written are kept in the journal %s for the next start",
+                self.name,
+                journal.tracker.pending(journal.prefix),
+                journal.writer.path,
+            )
 
     def _open_sink(self) -> None:
         """One step of opening the sink while rows wait (or a producer asks): an attempt, then
         a backoff, or rows given up in put order once the retry budget is spent."""
         buffer, opener = self._buffer, self._opener
-        if not (buffer.qsize() or opener.wanted or not opener.attempts):
+        # Rows to replay wait for it too: their progress is read from the database.
+        if not (buffer.qsize() or opener.wanted or not opener.attempts or buffer.replaying):
             buffer.wait_for_rows(_IDLE_WAIT)
             return
         if opener.attempt():
@@ -691,6 +789,8 @@ class WriteBehindQueue:
         self._buffer.release(unreleased)
         if lane == INTAKE:
             self._buffer.settle_intake(len(entries))
+        elif lane == REPLAY:
+            self._buffer.settle_replay(len(entries))
         weight = sum(entry.weight for entry in entries)
         self._stats.batch_done(lane, weight, time.monotonic() - started)
 

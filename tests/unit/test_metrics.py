@@ -93,5 +93,8 @@ def test_metrics_has_exactly_the_documented_fields() -> None:
         "timestamp",
         "total_abandoned",
         "oldest_row_age",
+        "total_replayed",
+        "journal_bytes",
+        "total_corrupt",
     ]
     assert Metrics.__dataclass_params__.frozen  # type: ignore[attr-defined]

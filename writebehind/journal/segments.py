@@ -244,12 +244,13 @@ class SegmentReader:
     """Reads one instance directory's records in sequence order, repairing as it goes.
 
     The caller must hold the directory's lock (an :class:`Orphan`, or its own
-    :class:`SegmentWriter` closed). A torn record at the end of the last segment is cut off; any other damage (a bad
-    CRC, a bad header, a record that does not parse) is set aside: the segment's original bytes
-    are kept as ``<segment>.corrupt``, the segment is rewritten with its valid records only, the
-    damage is counted in :attr:`stats` and logged with what was lost, and reading goes on. It
-    never raises for corruption; it raises :class:`JournalVersionError` for a segment written
-    by a newer format, and ``OSError`` for I/O errors.
+    :class:`SegmentWriter` closed). A torn record at the end of the last segment is cut off; any
+    other damage (a bad CRC, a bad header, a record that does not parse) is set aside: the
+    segment's original bytes are kept as ``<segment>.corrupt``, the segment is rewritten with
+    its valid records only, the damage is counted in :attr:`stats` and logged with what was
+    lost, and reading goes on. It never raises for corruption; it raises
+    :class:`JournalVersionError` for a segment written by a newer format, and ``OSError`` for
+    I/O errors.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, repair: bool = True) -> None:
@@ -423,21 +424,27 @@ class Orphan:
         """Delete the directory, then release the lock. Call it only after the records are
         committed elsewhere. ``*.corrupt`` files are kept for inspection, moved to
         ``<root>/<queue>/.corrupt/<instance>.<segment>.corrupt``."""
-        kept = self.path.parent / ".corrupt"
-        for path in self.path.iterdir():
-            if path.name.endswith(".corrupt"):
-                kept.mkdir(exist_ok=True)
-                os.replace(path, kept / f"{self.path.name}.{path.name}")
-            elif path.name != _LOCK_NAME:
-                path.unlink()
-        (self.path / _LOCK_NAME).unlink()
-        self.path.rmdir()
-        _fsync_dir(self.path.parent)
+        _remove_instance(self.path)
         self._lock.release()
 
     def release(self) -> None:
         """Release the lock, leaving the directory for another process."""
         self._lock.release()
+
+
+def _remove_instance(directory: Path) -> None:
+    """Delete a locked instance directory (its lock is released after). ``*.corrupt`` files
+    are kept, moved to ``<root>/<queue>/.corrupt/<instance>.<segment>.corrupt``."""
+    kept = directory.parent / ".corrupt"
+    for path in directory.iterdir():
+        if path.name.endswith(".corrupt"):
+            kept.mkdir(exist_ok=True)
+            os.replace(path, kept / f"{directory.name}.{path.name}")
+        elif path.name != _LOCK_NAME:
+            path.unlink()
+    (directory / _LOCK_NAME).unlink()
+    directory.rmdir()
+    _fsync_dir(directory.parent)
 
 
 def take_over(root: str | os.PathLike[str], queue: str) -> list[Orphan]:
@@ -584,6 +591,42 @@ class SegmentWriter:
                 self._sync_until(last)
             return range(first, last + 1)
 
+    def append_nowait(self, payloads: Sequence[bytes]) -> range | None:
+        """Append as :meth:`append` does, but without waiting for room (None when the journal
+        is full, by ``max_bytes`` or a full disk) and without the ``"always"`` sync: the caller
+        calls :meth:`sync_upto` after releasing its own locks."""
+        if not payloads:
+            return range(0)
+        size = sum(RECORD_OVERHEAD + len(p) for p in payloads)
+        if size + HEADER_SIZE > self.max_bytes:
+            raise ValueError(
+                f"payloads: {size} bytes cannot fit in a journal of max_bytes={self.max_bytes}"
+            )
+        with self._cond:
+            self._check_usable()
+            try:
+                first = self._write_group(payloads, size, self._clock())
+            except JournalFull:
+                return None
+            return range(first, first + len(payloads))
+
+    def wait_room(self, payload_bytes: int, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for room for ``payload_bytes`` of payloads (a
+        release, or, on a full disk, a short while before trying again)."""
+        needed = payload_bytes + RECORD_OVERHEAD
+        with self._cond:
+            self._check_usable()
+            if self._room(needed):  # room by max_bytes: the disk was full
+                self._cond.wait(min(timeout, _ENOSPC_RETRY))
+            else:
+                self._cond.wait(timeout)
+
+    def sync_upto(self, seq: int) -> None:
+        """Return once an ``fdatasync`` covered record ``seq`` (one call serves every thread
+        waiting); raises :class:`JournalSyncError` if that cannot be done."""
+        with self._cond:
+            self._sync_until(seq)
+
     def sync(self) -> None:
         """``fdatasync`` what was appended so far (in any mode); raises
         :class:`JournalSyncError` if that cannot be done."""
@@ -606,9 +649,10 @@ class SegmentWriter:
             self._disk_bytes -= released
             return released
 
-    def close(self) -> None:
+    def close(self, remove: bool = False) -> None:
         """Sync (unless ``sync="process"``), close the segment and release the instance's
-        lock. Idempotent. The directory stays for the next process to replay."""
+        lock. Idempotent. The directory stays for the next process to replay, unless
+        ``remove`` (every record is done): then it is deleted before the lock is released."""
         with self._cond:
             if self._closed:
                 return
@@ -628,6 +672,8 @@ class SegmentWriter:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+        if remove:
+            _remove_instance(self.path)
         self._instance.release()
 
     def forget_after_fork(self) -> None:

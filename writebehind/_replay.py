@@ -1,0 +1,214 @@
+"""Replay: the rows left in the journals of a queue's dead processes, queued again in put order.
+
+Runs on a thread of its own once the sink is open (the progress lives in the database). Each
+orphaned journal is read in sequence order; a record the progress table says is done is skipped,
+the others go to the buffer's replay lane, which is written before any other, so that a row put
+since never loses to an older one of its key. A journal is deleted once every record of it is
+done, and then its progress rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._batch import Entry, new_entry
+from ._buffer import RowBuffer
+from ._metrics import QueueStats
+from ._sink import Params, Sink
+from .journal.keeper import INTAKE_LANE, QueueJournal, decode_record
+from .journal.progress import Done
+from .journal.segments import JournalVersionError, Orphan
+
+__all__ = ["Replay"]
+
+logger = logging.getLogger("writebehind")
+
+_RETRY_DELAY = (0.1, 5.0)  # first and longest wait between reads of the progress table
+
+
+class _Stopped(Exception):
+    """The queue was closed or abandoned: what is not queued stays in its journal."""
+
+
+class Replay:
+    """Replays ``orphans`` (journals locked by this process) into ``buffer``."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        orphans: list[Orphan],
+        journal: QueueJournal,
+        buffer: RowBuffer,
+        sink: Sink,
+        stats: QueueStats,
+        opened: Callable[[], bool],
+        stop: threading.Event,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.orphans = orphans
+        self.journal = journal
+        self.buffer = buffer
+        self.sink = sink
+        self.stats = stats
+        self.opened = opened
+        self.stop = stop
+        self.clock = clock
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Hold the lanes and start the thread (``writebehind-<name>-replay``)."""
+        self.buffer.start_replay()
+        self.thread = threading.Thread(
+            target=self.run, name=f"writebehind-{self.name}-replay", daemon=True
+        )
+        self.thread.start()
+
+    def run(self) -> None:
+        fed: list[Orphan] = []
+        try:
+            self._wait_for_sink()
+            for orphan in self.orphans:
+                self._feed(orphan)
+                fed.append(orphan)
+        except _Stopped:
+            pass
+        except BaseException:  # the rows stay in their journal; the lanes must go on
+            logger.exception(
+                "queue %s: replay failed; the rest waits for the next start", self.name
+            )
+        finally:
+            self.buffer.end_replay()
+        for orphan in self.orphans:
+            if orphan in fed and self._wait_done(orphan):
+                self._remove(orphan)
+            else:
+                orphan.release()
+
+    def _wait_for_sink(self) -> None:
+        while not self.opened():
+            if self.stop.wait(0.05) or self.buffer.closed:
+                raise _Stopped
+
+    def _feed(self, orphan: Orphan) -> None:
+        prefix = _prefix(self.journal.queue, orphan)
+        tracker = self.journal.tracker
+        for source, (applied, extras) in self._progress(prefix).items():
+            tracker.seed(source, applied, extras)
+        batch = max(1, self.buffer.batch_size)
+        chunk: list[Entry] = []
+        replayed = skipped = unreadable = 0
+        try:
+            records = orphan.records()
+            for record in records:
+                try:
+                    row = decode_record(record.payload)
+                except ValueError as error:
+                    unreadable += 1
+                    logger.error(
+                        "queue %s: journal %s record %d cannot be read (%s); set aside",
+                        self.name,
+                        orphan.path,
+                        record.seq,
+                        error,
+                    )
+                    continue
+                lane = "intake" if row.lane == INTAKE_LANE else str(row.lane)
+                source = prefix + lane
+                if tracker.is_done(source, record.seq):
+                    skipped += 1
+                    continue
+                tracker.accepted(source, record.seq)
+                mapping = row.row if row.row is not None else _row_of(self.sink, row.params)
+                done = (Done(source, record.seq),)
+                chunk.append(new_entry((row.key, row.params, mapping, self.clock(), 1, done)))
+                if len(chunk) >= batch:
+                    self._queue(chunk)
+                    replayed += len(chunk)
+                    chunk = []
+            self._queue(chunk)
+            replayed += len(chunk)
+        except JournalVersionError as error:
+            logger.error("queue %s: journal %s left as it is: %s", self.name, orphan.path, error)
+            raise _Stopped from None
+        finally:
+            stats = orphan.reader.stats
+            corrupt = stats.lost_sequences + unreadable
+            if corrupt:
+                self.stats.corrupt_records(corrupt)
+            logger.info(
+                "queue %s: replayed %d rows from journal %s (%d already written, %d set aside)",
+                self.name,
+                replayed,
+                orphan.path,
+                skipped,
+                corrupt,
+            )
+
+    def _queue(self, chunk: list[Entry]) -> None:
+        if not chunk:
+            return
+        backlog = 2 * self.buffer.batch_size
+        while not self.buffer.feed_replay(chunk, backlog, 1.0):
+            if self.stop.is_set() or self.buffer.closed:
+                raise _Stopped
+        self.stats.replayed_rows(len(chunk))
+
+    def _progress(self, prefix: str) -> Mapping[str, tuple[int, frozenset[int]]]:
+        read = getattr(self.sink, "read_progress", None)
+        if read is None or not getattr(self.sink, "records_progress", False):
+            return {}
+        delay = _RETRY_DELAY[0]
+        while True:
+            try:
+                progress: Mapping[str, tuple[int, frozenset[int]]] = read(prefix)
+                return progress
+            except Exception as error:
+                logger.warning(
+                    "queue %s: reading the journal's progress failed (%s); retrying in %.1fs",
+                    self.name,
+                    error,
+                    delay,
+                )
+            if self.stop.wait(delay) or self.buffer.closed:
+                raise _Stopped
+            delay = min(delay * 2, _RETRY_DELAY[1])
+
+    def _wait_done(self, orphan: Orphan) -> bool:
+        prefix = _prefix(self.journal.queue, orphan)
+        while not self.journal.tracker.wait_done(prefix, 1.0):
+            if self.stop.is_set():  # abandoned: what is not done stays for the next start
+                return False
+        return True
+
+    def _remove(self, orphan: Orphan) -> None:
+        prefix = _prefix(self.journal.queue, orphan)
+        try:
+            orphan.remove()  # first: a progress row without its journal is harmless
+        except OSError:
+            logger.exception("queue %s: removing journal %s failed", self.name, orphan.path)
+            orphan.release()
+            return
+        self.journal.tracker.forget(prefix)
+        forget = getattr(self.sink, "forget_progress", None)
+        if forget is not None and getattr(self.sink, "records_progress", False):
+            try:
+                forget(prefix)
+            except Exception as error:
+                logger.info("queue %s: progress rows of %s kept (%s)", self.name, prefix, error)
+
+
+def _prefix(queue: str, orphan: Orphan) -> str:
+    return f"{queue}/{orphan.path.name}/"
+
+
+def _row_of(sink: Sink, params: Params) -> Mapping[str, Any]:
+    """A replayed row as on_failure gets it: the written columns and their values."""
+    columns = getattr(sink, "written_columns", ())
+    if len(columns) == len(params):
+        return dict(zip(columns, params, strict=True))
+    return {"params": params}
