@@ -498,8 +498,9 @@ class WriteBehindQueue:
     def flush(self, timeout: float | None = None) -> bool:
         """Write out every row put before this call, partial batches included.
 
-        Returns True once each of those rows is persisted or given up (its ``on_failure`` call
-        returned), False if ``timeout`` seconds ran out first or a writer is not running (never
+        With a journal, the rows being replayed from dead processes' journals count as put
+        before. Returns True once each of those rows is persisted or given up (its
+        ``on_failure`` call returned), False if ``timeout`` seconds ran out first or a writer is not running (never
         started, or died). Rows put meanwhile by other threads may be written too, but are not
         waited for. RuntimeError from ``on_failure``, which would wait for itself.
         """
@@ -509,8 +510,11 @@ class WriteBehindQueue:
                 "itself; put() the rows and return"
             )
         self._check_process()
-        targets = self._buffer.request_flush()
         deadline = None if timeout is None else time.monotonic() + timeout
+        replay = self._replay
+        if replay is not None and not replay.fed.wait(timeout):
+            return False  # the rows of dead processes' journals are not all queued yet
+        targets = self._buffer.request_flush()
         stats = self._stats
         progress = stats.progress
         with progress:
@@ -574,6 +578,9 @@ class WriteBehindQueue:
                 writer.thread.join(remaining())
         if any(w.thread is not None and w.thread.is_alive() for w in self._writers):
             return False
+        replay = self._replay
+        if replay is not None and replay.thread is not None:
+            replay.thread.join(remaining())  # it removes the replayed journals once done
         callbacks = self._callbacks
         return callbacks is None or callbacks.wait(callbacks.handed, remaining())
 

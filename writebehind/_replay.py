@@ -59,6 +59,8 @@ class Replay:
         self.stop = stop
         self.clock = clock
         self.thread: threading.Thread | None = None
+        self.fed = threading.Event()
+        """Set once every row to replay is queued (or replay stopped)."""
 
     def start(self) -> None:
         """Hold the lanes and start the thread (``writebehind-<name>-replay``)."""
@@ -83,6 +85,7 @@ class Replay:
             )
         finally:
             self.buffer.end_replay()
+            self.fed.set()
         for orphan in self.orphans:
             if orphan in fed and self._wait_done(orphan):
                 self._remove(orphan)

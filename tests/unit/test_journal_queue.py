@@ -1,0 +1,301 @@
+"""A queue with a journal, over a sink that keeps its table and progress in memory: what is
+recorded, what each write marks as done, and what the next queue replays."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import POISON, ProgressSink, row
+from writebehind import Params, QueueFull, WriteBehindQueue
+from writebehind.journal import Journal
+from writebehind.journal.keeper import decode_record
+from writebehind.journal.segments import SegmentReader, SegmentWriter
+
+Failure = tuple[list[Mapping[str, Any]], BaseException]
+
+
+class CheckedSink(ProgressSink):
+    """Checks each write's marks: every record a mark calls done must be written (now or
+    before) or refused. Rows are put with ids 1, 2, 3... in order, so id = sequence number;
+    with ``lanes`` writers, record ``seq`` is in lane ``seq % lanes``."""
+
+    def __init__(self, lanes: int = 1) -> None:
+        super().__init__()
+        self.lanes = lanes
+        self.committed: set[int] = set()
+        self.refusable: set[int] = set()
+
+    def write(self, rows: Sequence[Params], progress: Sequence[Any] = ()) -> None:
+        rows = list(rows)
+        ids = {key for key, _ in rows}
+        if any(value == POISON for _, value in rows):
+            super().write(rows, progress)  # raises, nothing recorded
+        for source, applied, extra in progress:
+            lane = int(source.rsplit("/", 1)[1])
+            covered = {s for s in range(1, applied + 1) if s % self.lanes == lane} | set(extra)
+            wrong = covered - self.committed - ids - self.refusable
+            if wrong:
+                self.violations.append(f"{source} marked {sorted(wrong)} done, not written")
+        super().write(rows, progress)
+        self.committed |= ids
+
+
+@pytest.fixture
+def checked() -> Iterator[CheckedSink]:
+    sink = CheckedSink()
+    yield sink
+    assert not sink.violations
+
+
+def queue(sink: ProgressSink, root: Path, failures: list[Failure], **options: Any) -> Any:
+    options.setdefault("registry", None)
+    options.setdefault("retry_backoff", 0.001)
+    options.setdefault("retry_backoff_max", 0.01)
+    options.setdefault("flush_interval", 60.0)
+    options.setdefault("on_failure", lambda rows, error: failures.append((rows, error)))
+    return WriteBehindQueue(sink, journal=Journal(root), **options)
+
+
+def instances(root: Path, name: str = "fake") -> list[Path]:
+    parent = root / name
+    return sorted(p for p in parent.iterdir() if not p.name.startswith(".")) if parent.exists() else []
+
+
+def abandon(wb: WriteBehindQueue, sink: ProgressSink) -> None:
+    """End ``wb`` as the exit deadline would, leaving what is unwritten in its journal."""
+    wb.abandon()
+    if sink.gate is not None:
+        sink.gate.set()
+    wb.close(timeout=10)
+    sink.gate = None
+    sink.closed = 0  # the next queue writes through the same table
+
+
+def test_put_returns_once_the_row_is_a_record_in_the_journal(
+    tmp_path: Path, checked: CheckedSink, failures: list[Failure]
+) -> None:
+    checked.gate = threading.Event()
+    wb = queue(checked, tmp_path, failures)
+    wb.put(row(1, "a"))
+    wb.put_many([row(2, "b"), row(3, "c")])
+    [directory] = instances(tmp_path)
+    records = list(SegmentReader(directory, repair=False).records())
+    assert [r.seq for r in records] == [1, 2, 3]
+    replayed = [decode_record(r.payload) for r in records]
+    assert [(r.key, r.params) for r in replayed] == [(1, (1, "a")), (2, (2, "b")), (3, (3, "c"))]
+    checked.gate.set()
+    assert wb.flush(10)
+    assert checked.progress == {f"fake/{directory.name}/0": (3, frozenset())}
+    wb.close(10)
+    assert instances(tmp_path) == []  # all written: the journal is gone
+    assert checked.progress == {}  # and its progress rows
+
+
+def test_rows_left_unwritten_are_replayed_once_by_the_next_queue(
+    tmp_path: Path, checked: CheckedSink, failures: list[Failure]
+) -> None:
+    wb = queue(checked, tmp_path, failures, batch_size=10)
+    wb.put_many([row(i, f"v{i}") for i in range(1, 26)])
+    assert wb.flush(10)
+    checked.gate = threading.Event()
+    checked.write_started.clear()
+    wb.put_many([row(i, f"v{i}") for i in range(26, 41)])  # 26-35 taken, 36-40 waiting
+    assert checked.write_started.wait(10)
+    abandon(wb, checked)
+    assert wb.metrics().total_abandoned == 5
+    assert failures == []  # kept in the journal, not handed over
+    assert len(instances(tmp_path)) == 1
+
+    again = queue(checked, tmp_path, failures, batch_size=10)
+    again.put(row(41, "v41"))
+    assert again.flush(10)
+    applied = [key for key, _ in checked.applied]
+    assert sorted(applied) == list(range(1, 42))  # each row once
+    assert checked.table == {i: f"v{i}" for i in range(1, 42)}
+    assert again.metrics().total_replayed == 5
+    again.close(10)
+    assert instances(tmp_path) == [] and checked.progress == {}
+
+
+def test_replayed_rows_are_written_before_the_rows_put_since(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    sink = ProgressSink()
+    sink.gate = threading.Event()
+    wb = queue(sink, tmp_path, failures)
+    wb.put(row(1, "old"))
+    wb.flush(timeout=0.01)  # due now
+    assert sink.write_started.wait(10)
+    wb.put(row(2, "old"))
+    abandon(wb, sink)
+    assert sink.table == {1: "old"}
+
+    again = queue(sink, tmp_path, failures)
+    again.put(row(2, "new"))
+    assert again.flush(10)
+    assert sink.table == {1: "old", 2: "new"}
+    assert [value for key, value in sink.applied if key == 2] == ["old", "new"]
+    again.close(10)
+
+
+def test_a_refused_row_in_a_batch_marks_only_what_was_written(
+    tmp_path: Path, checked: CheckedSink, failures: list[Failure]
+) -> None:
+    checked.refusable = {3, 11}
+    wb = queue(checked, tmp_path, failures, batch_size=16)
+    wb.put_many([row(i, POISON if i in checked.refusable else i) for i in range(1, 17)])
+    assert wb.flush(10)
+    assert sorted(r["id"] for rows, _ in failures for r in rows) == [3, 11]
+    [(applied, extra)] = checked.progress.values()
+    # A row refused after the last commit of its batch is done, but not recorded as such: a
+    # replay would try it again (and hand it over again), never write it twice.
+    assert set(range(1, applied + 1)) | extra >= set(range(1, 17)) - {3, 11}
+    wb.close(10)
+
+
+@pytest.mark.parametrize("writers", [1, 2])
+def test_coalesced_and_laned_rows_mark_only_what_was_written(
+    tmp_path: Path, failures: list[Failure], writers: int
+) -> None:
+    sink = CheckedSink(lanes=writers)
+    sink.refusable = {7}
+    wb = queue(sink, tmp_path, failures, batch_size=4, coalesce=True, writers=writers)
+    sink.gate = threading.Event()
+    # Ids are sequence numbers; values repeat keys through the extra rows' values only.
+    for i in range(1, 41):
+        wb.put(row(i, POISON if i == 7 else i))
+    sink.gate.set()
+    assert wb.flush(10)
+    assert not sink.violations
+    assert len(sink.table) == 39
+    wb.close(10)
+    assert instances(tmp_path) == []
+
+
+def test_a_hot_key_combined_while_it_waits_is_replayed_at_its_last_value(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    sink = ProgressSink()
+    sink.gate = threading.Event()
+    wb = queue(sink, tmp_path, failures, coalesce=True)
+    wb.put(row("busy", 0))
+    wb.flush(timeout=0.01)
+    assert sink.write_started.wait(10)
+    for value in range(1, 101):
+        wb.put(row("hot", value))
+    wb.put(row("cold", 1))
+    abandon(wb, sink)
+    again = queue(sink, tmp_path, failures, coalesce=True)
+    again.start()  # replay begins when the queue starts: start(), or its first put
+    assert again.flush(10)
+    assert sink.table == {"busy": 0, "hot": 100, "cold": 1}
+    again.close(10)
+    assert instances(tmp_path) == []
+
+
+def test_a_full_journal_holds_put_back_like_a_full_queue(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    sink = ProgressSink()
+    sink.gate = threading.Event()
+    options = Journal(tmp_path, max_bytes=8192, segment_bytes=4096)
+    wb = WriteBehindQueue(sink, registry=None, journal=options, flush_interval=60.0)
+    accepted = 0
+    with pytest.raises(QueueFull, match="journal is full"):
+        for i in range(1000):
+            wb.put_nowait(row(i, "x" * 100))
+            accepted += 1
+    assert 20 < accepted < 100
+    with pytest.raises(QueueFull):
+        wb.put(row("late", 1), timeout=0.1)
+    sink.gate.set()
+    assert wb.flush(10)
+    wb.put(row("late", 1), timeout=10)  # room again: the written segments are released
+    assert wb.flush(10)
+    assert len(sink.table) == accepted + 1
+    wb.close(10)
+
+
+def test_a_value_the_journal_cannot_hold_is_refused_at_put(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    sink = ProgressSink()
+    wb = queue(sink, tmp_path, failures)
+    with pytest.raises(TypeError, match="journal"):
+        wb.put(row(1, object()))
+    with pytest.raises(TypeError, match="journal"):
+        wb.put_many([row(2, 2), row(3, object())])
+    wb.put(row(4, 4))
+    assert wb.flush(10)
+    assert sink.table == {4: 4}
+    assert wb.metrics().total_enqueued == 1
+    wb.close(10)
+
+
+def test_damaged_records_are_set_aside_and_counted_and_the_rest_replayed(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    sink = ProgressSink()
+    sink.gate = threading.Event()
+    wb = queue(sink, tmp_path, failures)
+    wb.put(row(0, "busy"))
+    wb.flush(timeout=0.01)
+    assert sink.write_started.wait(10)
+    wb.put_many([row(i, f"v{i}") for i in range(1, 11)])
+    abandon(wb, sink)
+    [directory] = instances(tmp_path)
+    [segment] = sorted(directory.glob("*.seg"))
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte inside one record
+    segment.write_bytes(bytes(data))
+
+    again = queue(sink, tmp_path, failures)
+    again.start()
+    assert again.flush(10)
+    metrics = again.metrics()
+    assert metrics.total_corrupt == 1
+    assert metrics.total_replayed == 9
+    assert len(sink.table) == 10  # row 0 and the 9 undamaged
+    again.close(10)
+    assert list((tmp_path / "fake" / ".corrupt").iterdir())  # the damaged bytes are kept
+
+
+def test_a_torn_record_at_the_end_is_cut_without_a_sound(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    orphan = SegmentWriter(tmp_path, "fake")
+    from writebehind.journal.keeper import encode_record
+
+    orphan.append([encode_record(0, i, (i, f"v{i}"), {}) for i in range(1, 6)])
+    path = orphan.path
+    orphan.close()
+    [segment] = sorted(path.glob("*.seg"))
+    segment.write_bytes(segment.read_bytes()[:-3])  # killed in the middle of the last record
+    sink = ProgressSink()
+    again = queue(sink, tmp_path, failures)
+    again.start()
+    assert again.flush(10)
+    assert sink.table == {i: f"v{i}" for i in range(1, 5)}
+    assert again.metrics().total_corrupt == 0
+    again.close(10)
+    assert instances(tmp_path) == []
+
+
+def test_journal_arguments_are_checked(tmp_path: Path) -> None:
+    sink = ProgressSink()
+    with pytest.raises(TypeError, match="journal must be"):
+        WriteBehindQueue(sink, registry=None, journal=123)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sync must be one of"):
+        Journal(tmp_path, sync="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_bytes"):
+        Journal(tmp_path, max_bytes=10)
+    with pytest.raises(ValueError, match="name"):
+        WriteBehindQueue(sink, registry=None, journal=tmp_path, name="a/b")
+    wb = WriteBehindQueue(sink, registry=None, journal=str(tmp_path))
+    assert wb.journal == Journal(str(tmp_path))
+    wb.close()
