@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from writebehind.journal.segments import SegmentWriter, SegmentReader, SyncMode
+from writebehind.journal.segments import SegmentReader, SegmentWriter, SyncMode
 
 PAYLOAD = b"x" * 300
 

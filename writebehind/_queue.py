@@ -498,9 +498,9 @@ class WriteBehindQueue:
     def flush(self, timeout: float | None = None) -> bool:
         """Write out every row put before this call, partial batches included.
 
-        With a journal, the rows being replayed from dead processes' journals count as put
-        before. Returns True once each of those rows is persisted or given up (its
-        ``on_failure`` call returned), False if ``timeout`` seconds ran out first or a writer is not running (never
+        With a journal, the rows being replayed from dead processes' journals count as put before.
+        Returns True once each of those rows is persisted or given up (its ``on_failure`` call
+        returned), False if ``timeout`` seconds ran out first or a writer is not running (never
         started, or died). Rows put meanwhile by other threads may be written too, but are not
         waited for. RuntimeError from ``on_failure``, which would wait for itself.
         """

@@ -63,7 +63,9 @@ def queue(sink: ProgressSink, root: Path, failures: list[Failure], **options: An
 
 def instances(root: Path, name: str = "fake") -> list[Path]:
     parent = root / name
-    return sorted(p for p in parent.iterdir() if not p.name.startswith(".")) if parent.exists() else []
+    if not parent.exists():
+        return []
+    return sorted(p for p in parent.iterdir() if not p.name.startswith("."))
 
 
 def abandon(wb: WriteBehindQueue, sink: ProgressSink) -> None:

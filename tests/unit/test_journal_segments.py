@@ -20,7 +20,6 @@ import pytest
 from writebehind.journal.segments import (
     HEADER_SIZE,
     RECORD_OVERHEAD,
-    SegmentWriter,
     JournalClosed,
     JournalFull,
     JournalSyncError,
@@ -28,6 +27,7 @@ from writebehind.journal.segments import (
     ReadStats,
     Record,
     SegmentReader,
+    SegmentWriter,
     encode_header,
     take_over,
 )

@@ -1,7 +1,8 @@
 """Append-only segment files: the file layer of the durable journal.
 
 Layout: ``<root>/<queue name>/<instance>/`` holds one process's journal, locked with
-``fcntl.flock`` on its ``LOCK`` file while a process uses it. Inside, segment files named
+``fcntl.flock`` on its ``LOCK`` file while a process uses it. An instance is named
+``<creation time in ns, 16 hex digits>-<host>-<pid>-<random>``, so names sort oldest first. Inside, segment files named
 ``<segment number>.seg`` (ten digits, so names sort in write order), each made of::
 
     header  (24 bytes)  magic b"wbjournl" | version u16 | flags u16 (0) | first seq u64 | crc32 u32
@@ -393,7 +394,9 @@ def _new_instance(root: Path, queue: str) -> _InstanceLock:
         raise ValueError(f"queue: {queue!r} cannot name a directory")
     parent = root / queue
     parent.mkdir(parents=True, exist_ok=True)
-    name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    # Named by creation time first: take_over() returns dead instances oldest first, so that
+    # rows of one key left by two processes that died one after the other replay in order.
+    name = f"{time.time_ns():016x}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     # Built under a hidden name and locked before it is renamed into view: take_over() never
     # sees an instance that is not locked yet.
     staging = parent / f".{name}.new"
