@@ -2,8 +2,9 @@
 
 Layout: ``<root>/<queue name>/<instance>/`` holds one process's journal, locked with
 ``fcntl.flock`` on its ``LOCK`` file while a process uses it. An instance is named
-``<creation time in ns, 16 hex digits>-<host>-<pid>-<random>``, so names sort oldest first. Inside, segment files named
-``<segment number>.seg`` (ten digits, so names sort in write order), each made of::
+``<creation time in ns, 16 hex digits>-<host>-<pid>-<random>``, so names sort oldest first.
+Inside, segment files named ``<segment number>.seg`` (ten digits, so names sort in write
+order), each made of::
 
     header  (24 bytes)  magic b"wbjournl" | version u16 | flags u16 (0) | first seq u64 | crc32 u32
     record  (16 bytes + payload)  length u32 | crc32 u32 | seq u64 | payload
