@@ -21,6 +21,14 @@ from writebehind.embedded import database
 DSN_VARIABLE = "WRITEBEHIND_TEST_DSN"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        help="run the long versions of the fault tests (1,000 process kills instead of 50)",
+    )
+
+
 @pytest.fixture(scope="session")
 def dsn() -> Iterator[str]:
     """Conninfo of the test server: WRITEBEHIND_TEST_DSN, else an embedded server for the run."""

@@ -1,0 +1,124 @@
+"""A process putting rows into a queue with a journal is killed with SIGKILL at random moments, and
+the next process replays what it left: every row whose put() returned is written, at its last
+value, and a counter merged with ``add`` counts each put once."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import create, named
+from tests.faults.journal_child import KEYS
+
+pytestmark = pytest.mark.fault
+
+CHILD = str(Path(__file__).with_name("journal_child.py"))
+
+
+@dataclasses.dataclass
+class Run:
+    """One killed process: the rows whose put() returned, and the one that may have been in
+    flight when it died (appended to the journal, not yet said)."""
+
+    returned: list[int]
+    in_flight: int
+
+
+def start(mode: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, CHILD, mode, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def killed_run(
+    dsn: str, table: str, journal: Path, log: Path, first: int, rng: random.Random
+) -> Run:
+    writers, coalesce = rng.choice(["1", "2"]), rng.choice(["0", "1"])
+    child = start("run", dsn, table, str(journal), str(first), str(log), writers, coalesce)
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if line != "ready\n":
+        child.kill()
+        _, stderr = child.communicate(timeout=30)
+        pytest.fail(f"the child did not start: {line!r} {stderr}")
+    time.sleep(rng.uniform(0.0, 0.4))  # the fault: a kill at a random moment, not a wait
+    child.kill()
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode == -9, stderr
+    text = log.read_text() if log.exists() else ""
+    # A number cut short by the kill was not said whole: its put is the one in flight.
+    lines = text.split("\n")[:-1]
+    returned = [int(number) for number in lines]
+    in_flight = (returned[-1] + 1) if returned else first
+    return Run(returned, in_flight)
+
+
+def check(db: psycopg.Connection[Any], table: str, runs: list[Run]) -> int:
+    """Every returned put is in the table: each key at the value put last (or a later one
+    in flight), its counter at the number of its puts (plus those in flight). Returns the
+    number of returned puts."""
+    returned = [i for run in runs for i in run.returned]
+    in_flight = {run.in_flight for run in runs}
+    puts = Counter(i % KEYS for i in returned)
+    extra = Counter(i % KEYS for i in in_flight)
+    last: dict[int, int] = {}
+    for i in returned:
+        last[i % KEYS] = max(last.get(i % KEYS, -1), i)
+    found = {k: (v, n) for k, v, n in db.execute(named("SELECT k, v, n FROM {}", table))}
+    wrong = []
+    for key in set(puts) | set(found):
+        value, count = found.get(key, (None, 0))
+        if key in last and value != last[key] and value not in in_flight:
+            wrong.append(f"key {key}: value {value}, last put {last[key]}")
+        elif key in last and value is not None and value < last[key]:
+            wrong.append(f"key {key}: value {value} older than the last put {last[key]}")
+        if not puts[key] <= count <= puts[key] + extra[key]:
+            wrong.append(f"key {key}: counter {count}, {puts[key]} puts (+{extra[key]} in flight)")
+    assert not wrong, wrong[:20]
+    return len(returned)
+
+
+def test_killed_processes_lose_nothing_and_replay_each_row_once(
+    dsn: str,
+    db: psycopg.Connection[Any],
+    table_name: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    kills = 1000 if request.config.getoption("--soak") else 50
+    create(db, table_name, "k integer PRIMARY KEY, v bigint NOT NULL, n bigint NOT NULL")
+    journal = tmp_path / "journal"
+    rng = random.Random(int(time.time()))
+    runs = []
+    for number in range(kills):
+        log = tmp_path / f"run-{number}.log"
+        runs.append(killed_run(dsn, table_name, journal, log, number * 10_000_000, rng))
+    drain = start("drain", dsn, table_name, str(journal))
+    stdout, stderr = drain.communicate(timeout=300)
+    assert drain.returncode == 0, stderr
+    metrics = json.loads(stdout)
+    returned = check(db, table_name, runs)
+    assert returned > kills  # the runs did put rows
+    assert metrics["total_corrupt"] == 0
+    # Every journal was replayed and removed, and its progress rows with it.
+    left = [p.name for p in (journal / table_name).iterdir() if not p.name.startswith(".")]
+    assert left == []
+    progress = db.execute(
+        "SELECT count(*) FROM writebehind_progress WHERE starts_with(journal, %s)",
+        (f"{table_name}/",),
+    ).fetchone()
+    assert progress == (0,)
+    print(f"{kills} kills, {returned} puts returned, {metrics['total_replayed']} replayed at last")
