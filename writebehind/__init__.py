@@ -11,11 +11,13 @@ from ._queue import FailureCallback, WriteBehindQueue
 from ._signals import drain_on_signals
 from ._sink import Params, Sink
 from .errors import QueueClosed, QueueFull, RowsAbandoned, SchemaError, WriteBehindError
+from .journal import Journal
 from .postgres import PostgresUpsert
 
 __all__ = [
     "EagerQueue",
     "FailureCallback",
+    "Journal",
     "Metrics",
     "Params",
     "PostgresUpsert",

@@ -22,8 +22,7 @@ KEYS = 200
 
 
 def main(argv: list[str]) -> int:
-    from writebehind import PostgresUpsert, WriteBehindQueue
-    from writebehind.journal import Journal
+    from writebehind import Journal, PostgresUpsert, WriteBehindQueue
 
     mode, dsn, table, journal = argv[:4]
     writers = int(argv[6]) if mode == "run" else 1

@@ -11,6 +11,7 @@ def test_public_names() -> None:
         [
             "EagerQueue",
             "FailureCallback",
+            "Journal",
             "Metrics",
             "Params",
             "PostgresUpsert",

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import POISON, ProgressSink, row
-from writebehind import Params, QueueFull, WriteBehindQueue
-from writebehind.journal import Journal
+from writebehind import Journal, Params, QueueFull, WriteBehindQueue
 from writebehind.journal.keeper import decode_record
 from writebehind.journal.segments import SegmentReader, SegmentWriter
 
