@@ -3,7 +3,9 @@ recorded, what each write marks as done, and what the next queue replays."""
 
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 from tests.fakes import POISON, ProgressSink, row
 from writebehind import Journal, Params, QueueFull, WriteBehindQueue
 from writebehind.journal.keeper import decode_record
-from writebehind.journal.segments import SegmentReader, SegmentWriter
+from writebehind.journal.segments import SegmentReader, SegmentWriter, take_over
 
 Failure = tuple[list[Mapping[str, Any]], BaseException]
 
@@ -300,3 +302,37 @@ def test_journal_arguments_are_checked(tmp_path: Path) -> None:
     wb = WriteBehindQueue(sink, registry=None, journal=str(tmp_path))
     assert wb.journal == Journal(str(tmp_path))
     wb.close()
+
+
+def test_a_forked_child_keeps_a_journal_of_its_own_and_leaves_the_parents_locked(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    sink = ProgressSink()
+    wb = queue(sink, tmp_path, failures)
+    wb.put(row(1, "parent"))
+    assert wb.flush(10)
+    [parent_journal] = instances(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, Python 3.12+
+        pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            wb.put(row(2, "child"))
+            mine = [p for p in instances(tmp_path) if p != parent_journal]
+            written = wb.flush(timeout=10) and sink.table.get(2) == "child"
+            # The parent's journal is still locked by the parent: nothing to take over.
+            untouched = take_over(tmp_path, "fake") == []
+            wb.close(timeout=10)
+            gone = not any(p.exists() for p in mine)
+            code = 0 if len(mine) == 1 and written and untouched and gone else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert take_over(tmp_path, "fake") == []  # the child's exit did not unlock the parent's
+    wb.put(row(3, "parent"))
+    assert wb.flush(10)
+    assert instances(tmp_path) == [parent_journal]
+    wb.close(10)
+    assert instances(tmp_path) == []
