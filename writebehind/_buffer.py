@@ -21,6 +21,7 @@ REPLAY = -2
 
 Combine = Callable[[Entry, Entry], Entry]
 Record = Callable[[list[bytes], list[int]], "list[Done] | None"]
+RecordOne = Callable[[bytes, int], "Done | None"]
 """Appends payloads to the journal for rows going to the given lanes, under the buffer's lock:
 returns each row's record, or None when the journal has no room."""
 
@@ -204,6 +205,48 @@ class RowBuffer:
                         [new_entry((*e[:5], (m,))) for e, m in zip(entries, marks, strict=True)]
                     )
                     return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not block or (remaining is not None and remaining <= 0):
+                raise QueueFull("the journal is full (max_bytes, or the disk)")
+            wait_room(1.0 if remaining is None else min(1.0, remaining))
+
+    def put_recorded_one(
+        self,
+        entry: Entry,
+        payload: bytes,
+        lane: int,
+        record: RecordOne,
+        wait_room: Callable[[float], None],
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> None:
+        """put_recorded() of one row going to ``lane``, on put()'s path."""
+        deadline = None
+        while True:
+            with self.mutex:
+                if self.closed:
+                    raise QueueClosed("the queue is closed")
+                if self.count + self.held >= self.maxsize:
+                    if not block:
+                        raise QueueFull(f"the queue is full ({self.maxsize} rows)")
+                    if deadline is None and timeout is not None:
+                        deadline = time.monotonic() + timeout
+                    while self.count + self.held >= self.maxsize:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            raise QueueFull(f"the queue stayed full ({self.maxsize} rows)")
+                        self.not_full.wait(remaining)
+                        if self.closed:
+                            raise QueueClosed("the queue was closed while waiting for room")
+                mark = record(payload, lane)
+                if mark is not None:
+                    entry = new_entry((entry[0], entry[1], entry[2], entry[3], entry[4], (mark,)))
+                    target = self.intake if lane < 0 else self.lanes[lane]
+                    if self.combine is None or not self._combined(target, entry):
+                        self._append(target, entry)
+                    return
+            if deadline is None and timeout is not None:
+                deadline = time.monotonic() + timeout
             remaining = None if deadline is None else deadline - time.monotonic()
             if not block or (remaining is not None and remaining <= 0):
                 raise QueueFull("the journal is full (max_bytes, or the disk)")

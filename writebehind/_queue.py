@@ -404,8 +404,25 @@ class WriteBehindQueue:
             key, params = self._prepare(row)
         buffer = self._buffer
         entry = new_entry((key, params, row, self._clock(), 1, ()))
-        if self._journal is not None:
-            self._put_recorded([entry], block, timeout)
+        journal = self._journal
+        if journal is not None:
+            if threading.get_ident() in self._own_threads:
+                self._put_recorded([entry], block, timeout)
+            else:
+                lane = buffer.lane_index(entry)
+                payload = encode_record(lane, key, params, row)
+                size = len(payload)
+                buffer.put_recorded_one(
+                    entry,
+                    payload,
+                    lane,
+                    journal.record_one,
+                    lambda seconds: journal.wait_room(size, seconds),
+                    block,
+                    timeout,
+                )
+                if journal.options.sync == "always":
+                    journal.sync()
         elif threading.get_ident() in self._own_threads:
             buffer.put_now([entry])  # room is only ever freed by the writers: never wait for it
         else:

@@ -118,6 +118,16 @@ class QueueJournal:
             self.tracker.accepted_all(done)
             return done
 
+    def record_one(self, payload: bytes, lane: int) -> Done | None:
+        """:meth:`record` of one row, on put()'s path."""
+        with self._lock:
+            seq = self.writer.append_one_nowait(payload)
+            if seq is None:
+                return None
+            done = Done(self._intake if lane < 0 else self._sources[lane], seq)
+            self.tracker.accepted(*done)
+            return done
+
     def wait_room(self, payload_bytes: int, timeout: float) -> None:
         """Wait at most ``timeout`` seconds for room in the journal."""
         self.writer.wait_room(payload_bytes, timeout)

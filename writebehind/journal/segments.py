@@ -614,6 +614,41 @@ class SegmentWriter:
                 return None
             return range(first, first + len(payloads))
 
+    def append_one_nowait(self, payload: bytes) -> int | None:
+        """:meth:`append_nowait` of one payload, on ``put()``'s path: its sequence number, or
+        None when the journal is full."""
+        size = RECORD_OVERHEAD + len(payload)
+        with self._cond:
+            current = self._segments[-1]
+            if (
+                not self._closed
+                and self._sync_error is None
+                and self._disk_bytes + size + HEADER_SIZE <= self.max_bytes
+                and current.size + size <= self.segment_bytes
+            ):
+                seq = self._next_seq
+                frame = encode_record(seq, payload)
+                try:
+                    written = self._write(self._fd, frame)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    written = -1
+                if written == size:
+                    current.size += size
+                    self._disk_bytes += size
+                    current.last_seq = self._written_seq = seq
+                    self._next_seq = seq + 1
+                    if self.sync_mode != "process":
+                        self._unsynced.append((seq, frame))
+                    return seq
+                # A full disk, or a short write: cut what reached the file, as the general
+                # path does, and let it wait or say the journal is full.
+                os.ftruncate(self._fd, current.size)
+        # A new segment, a full journal or disk, a closed journal: the general path says which.
+        seqs = self.append_nowait([payload])
+        return None if seqs is None else seqs[0]
+
     def wait_room(self, payload_bytes: int, timeout: float) -> None:
         """Wait at most ``timeout`` seconds for room for ``payload_bytes`` of payloads (a
         release, or, on a full disk, a short while before trying again)."""
