@@ -273,6 +273,35 @@ def test_enospc_is_backpressure_and_leaves_no_partial_record(tmp_path: Path) -> 
     assert stats == ReadStats(records=2)
 
 
+def test_append_one_rotates_fills_and_meets_a_full_disk_as_append_does(tmp_path: Path) -> None:
+    with SegmentWriter(tmp_path, "q", segment_bytes=4096, max_bytes=3 * 4096) as j:
+        seqs = []
+        while (seq := j.append_one_nowait(payload(len(seqs) + 1, 200))) is not None:
+            seqs.append(seq)
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert len(segment_files(j.path)) >= 3  # rotated, then full by max_bytes
+        assert j.disk_bytes <= 3 * 4096
+        j.release_upto(seqs[-1])
+        real = j._write
+        full = True
+
+        def write(fd: int, data: bytes) -> int:
+            if full:
+                real(fd, data[:7])  # a short write, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data)
+
+        j._write = write
+        assert j.append_one_nowait(payload(len(seqs) + 1)) is None
+        full = False
+        seqs.append(j.append_one_nowait(payload(len(seqs) + 1)) or 0)
+        path = j.path
+    records, stats = read_all(path)
+    assert [r.seq for r in records][-1] == seqs[-1] == len(seqs)
+    assert records[-1].payload == payload(len(seqs))
+    assert stats.corrupt_regions == 0 and stats.truncated_bytes == 0
+
+
 @pytest.mark.parametrize("sync", ["process", "interval", "always"])
 def test_each_sync_mode_round_trips_from_several_threads(tmp_path: Path, sync: str) -> None:
     j = SegmentWriter(tmp_path, "q", sync=sync, sync_interval=0.01, segment_bytes=8192)  # type: ignore[arg-type]
