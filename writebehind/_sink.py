@@ -25,7 +25,11 @@ class Sink(Protocol):
     (how many writes may run at once), ``interrupt()`` at the exit deadline (cancel the writes
     under way), ``after_fork()`` in a child forked after the sink opened (drop the parent's
     connections without closing them), and the attributes ``replaces`` and ``merger`` (how two
-    rows of one key combine; see PostgresUpsert).
+    rows of one key combine; see PostgresUpsert). With a journal: ``track_progress()`` before it
+    opens; then, if the sink sets ``records_progress``, ``write(rows, progress=marks)`` records
+    the marks (``ProgressMark``) in the write's transaction, ``read_progress(prefix)`` and
+    ``forget_progress(prefix)`` read and delete them, and replay is exactly once. A sink
+    without them is replayed at least once.
     """
 
     @property
