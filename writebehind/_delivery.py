@@ -7,10 +7,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, overload
 
+import psycopg
+
 from ._batch import Coalesced, Entry, Merger, Replaces, coalesce
 from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
-from ._sink import Params, Sink
+from ._sink import Params, ProgressMark, Sink
 from .errors import RowsAbandoned
 from .journal.keeper import QueueJournal
 
@@ -135,6 +137,22 @@ class Delivery:
         self._current: _Run | None = None
         self._settling = threading.Lock()
 
+    def _committed(self, marks: Sequence[ProgressMark]) -> bool:
+        """Whether the progress table holds ``marks``: a write that carried them committed.
+        Raises what reading it raises (the database is still out of reach)."""
+        read = getattr(self._sink, "read_progress", None)
+        if read is None or not marks:
+            return False
+        for source, applied, extra in marks:
+            found = read(source).get(source)
+            if found != (applied, frozenset(extra)):
+                return False
+        logger.warning(
+            "queue %s: a write whose connection was lost had committed: not written again",
+            self._name,
+        )
+        return True
+
     def keep_journal(self, journal: QueueJournal) -> None:
         """From now on, rows written or handed over are done in ``journal``."""
         self._journal = journal
@@ -219,16 +237,25 @@ class _Run:
         """Write ``rows`` in one transaction, retrying transient errors in place. Returns None
         once written, or the first error that is not transient."""
         entries = self.batch.entries
+        journal = self.d._journal
+        done = [] if journal is None else [m for i in rows for m in entries[i].marks]
+        uncertain: list[ProgressMark] | None = None  # marks of a write that may have committed
         while True:
             if self.d._abandon.is_set():
                 raise _Abandoned
             paced = PacedRows([entries[i].params for i in rows], self.on_read)
-            journal = self.d._journal
-            done = [] if journal is None else [m for i in rows for m in entries[i].marks]
             try:
-                if self.d._write_marked is not None:
+                if uncertain is not None and self.d._committed(uncertain):
+                    pass  # the connection was lost after the commit: written, not again
+                elif self.d._write_marked is not None:
                     assert journal is not None
-                    self.d._write_marked(paced, progress=journal.tracker.marks(done))
+                    marks = journal.tracker.marks(done)
+                    uncertain = None
+                    try:
+                        self.d._write_marked(paced, progress=marks)
+                    except psycopg.OperationalError:
+                        uncertain = marks  # lost with the connection: was it committed?
+                        raise
                 else:
                     self.d._sink.write(paced)
             except Exception as error:

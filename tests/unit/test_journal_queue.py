@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.fakes import POISON, ProgressSink, row
@@ -334,5 +335,33 @@ def test_a_forked_child_keeps_a_journal_of_its_own_and_leaves_the_parents_locked
     wb.put(row(3, "parent"))
     assert wb.flush(10)
     assert instances(tmp_path) == [parent_journal]
+    wb.close(10)
+    assert instances(tmp_path) == []
+
+
+class LostCommitSink(ProgressSink):
+    """Its first write commits, then its connection is lost before the reply: the client
+    cannot tell whether it was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose_next = True
+
+    def write(self, rows: Sequence[Params], progress: Sequence[Any] = ()) -> None:
+        super().write(rows, progress)
+        if self.lose_next:
+            self.lose_next = False
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+def test_a_write_whose_commit_reply_was_lost_is_not_written_again(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    sink = LostCommitSink()
+    wb = queue(sink, tmp_path, failures)
+    wb.put_many([row(i, i) for i in range(1, 11)])
+    assert wb.flush(10)
+    assert [key for key, _ in sink.applied] == list(range(1, 11))  # once each
+    assert wb.metrics().total_persisted == 10 and wb.metrics().total_retries == 1
     wb.close(10)
     assert instances(tmp_path) == []

@@ -275,7 +275,7 @@ def test_enospc_is_backpressure_and_leaves_no_partial_record(tmp_path: Path) -> 
 
 def test_append_one_rotates_fills_and_meets_a_full_disk_as_append_does(tmp_path: Path) -> None:
     with SegmentWriter(tmp_path, "q", segment_bytes=4096, max_bytes=3 * 4096) as j:
-        seqs = []
+        seqs: list[int] = []
         while (seq := j.append_one_nowait(payload(len(seqs) + 1, 200))) is not None:
             seqs.append(seq)
         assert seqs == list(range(1, len(seqs) + 1))
