@@ -10,6 +10,8 @@ from typing import Any
 import psycopg.errors
 
 from writebehind import Params
+from writebehind._sink import ProgressMark
+from writebehind.errors import ProgressConflict
 
 POISON = "poison"
 
@@ -83,26 +85,47 @@ def row(key: Any, value: Any = "v") -> dict[str, Any]:
 
 
 class ProgressSink(FakeSink):
-    """A FakeSink that records the journal's progress with each write, in the same step, as
-    PostgresUpsert does in the write's transaction; ``progress`` is its progress table."""
+    """A FakeSink that records the journal's progress with each write, in the same step and on
+    the same conditions as PostgresUpsert does in the write's transaction; ``progress`` is its
+    progress table, ``owners`` who owns each row."""
 
     def __init__(self) -> None:
         super().__init__()
         self.records_progress = False
         self.progress: dict[str, tuple[int, frozenset[int]]] = {}
+        self.owners: dict[str, str] = {}
         self.applied: list[Params] = []
         """Every row applied, in order: a row written twice shows twice."""
 
     def track_progress(self) -> None:
         self.records_progress = True
 
-    def write(self, rows: Sequence[Params], progress: Sequence[Any] = ()) -> None:
+    def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
         rows = list(rows)
+        with self.changed:
+            for mark in progress:
+                found = self.progress.get(mark.source)
+                now = None if found is None else (found[0], tuple(sorted(found[1])))
+                owner = self.owners.get(mark.source, mark.owner)
+                if now != mark.expected or owner != mark.owner:
+                    raise ProgressConflict(f"{mark.source}: {now} by {owner}, not {mark}")
         super().write(rows)
         with self.changed:
             self.applied.extend(rows)
-            for source, applied, extra in progress:
-                self.progress[source] = (applied, frozenset(extra))
+            for mark in progress:
+                self.progress[mark.source] = (mark.applied_seq, frozenset(mark.applied_extra))
+                self.owners[mark.source] = mark.owner
+
+    def claim_progress(
+        self, prefix: str, sources: Sequence[str], owner: str
+    ) -> dict[str, tuple[int, frozenset[int]]]:
+        with self.changed:
+            for source in sources:
+                self.progress.setdefault(source, (0, frozenset()))
+            for source in self.progress:
+                if source.startswith(prefix):
+                    self.owners[source] = owner
+        return self.read_progress(prefix)
 
     def read_progress(self, prefix: str) -> dict[str, tuple[int, frozenset[int]]]:
         return {s: p for s, p in self.progress.items() if s.startswith(prefix)}
@@ -111,4 +134,5 @@ class ProgressSink(FakeSink):
         gone = [s for s in self.progress if s.startswith(prefix)]
         for source in gone:
             del self.progress[source]
+            self.owners.pop(source, None)
         return len(gone)

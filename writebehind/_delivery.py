@@ -7,14 +7,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, overload
 
-import psycopg
-
 from ._batch import Coalesced, Entry, Merger, Replaces, coalesce
 from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
-from ._sink import Params, ProgressMark, Sink
-from .errors import RowsAbandoned
+from ._sink import Params, Sink
+from .errors import ProgressConflict, RowsAbandoned
 from .journal.keeper import QueueJournal
+from .journal.progress import Done
 
 logger = logging.getLogger("writebehind")
 
@@ -124,6 +123,7 @@ class Delivery:
         self._write_marked: Callable[..., None] | None = (
             sink.write if journal is not None and getattr(sink, "records_progress", False) else None
         )
+        self._read_progress: Callable[[str], dict[str, tuple[int, frozenset[int]]]] | None = None
         self._name = name
         self._budget = budget
         self._backoff = backoff
@@ -137,27 +137,50 @@ class Delivery:
         self._current: _Run | None = None
         self._settling = threading.Lock()
 
-    def _committed(self, marks: Sequence[ProgressMark]) -> bool:
-        """Whether the progress table holds ``marks``: a write that carried them committed.
-        Raises what reading it raises (the database is still out of reach)."""
-        read = getattr(self._sink, "read_progress", None)
-        if read is None or not marks:
-            return False
-        for source, applied, extra in marks:
-            found = read(source).get(source)
-            if found != (applied, frozenset(extra)):
-                return False
-        logger.warning(
-            "queue %s: a write whose connection was lost had committed: not written again",
-            self._name,
-        )
-        return True
+    def _written_elsewhere(self, done: Sequence[Done]) -> bool:
+        """After a ProgressConflict: read the progress of ``done``'s sources again (what the
+        next write expects), and say whether it covers every one of ``done``: then they were
+        written by an earlier attempt whose reply was lost, or by a process that died. Raises
+        what reading raises (the database out of reach: retried as a failed write)."""
+        assert self._journal is not None
+        tracker = self._journal.tracker
+        read = self._read_progress
+        assert read is not None
+        covered = missing = 0
+        for source in {mark.source for mark in done}:
+            progress = read(source).get(source)
+            tracker.found(source, progress)
+            applied, extra = progress if progress is not None else (0, frozenset())
+            for mark in done:
+                if mark.source == source:
+                    if mark.seq <= applied or mark.seq in extra:
+                        covered += 1
+                    else:
+                        missing += 1
+        if not missing:
+            logger.warning(
+                "queue %s: %d rows were written already (a write whose reply was lost, or a "
+                "process that died): not written again",
+                self._name,
+                covered,
+            )
+            return True
+        if covered:
+            logger.error(
+                "queue %s: the journal's progress covers %d of the %d rows of a write: it is "
+                "written again whole",
+                self._name,
+                covered,
+                covered + missing,
+            )
+        return False
 
     def keep_journal(self, journal: QueueJournal) -> None:
         """From now on, rows written or handed over are done in ``journal``."""
         self._journal = journal
         if getattr(self._sink, "records_progress", False):
             self._write_marked = self._sink.write
+            self._read_progress = getattr(self._sink, "read_progress", None)
 
     def deliver(self, entries: Sequence[Entry], on_read: ReadProgress = lambda _: None) -> Report:
         """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``,
@@ -239,23 +262,21 @@ class _Run:
         entries = self.batch.entries
         journal = self.d._journal
         done = [] if journal is None else [m for i in rows for m in entries[i].marks]
-        uncertain: list[ProgressMark] | None = None  # marks of a write that may have committed
         while True:
             if self.d._abandon.is_set():
                 raise _Abandoned
             paced = PacedRows([entries[i].params for i in rows], self.on_read)
             try:
-                if uncertain is not None and self.d._committed(uncertain):
-                    pass  # the connection was lost after the commit: written, not again
-                elif self.d._write_marked is not None:
+                if self.d._write_marked is not None:
                     assert journal is not None
                     marks = journal.tracker.marks(done)
-                    uncertain = None
                     try:
                         self.d._write_marked(paced, progress=marks)
-                    except psycopg.OperationalError:
-                        uncertain = marks  # lost with the connection: was it committed?
-                        raise
+                    except ProgressConflict:
+                        if not self.d._written_elsewhere(done):
+                            continue  # written again, against the progress as it is now
+                    else:
+                        journal.tracker.wrote(marks)
                 else:
                     self.d._sink.write(paced)
             except Exception as error:

@@ -18,7 +18,7 @@ from ._batch import Entry, new_entry
 from ._buffer import RowBuffer
 from ._metrics import QueueStats
 from ._sink import Params, Sink
-from .journal.keeper import INTAKE_LANE, QueueJournal, decode_record
+from .journal.keeper import INTAKE_LANE, QueueJournal, decode_record, lanes_of
 from .journal.progress import Done
 from .journal.segments import JournalVersionError, Orphan
 
@@ -100,7 +100,7 @@ class Replay:
     def _feed(self, orphan: Orphan) -> None:
         prefix = _prefix(self.journal.queue, orphan)
         tracker = self.journal.tracker
-        for source, (applied, extras) in self._progress(prefix).items():
+        for source, (applied, extras) in self._claim(orphan, prefix).items():
             tracker.seed(source, applied, extras)
         batch = max(1, self.buffer.batch_size)
         chunk: list[Entry] = []
@@ -161,14 +161,20 @@ class Replay:
                 raise _Stopped
         self.stats.replayed_rows(len(chunk))
 
-    def _progress(self, prefix: str) -> Mapping[str, tuple[int, frozenset[int]]]:
-        read = getattr(self.sink, "read_progress", None)
-        if read is None or not getattr(self.sink, "records_progress", False):
+    def _claim(self, orphan: Orphan, prefix: str) -> Mapping[str, tuple[int, frozenset[int]]]:
+        """Take the dead process's progress rows over and read them. A write it left running
+        on the server (blocked on a lock, say) waits for the claim or is refused after it:
+        it cannot commit behind the replay's back."""
+        claim = getattr(self.sink, "claim_progress", None)
+        if claim is None or not getattr(self.sink, "records_progress", False):
             return {}
+        sources = [prefix + lane for lane in lanes_of(orphan.path)]
         delay = _RETRY_DELAY[0]
         while True:
             try:
-                progress: Mapping[str, tuple[int, frozenset[int]]] = read(prefix)
+                progress: Mapping[str, tuple[int, frozenset[int]]] = claim(
+                    prefix, sources, self.journal.tracker.owner
+                )
                 return progress
             except Exception as error:
                 logger.warning(
@@ -196,13 +202,9 @@ class Replay:
             logger.exception("queue %s: removing journal %s failed", self.name, orphan.path)
             orphan.release()
             return
+        # Its progress rows stay: a write of the dead process still running on the server
+        # must keep finding them claimed.
         self.journal.tracker.forget(prefix)
-        forget = getattr(self.sink, "forget_progress", None)
-        if forget is not None and getattr(self.sink, "records_progress", False):
-            try:
-                forget(prefix)
-            except Exception as error:
-                logger.info("queue %s: progress rows of %s kept (%s)", self.name, prefix, error)
 
 
 def _prefix(queue: str, orphan: Orphan) -> str:

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 Params = tuple[Any, ...]
 """One row as the sink writes it: values in the sink's column order, converted at put()."""
 
-ProgressMark = tuple[str, int, tuple[int, ...]]
-"""``(source, applied_seq, applied_extra)``: how far a journal's records are applied, written by
-a sink in the transaction of a batch. ``source`` names one journal lane; every record of it with a
-sequence number up to ``applied_seq``, and those in ``applied_extra`` above it, is done."""
+
+class ProgressMark(NamedTuple):
+    """How far a journal lane's records are applied, written by a sink in the transaction of a
+    batch: every record of ``source`` with a sequence number up to ``applied_seq``, and those in
+    ``applied_extra`` above it, is done.
+
+    The write is conditional: it may commit only if the progress row holds ``expected`` (its
+    ``(applied_seq, applied_extra)`` as last written, or None: no row yet) and belongs to
+    ``owner`` (the instance writing it); otherwise the sink raises ProgressConflict and nothing
+    of the write commits. That keeps a write still running for a process that died (blocked on
+    a lock, say) from committing after another process replayed its rows.
+    """
+
+    source: str
+    applied_seq: int
+    applied_extra: tuple[int, ...]
+    expected: tuple[int, tuple[int, ...]] | None
+    owner: str
 
 
 @runtime_checkable

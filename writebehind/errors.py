@@ -6,7 +6,8 @@ Exception tree::
      ├── QueueFull    (also queue.Full)    put_nowait(), or put() whose timeout ran out
      ├── QueueClosed  (also RuntimeError)  put() after close()
      ├── SchemaError  (also ValueError)    unusable table, key or column, found at open
-     └── RowsAbandoned                      given to on_failure: unwritten at the exit deadline
+     ├── RowsAbandoned                      given to on_failure: unwritten at the exit deadline
+     └── ProgressConflict                   from a sink: a journal's progress moved under a write
 
 Misuse of an argument (a row that is not a Mapping, a missing or unknown column) raises the
 builtin TypeError or ValueError at the call that caused it. Database errors never reach put():
@@ -17,7 +18,14 @@ from __future__ import annotations
 
 import queue
 
-__all__ = ["QueueClosed", "QueueFull", "RowsAbandoned", "SchemaError", "WriteBehindError"]
+__all__ = [
+    "ProgressConflict",
+    "QueueClosed",
+    "QueueFull",
+    "RowsAbandoned",
+    "SchemaError",
+    "WriteBehindError",
+]
 
 
 class WriteBehindError(Exception):
@@ -40,3 +48,9 @@ class RowsAbandoned(WriteBehindError):
     """Handed to ``on_failure`` with the rows still unwritten when the exit hook's
     ``shutdown_timeout`` ran out (the process is ending): they were not written, and the write
     in progress was cancelled. Counted in ``Metrics.total_abandoned``."""
+
+
+class ProgressConflict(WriteBehindError):
+    """Raised by a sink's write, which did not commit: a journal's progress row did not hold
+    what the write expected (another process, or an earlier attempt of the same write whose
+    reply was lost, wrote it). The queue reads the progress again and writes what it lacks."""

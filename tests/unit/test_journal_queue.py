@@ -15,6 +15,7 @@ import pytest
 
 from tests.fakes import POISON, ProgressSink, row
 from writebehind import Journal, Params, QueueFull, WriteBehindQueue
+from writebehind._sink import ProgressMark
 from writebehind.journal.keeper import decode_record
 from writebehind.journal.segments import SegmentReader, SegmentWriter, take_over
 
@@ -32,12 +33,12 @@ class CheckedSink(ProgressSink):
         self.committed: set[int] = set()
         self.refusable: set[int] = set()
 
-    def write(self, rows: Sequence[Params], progress: Sequence[Any] = ()) -> None:
+    def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
         rows = list(rows)
         ids = {key for key, _ in rows}
         if any(value == POISON for _, value in rows):
             super().write(rows, progress)  # raises, nothing recorded
-        for source, applied, extra in progress:
+        for source, applied, extra, *_ in progress:
             lane = int(source.rsplit("/", 1)[1])
             covered = {s for s in range(1, applied + 1) if s % self.lanes == lane} | set(extra)
             wrong = covered - self.committed - ids - self.refusable
@@ -113,7 +114,7 @@ def test_rows_left_unwritten_are_replayed_once_by_the_next_queue(
     abandon(wb, checked)
     assert wb.metrics().total_abandoned == 5
     assert failures == []  # kept in the journal, not handed over
-    assert len(instances(tmp_path)) == 1
+    [dead] = instances(tmp_path)
 
     again = queue(checked, tmp_path, failures, batch_size=10)
     again.put(row(41, "v41"))
@@ -123,7 +124,9 @@ def test_rows_left_unwritten_are_replayed_once_by_the_next_queue(
     assert checked.table == {i: f"v{i}" for i in range(1, 42)}
     assert again.metrics().total_replayed == 5
     again.close(10)
-    assert instances(tmp_path) == [] and checked.progress == {}
+    assert instances(tmp_path) == []
+    # The replayed journal's progress rows stay, claimed by the queue that replayed it.
+    assert {source.split("/")[1] for source in checked.progress} == {dead.name}
 
 
 def test_replayed_rows_are_written_before_the_rows_put_since(
@@ -347,7 +350,7 @@ class LostCommitSink(ProgressSink):
         super().__init__()
         self.lose_next = True
 
-    def write(self, rows: Sequence[Params], progress: Sequence[Any] = ()) -> None:
+    def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
         super().write(rows, progress)
         if self.lose_next:
             self.lose_next = False
@@ -365,3 +368,45 @@ def test_a_write_whose_commit_reply_was_lost_is_not_written_again(
     assert wb.metrics().total_persisted == 10 and wb.metrics().total_retries == 1
     wb.close(10)
     assert instances(tmp_path) == []
+
+
+class FirstWriteHeld(ProgressSink):
+    """Its first write waits for ``release``: a write still running for a process that died."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            self.holding.set()
+            assert self.release.wait(30)
+        super().write(rows, progress)
+
+
+def test_a_write_left_running_by_a_dead_process_cannot_commit_behind_its_replay(
+    tmp_path: Path, failures: list[Failure], caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = FirstWriteHeld()
+    dying = queue(sink, tmp_path, failures)
+    dying.put_many([row(i, i) for i in range(1, 6)])
+    dying.flush(timeout=0.01)  # due now
+    assert sink.holding.wait(10)
+    dying._journal.writer._instance.release()  # as its death would: the lock is free
+
+    replaying = queue(sink, tmp_path, failures)
+    replaying.start()
+    assert replaying.flush(10)
+    assert [key for key, _ in sink.applied] == [1, 2, 3, 4, 5]
+    sink.release.set()  # the dead process's write reaches its commit: refused, nothing applied
+    assert dying.flush(10)
+    assert [key for key, _ in sink.applied] == [1, 2, 3, 4, 5]
+    assert "written already" in caplog.text
+    replaying.close(10)
+    dying.close(10)

@@ -11,6 +11,7 @@ import logging
 import struct
 import threading
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .._sink import Params
@@ -73,6 +74,19 @@ def decode_record(payload: bytes) -> Replayed:
     raise ValueError(f"journal record of unknown kind {kind}")
 
 
+_LANES_FILE = "lanes"
+_MOST_LANES = 64  # claimed when a journal does not say (killed before it could)
+
+
+def lanes_of(directory: Path) -> list[str]:
+    """The lane names of the journal in ``directory``: "intake" and one per writer."""
+    try:
+        lanes = int((directory / _LANES_FILE).read_text())
+    except (OSError, ValueError):
+        lanes = _MOST_LANES
+    return ["intake", *map(str, range(lanes))]
+
+
 class QueueJournal:
     """This process's journal of one queue: ``<path>/<queue>/<instance>/``.
 
@@ -84,7 +98,6 @@ class QueueJournal:
     def __init__(self, options: Journal, queue: str, lanes: int) -> None:
         self.options = options
         self.queue = queue
-        self.tracker = ProgressTracker()
         self.writer = SegmentWriter(
             options.root,
             queue,
@@ -95,6 +108,9 @@ class QueueJournal:
         )
         self.instance = self.writer.path.name
         self.prefix = f"{queue}/{self.instance}/"
+        self.tracker = ProgressTracker(owner=self.prefix)
+        # Its lanes, for the process that replays it to claim each one's progress.
+        (self.writer.path / _LANES_FILE).write_text(f"{lanes}\n")
         self._sources = [f"{self.prefix}{lane}" for lane in range(lanes)]
         self._intake = f"{self.prefix}intake"
         self._lock = threading.Lock()  # a record accepted and tracked is one step for release

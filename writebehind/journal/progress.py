@@ -60,17 +60,40 @@ class _Source:
 
 
 class ProgressTracker:
-    """The records of each source accepted and not yet done. Thread-safe."""
+    """The records of each source accepted and not yet done, and the progress last committed
+    for each (what the next write of it expects to find). Thread-safe.
 
-    def __init__(self) -> None:
+    ``owner`` names the writing instance: its writes may only move progress rows it owns.
+    """
+
+    def __init__(self, owner: str = "") -> None:
+        self.owner = owner
         self._lock = threading.Lock()
         self._sources: dict[str, _Source] = {}
+        self._committed: dict[str, tuple[int, tuple[int, ...]]] = {}
         self._settled = threading.Condition(self._lock)
 
     def seed(self, source: str, applied_seq: int, extras: Iterable[int] = ()) -> None:
         """Start ``source`` from the progress read from the table (replay)."""
+        extras = tuple(sorted(extras))
         with self._lock:
             self._sources[source] = _Source(applied_seq, extras)
+            self._committed[source] = (applied_seq, extras)
+
+    def wrote(self, marks: Iterable[ProgressMark]) -> None:
+        """``marks`` were committed: the next writes of their sources expect them."""
+        with self._lock:
+            for mark in marks:
+                self._committed[mark.source] = (mark.applied_seq, mark.applied_extra)
+
+    def found(self, source: str, progress: tuple[int, Iterable[int]] | None) -> None:
+        """The progress row of ``source`` was read after a conflict (None: there is none):
+        expect it from now on."""
+        with self._lock:
+            if progress is None:
+                self._committed.pop(source, None)
+            else:
+                self._committed[source] = (progress[0], tuple(sorted(progress[1])))
 
     def is_done(self, source: str, seq: int) -> bool:
         """Whether the record is done already by the progress seeded (replay skips it)."""
@@ -105,11 +128,14 @@ class ProgressTracker:
         """What a write committing ``done`` records: one mark per source among them."""
         by_source = _group(done)
         with self._lock:
-            return [
-                (source, *self._sources[source].applied(seqs))
-                for source, seqs in by_source.items()
-                if source in self._sources
-            ]
+            marks = []
+            for source, seqs in by_source.items():
+                state = self._sources.get(source)
+                if state is not None:
+                    applied, extras = state.applied(seqs)
+                    expected = self._committed.get(source)
+                    marks.append(ProgressMark(source, applied, extras, expected, self.owner))
+            return marks
 
     def settle(self, done: Iterable[Done]) -> None:
         """``done`` are committed or handed over."""
@@ -166,6 +192,7 @@ class ProgressTracker:
         with self._lock:
             for source in [s for s in self._sources if s.startswith(prefix)]:
                 del self._sources[source]
+                self._committed.pop(source, None)
 
 
 def _group(done: Iterable[Done]) -> Mapping[str, set[int]]:
