@@ -270,10 +270,13 @@ class PostgresUpsert:
         table created now is committed at once, for the processes racing to create it."""
         if not self.records_progress:
             return None
+        progress = ProgressTable(info.schema)
         if own:
             conn.commit()
-        progress = ProgressTable(info.schema)
-        progress.ensure(conn)
+            with _autocommit(conn):
+                progress.ensure(conn)
+        else:
+            progress.ensure(conn)
         return progress
 
     def _configure_from(self, info: TableInfo, progress: ProgressTable | None = None) -> None:
