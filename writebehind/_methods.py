@@ -11,6 +11,10 @@ so each works through PgBouncer in transaction mode.
   into it, then ``INSERT ... SELECT ... FROM`` it ``; COMMIT`` in one more. Creating the table
   costs a little each batch; the COPY is the cheapest way in for large batches.
 - ``executemany``: one prepared INSERT per row, pipelined by psycopg, in a transaction.
+
+Given progress marks (a queue with a journal), each writes them to the progress table in the
+transaction of the batch, in the round trips it makes anyway: as a data-modifying CTE in front
+of the INSERT (unnest, copy), or one more statement before the COMMIT (executemany).
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from psycopg import sql
 
 from ._catalog import Column
 from ._columns import EncodedColumn, encode_columns
-from ._sink import Params
+from ._progress_sql import ProgressTable, params
+from ._sink import Params, ProgressMark
 from ._statement import ConflictRule, insert_from, insert_statement
 
-__all__ = ["METHODS", "Writer", "writer_for"]
+__all__ = ["METHODS", "Writer", "write_progress", "writer_for"]
 
 METHODS = ("auto", "unnest", "copy", "executemany")
 
@@ -39,36 +44,69 @@ _STAGE = sql.Identifier("pg_temp", "writebehind_stage")
 
 
 class Writer(Protocol):
-    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
-        """Write ``rows`` (distinct keys) in one transaction on ``conn`` (in autocommit mode)."""
+    def write(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: Sequence[Params],
+        progress: Sequence[ProgressMark] = (),
+    ) -> None:
+        """Write ``rows`` (distinct keys, at least one) and the ``progress`` marks in one
+        transaction on ``conn`` (in autocommit mode)."""
         ...
 
 
 def writer_for(
-    method: str, schema: str, table: str, columns: Sequence[Column], rule: ConflictRule
+    method: str,
+    schema: str,
+    table: str,
+    columns: Sequence[Column],
+    rule: ConflictRule,
+    progress: ProgressTable | None = None,
 ) -> Writer:
-    """The writer of ``method`` (one of METHODS) for these columns and conflict rule."""
+    """The writer of ``method`` (one of METHODS) for these columns and conflict rule, which
+    records marks in ``progress`` (None: a write is given none)."""
     if method == "executemany":
         names = [column.name for column in columns]
-        return Executemany(insert_statement(schema, table, names, rule))
-    unnest = Unnest(schema, table, columns, rule)
+        return Executemany(insert_statement(schema, table, names, rule), progress)
+    unnest = Unnest(schema, table, columns, rule, progress)
     if method == "unnest":
         return unnest
-    copy = Copy(schema, table, columns, rule)
+    copy = Copy(schema, table, columns, rule, progress)
     if method == "copy":
         return copy
     return Auto(unnest, copy)
 
 
+def write_progress(
+    conn: psycopg.Connection[Any], table: ProgressTable, progress: Sequence[ProgressMark]
+) -> None:
+    """The upsert of ``progress`` alone: in autocommit, a transaction of its own; else in the
+    caller's."""
+    conn.execute(table.upsert(len(progress)), params(progress), prepare=False)
+
+
+def _table(progress: ProgressTable | None) -> ProgressTable:
+    assert progress is not None, "progress marks for a sink that does not track progress"
+    return progress
+
+
 class Executemany:
     """One prepared INSERT per row, pipelined by psycopg, in a transaction."""
 
-    def __init__(self, query: sql.Composed) -> None:
+    def __init__(self, query: sql.Composed, progress: ProgressTable | None = None) -> None:
         self.query = query
+        self._progress = progress
 
-    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+    def write(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: Sequence[Params],
+        progress: Sequence[ProgressMark] = (),
+    ) -> None:
         with conn.transaction(), conn.cursor() as cur:
             cur.executemany(self.query, rows)
+            if progress:  # a round trip more, inside the transaction
+                write_progress(conn, _table(self._progress), progress)
 
 
 def _alias(index: int) -> sql.Identifier:
@@ -133,18 +171,29 @@ class Unnest:
         table: str,
         columns: Sequence[Column],
         rule: ConflictRule,
+        progress: ProgressTable | None = None,
     ) -> None:
         self._target = (schema, table, [column.name for column in columns], rule)
         self._columns = tuple(columns)
         self._statements = _Statements(self._statement)
+        self._progress = progress
 
-    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+    def write(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: Sequence[Params],
+        progress: Sequence[ProgressMark] = (),
+    ) -> None:
         encoded = encode_columns(rows, conn)
         arrays: list[Any] = [column.values for column in encoded if not column.all_null]
         if not arrays:  # rows of NULLs only: no array to count them, so a series does
             arrays = [len(rows)]
+        statement = self._statements.get(encoded)
+        if progress:  # still one statement: the marks' upsert as a CTE, its values first
+            statement = _table(self._progress).cte(len(progress)) + statement
+            arrays = params(progress) + arrays
         # Not prepared: a prepared statement is server state that PgBouncer cannot follow.
-        conn.execute(self._statements.get(encoded), arrays, prepare=False)
+        conn.execute(statement, arrays, prepare=False)
 
     def _statement(self, encoded: list[EncodedColumn]) -> bytes:
         sent = [index for index, column in enumerate(encoded) if not column.all_null]
@@ -166,16 +215,31 @@ class Copy:
     """A binary COPY into a staging table made in the transaction, then one INSERT from it."""
 
     def __init__(
-        self, schema: str, table: str, columns: Sequence[Column], rule: ConflictRule
+        self,
+        schema: str,
+        table: str,
+        columns: Sequence[Column],
+        rule: ConflictRule,
+        progress: ProgressTable | None = None,
     ) -> None:
         self._target = (schema, table, [column.name for column in columns], rule)
         self._columns = tuple(columns)
         self._copy = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(_STAGE).as_bytes(None)
         self._stages = _Statements(self._stage)
         self._inserts = _Statements(self._insert)
+        self._progress = progress
 
-    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+    def write(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: Sequence[Params],
+        progress: Sequence[ProgressMark] = (),
+    ) -> None:
         encoded = encode_columns(rows, conn)
+        insert = self._inserts.get(encoded)
+        if progress:
+            # "INSERT ...; COMMIT" goes as one string, without parameters: values written in.
+            insert = _table(self._progress).literal_cte(progress, conn) + insert
         with conn.cursor() as cur:
             try:
                 cur.execute(self._stages.get(encoded))
@@ -183,7 +247,7 @@ class Copy:
                     copy.set_types([column.wire_type for column in encoded])
                     for row in zip(*(column.values for column in encoded), strict=True):
                         copy.write_row(row)
-                cur.execute(self._inserts.get(encoded))
+                cur.execute(insert)
             except BaseException:
                 _roll_back(conn)
                 raise
@@ -227,6 +291,11 @@ class Auto:
         self._unnest = unnest
         self._copy = copy
 
-    def write(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
+    def write(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: Sequence[Params],
+        progress: Sequence[ProgressMark] = (),
+    ) -> None:
         writer = self._copy if len(rows) >= COPY_FROM_ROWS else self._unnest
-        writer.write(conn, rows)
+        writer.write(conn, rows, progress)

@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from . import _watchdog
 from ._batch import Merger, Replaces
 from ._catalog import Column, TableInfo, WrittenColumns, check_key, read_table, written_columns
-from ._methods import METHODS, Writer, writer_for
+from ._methods import METHODS, Writer, write_progress, writer_for
 from ._pools import (
     SharedPool,
     acquire,
@@ -33,7 +33,8 @@ from ._pools import (
     pooled,
     release,
 )
-from ._sink import Params
+from ._progress_sql import ProgressTable, check_marks, check_prefix
+from ._sink import Params, ProgressMark
 from ._statement import ConflictRule, insert_statement
 from .errors import SchemaError
 
@@ -117,6 +118,10 @@ class PostgresUpsert:
     Nothing connects before open() (called by the queue's worker), so a sink can be built
     before a server forks. open() reads the catalog over one connection of its own and raises
     SchemaError for a missing table, a key without a unique index or an unknown column.
+
+    Told to ``track_progress()`` (by a queue with a journal), the sink also keeps the table
+    ``writebehind_progress`` in the target table's schema: each write records the journal
+    progress it is given in the transaction of its rows (see write()).
     """
 
     def __init__(
@@ -194,6 +199,15 @@ class PostgresUpsert:
         self._null_key_error: str | None = None
         self._json_positions: tuple[tuple[int, str], ...] = ()
         self._tz_positions: tuple[tuple[int, str], ...] = ()
+        self.records_progress = False
+        """Whether open() keeps the progress table (set by track_progress())."""
+        self._progress: ProgressTable | None = None
+
+    def track_progress(self) -> None:
+        """Record journal progress: from the next open() (or configure()), the sink makes sure
+        the progress table exists, and write() takes ``progress`` marks. Called by a queue
+        with a journal before it opens the sink."""
+        self.records_progress = True
 
     @property
     def name(self) -> str:
@@ -212,6 +226,12 @@ class PostgresUpsert:
         ``connect_timeout``) and raises what it met: SchemaError for an unusable table, key or
         column, or the psycopg error naming why the database could not be reached or refused
         the connection.
+
+        After track_progress(), it also creates the progress table ``writebehind_progress``
+        in the target table's schema if it is missing (several processes may race to: that is
+        fine), and raises SchemaError if it cannot (giving the CREATE TABLE and GRANT to run
+        as a role that may), if the table has other columns, or if this role lacks SELECT,
+        INSERT, UPDATE or DELETE on it.
         """
         with self._lock:
             if self._opened:
@@ -226,10 +246,12 @@ class PostgresUpsert:
                     self._conninfo, self.pool_size, self.connect_timeout, options
                 ) as conn:
                     info = read_table(conn, self.table, self.schema)
+                    progress = self._progress_table(conn, info, own=True)
             else:
                 with self._borrowed_connection() as conn:
                     info = read_table(conn, self.table, self.schema)
-            self._configure_from(info)
+                    progress = self._progress_table(conn, info, own=True)
+            self._configure_from(info, progress)
             if self._conninfo is not None:
                 self._shared = acquire(
                     self._conninfo,
@@ -240,7 +262,24 @@ class PostgresUpsert:
                 )
             self._opened = True
 
-    def _configure_from(self, info: TableInfo) -> None:
+    def _progress_table(
+        self, conn: psycopg.Connection[Any], info: TableInfo, *, own: bool
+    ) -> ProgressTable | None:
+        """The progress table beside the target table, made sure of, if progress is tracked.
+        ``own``: the connection is the sink's, and its catalog read can end here, so that a
+        table created now is committed at once, for the processes racing to create it."""
+        if not self.records_progress:
+            return None
+        progress = ProgressTable(info.schema)
+        if own:
+            conn.commit()
+            with _autocommit(conn):
+                progress.ensure(conn)
+        else:
+            progress.ensure(conn)
+        return progress
+
+    def _configure_from(self, info: TableInfo, progress: ProgressTable | None = None) -> None:
         """Check the table, key and columns against the catalog (SchemaError) and get ready."""
         if self.key:
             check_key(info, self.key)
@@ -264,6 +303,7 @@ class PostgresUpsert:
                     f"{info.qualified_name} is {column.type_name}, not a number"
                 )
         self._configure_key(info, columns)
+        self._progress = progress
         self._configure(info.schema, info.name, columns)
 
     def _configure_key(self, info: TableInfo, columns: Sequence[Column]) -> None:
@@ -331,7 +371,7 @@ class PostgresUpsert:
         else:
             self.merger = _RowMerger(self._names, self.merge, kept, self.replaces)
         self._query = insert_statement(schema, table, self._names, rule)
-        self._writer = writer_for(self.method, schema, table, columns, rule)
+        self._writer = writer_for(self.method, schema, table, columns, rule, self._progress)
         # The table's other columns, so that a row naming one is told why it is not written.
         table_columns = columns.table_columns if isinstance(columns, WrittenColumns) else ()
         self._left_out: dict[str, Column] = {
@@ -453,22 +493,46 @@ class PostgresUpsert:
     def configure(self, conn: psycopg.Connection[Any]) -> None:
         """Read the catalog through ``conn`` (a connection of the caller's, left open) and get
         ready to prepare rows; raises SchemaError as open() does. For writing through
-        ``write_on`` without a pool of the sink's own."""
+        ``write_on`` without a pool of the sink's own. After track_progress(), makes sure of
+        the progress table as open() does, in a savepoint if a transaction is open on
+        ``conn`` (a table created then commits with the caller's transaction)."""
         info = read_table(conn, self.table, self.schema)
+        progress = self._progress_table(conn, info, own=False)
         with self._lock:
-            self._configure_from(info)
+            self._configure_from(info, progress)
 
-    def write_on(self, conn: psycopg.Connection[Any], rows: Sequence[Params]) -> None:
-        """Upsert ``rows`` (distinct keys, from prepare()) on ``conn``, inside whatever
-        transaction the caller has open there: neither commits nor rolls back."""
+    def write_on(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: Sequence[Params],
+        progress: Sequence[ProgressMark] = (),
+    ) -> None:
+        """Upsert ``rows`` (distinct keys, from prepare()) and record the ``progress`` marks
+        (as write() does) on ``conn``, inside whatever transaction the caller has open there:
+        neither commits nor rolls back."""
         assert self._query is not None, "open() or configure() the sink first"
+        table = self._progress_for(progress)
         with conn.cursor() as cur:
             cur.executemany(self._query, rows)
+        if table is not None:
+            write_progress(conn, table, progress)
 
-    def write(self, rows: Sequence[Params]) -> None:
-        """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``."""
+    def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
+        """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``.
+
+        ``progress`` (after track_progress()): marks ``(source, applied_seq, applied_extra)``
+        with distinct sources, each upserted into the progress table in the same transaction
+        (in the same statement, for unnest and copy), so that the progress recorded is
+        exactly what the table holds: a write that fails leaves both as they were. With no
+        rows, only the marks are written. TypeError or ValueError, naming ``progress``, for
+        marks that are malformed or out of bigint's range, or given to a sink that does not
+        track progress.
+        """
         writer = self._writer
         assert writer is not None, "open() the sink first"
+        table = self._progress_for(progress)
+        if not rows and table is None:
+            return
         try:
             # A write still running at write_timeout is cancelled; past a grace period its
             # connection is cut, should the server have stopped answering altogether.
@@ -485,7 +549,11 @@ class PostgresUpsert:
             ):
                 self._writes.add(bound)
                 try:
-                    writer.write(conn, rows)
+                    if rows:
+                        writer.write(conn, rows, progress)
+                    else:
+                        assert table is not None
+                        write_progress(conn, table, progress)
                 finally:
                     self._writes.discard(bound)
         except psycopg.OperationalError:
@@ -494,6 +562,65 @@ class PostgresUpsert:
             if self._shared is not None:
                 self._shared.check()
             raise
+
+    def _progress_for(self, progress: Sequence[ProgressMark]) -> ProgressTable | None:
+        """The progress table to record ``progress`` in, None for no marks; checks them."""
+        if isinstance(progress, tuple) and not progress:
+            return None  # the common case, without a journal: nothing to check
+        marks = check_marks(progress)
+        if not marks:
+            return None
+        if self._progress is None:
+            raise ValueError(
+                "progress marks given to a sink that does not record progress: call "
+                "track_progress() before open() (or configure())"
+            )
+        return self._progress
+
+    def read_progress(self, prefix: str) -> dict[str, tuple[int, frozenset[int]]]:
+        """The progress recorded for every journal whose name starts with ``prefix`` (taken
+        as it is: ``%`` and ``_`` are no wildcards): ``{journal: (applied_seq,
+        frozenset(applied_extra))}``. One short transaction on a connection of the sink's
+        pool, bounded as a write is; raises what psycopg raises (the caller retries)."""
+        prefix = check_prefix(prefix)
+        table = self._tracked()
+        with self._bounded_connection() as conn:
+            return table.read(conn, prefix)
+
+    def forget_progress(self, prefix: str) -> int:
+        """Delete the progress of every journal whose name starts with ``prefix`` (as
+        read_progress() matches it); return how many were deleted."""
+        prefix = check_prefix(prefix)
+        table = self._tracked()
+        with self._bounded_connection() as conn:
+            return table.forget(conn, prefix)
+
+    def _tracked(self) -> ProgressTable:
+        if not self._opened or self._writer is None:
+            raise RuntimeError("the sink is not open; call open() first")
+        if self._progress is None:
+            raise RuntimeError("the sink does not record progress: call track_progress() first")
+        return self._progress
+
+    @contextmanager
+    def _bounded_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the sink's, in autocommit, bounded and interruptible as a write."""
+        with (
+            self._connection() as conn,
+            _autocommit(conn),
+            _watchdog.bounded(
+                conn,
+                f"reading the progress of {self.table!r}",
+                cancel_after=self.write_timeout,
+                cut_after=self._cut_after,
+                cancel_timeout=min(self.connect_timeout, 5.0),
+            ) as bound,
+        ):
+            self._writes.add(bound)
+            try:
+                yield conn
+            finally:
+                self._writes.discard(bound)
 
     def interrupt(self) -> None:
         """Cancel the writes under way (they fail with QueryCanceled): the queue's exit

@@ -204,8 +204,8 @@ def test_coalesce_merges_a_hot_key_into_its_waiting_row_by_the_sinks_rules(
     written: list[int] = []
 
     class Counting(PostgresUpsert):
-        def write(self, rows: Any) -> None:
-            super().write(rows)
+        def write(self, rows: Any, progress: Any = ()) -> None:
+            super().write(rows, progress)
             written.append(len(rows))
 
     sink = Counting(dsn, table_name, key="page", merge={"views": "add", "last_seen": "max"})

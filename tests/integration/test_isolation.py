@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import create, named, select
 from writebehind import Params, PostgresUpsert, WriteBehindQueue
+from writebehind._sink import ProgressMark
 
 # Every guarantee holds for every write method.
 pytestmark = pytest.mark.usefixtures("every_method")
@@ -29,11 +30,11 @@ class CountingUpsert(PostgresUpsert):
     writes = 0
     before_write: Callable[[int], None] | None = None
 
-    def write(self, rows: Sequence[Params]) -> None:
+    def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
         self.writes += 1
         if self.before_write is not None:
             self.before_write(self.writes)
-        super().write(rows)
+        super().write(rows, progress)
 
 
 def queue(sink: PostgresUpsert, failures: list[Failure], **options: Any) -> WriteBehindQueue:

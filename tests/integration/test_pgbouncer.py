@@ -239,3 +239,48 @@ def test_a_write_past_its_timeout_is_cancelled_through_pgbouncer(
     wb.close()
     assert [rows for rows, _ in failures] == [[{"id": 1, "v": 1}]]
     assert isinstance(failures[0][1], errors.QueryCanceled), failures[0][1]
+
+
+@pytest.mark.parametrize("method", ["unnest", "copy"])
+def test_rows_and_progress_commit_together_through_pgbouncer(
+    bouncer_dsn: str, db: psycopg.Connection[Any], method: str
+) -> None:
+    """Two sinks (two pools) write batches with progress marks and read them back in turn, more
+    times than psycopg takes to prepare a statement: nothing is prepared, so no transaction
+    meets another client's statement on the server connection PgBouncer hands it."""
+    schema = f"wb_bouncer_progress_{os.getpid()}"
+    db.execute(named("CREATE SCHEMA {}", schema))
+    try:
+        db.execute(named("CREATE TABLE {} (id int PRIMARY KEY, v int)", (schema, "items")))
+        sinks = [
+            PostgresUpsert(
+                bouncer_dsn, "items", "id", schema=schema, method=method, write_timeout=t
+            )
+            for t in (30.0, 31.0)  # other timeouts, other pools
+        ]
+        for sink in sinks:
+            sink.track_progress()
+            sink.open()
+        try:
+            for batch in range(8):
+                for number, sink in enumerate(sinks):
+                    rows = [sink.prepare({"id": i, "v": batch})[1] for i in range(number, 100, 2)]
+                    sink.write(rows, [(f"lane/{number}", batch, (batch + 2,))])
+                    assert sink.read_progress(f"lane/{number}") == {
+                        f"lane/{number}": (batch, frozenset({batch + 2}))
+                    }
+        finally:
+            for sink in sinks:
+                sink.close()
+        assert db.execute(
+            named("SELECT count(*), min(v), max(v) FROM {}", (schema, "items"))
+        ).fetchone() == (100, 7, 7)
+        progress = db.execute(
+            named(
+                "SELECT journal, applied_seq, applied_extra FROM {} ORDER BY 1",
+                (schema, "writebehind_progress"),
+            )
+        ).fetchall()
+        assert progress == [("lane/0", 7, [9]), ("lane/1", 7, [9])]
+    finally:
+        db.execute(named("DROP SCHEMA {} CASCADE", schema))

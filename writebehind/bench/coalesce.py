@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from psycopg import sql
 
 from .._queue import WriteBehindQueue
-from .._sink import Params
+from .._sink import Params, ProgressMark
 from ..postgres import PostgresUpsert
 from .stats import Rates
 from .throughput import Log, turns
@@ -106,8 +106,8 @@ class CountingUpsert(PostgresUpsert):
         self.writes = 0
         self._count_lock = threading.Lock()
 
-    def write(self, rows: Sequence[Params]) -> None:
-        super().write(rows)
+    def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
+        super().write(rows, progress)
         with self._count_lock:
             self.rows_written += len(rows)
             self.writes += 1
