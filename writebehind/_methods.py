@@ -82,7 +82,7 @@ def write_progress(
 ) -> None:
     """The upsert of ``progress`` alone: in autocommit, a transaction of its own; else in the
     caller's."""
-    conn.execute(table.upsert(len(progress)), params(progress), prepare=False)
+    conn.execute(table.upsert(progress), params(progress), prepare=False)
 
 
 def _table(progress: ProgressTable | None) -> ProgressTable:
@@ -190,7 +190,7 @@ class Unnest:
             arrays = [len(rows)]
         statement = self._statements.get(encoded)
         if progress:  # still one statement: the marks' upsert as a CTE, its values first
-            statement = _table(self._progress).cte(len(progress)) + statement
+            statement = _table(self._progress).cte(progress) + statement
             arrays = params(progress) + arrays
         # Not prepared: a prepared statement is server state that PgBouncer cannot follow.
         conn.execute(statement, arrays, prepare=False)

@@ -3,11 +3,17 @@
 ``writebehind_progress`` lives in the schema of the target table, one row per lane::
 
     journal text PRIMARY KEY, applied_seq bigint NOT NULL,
-    applied_extra bigint[] NOT NULL DEFAULT '{}', updated_at timestamptz NOT NULL DEFAULT now()
+    applied_extra bigint[] NOT NULL DEFAULT '{}', owner text NOT NULL DEFAULT '',
+    updated_at timestamptz NOT NULL DEFAULT now()
 
-A write upserts one row per mark in the transaction of its batch, so the recorded progress is
-exactly what the table holds. Nothing here is prepared on the server (PgBouncer in transaction
-mode cannot follow a prepared statement): every statement runs with ``prepare=False``.
+A write moves one row per mark in the transaction of its batch, so the recorded progress is exactly
+what the table holds. The move is conditional: a row is updated only if it holds what the mark
+expects (its last written value, and its owner), or inserted only if the mark expects none; when
+any mark does not match, the statement fails with the text CONFLICT_MARKER, which the sink turns
+into ProgressConflict, and nothing of the write commits. A write left running on the server by a
+process that died (blocked on a lock) can so never commit after another process claimed its rows
+(claim()) and replayed them. Nothing here is prepared on the server (PgBouncer in transaction mode
+cannot follow a prepared statement): every statement runs with ``prepare=False``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from ._catalog import TableInfo, read_table
 from ._sink import ProgressMark
 from .errors import SchemaError
 
-__all__ = ["PROGRESS_TABLE", "ProgressTable", "check_marks", "check_prefix", "params"]
+__all__ = [
+    "CONFLICT_MARKER",
+    "PROGRESS_TABLE",
+    "ProgressTable",
+    "check_marks",
+    "check_prefix",
+    "is_conflict",
+    "params",
+]
 
 PROGRESS_TABLE = "writebehind_progress"
 
@@ -31,12 +45,17 @@ _COLUMNS = {
     "journal": "text",
     "applied_seq": "bigint",
     "applied_extra": "bigint[]",
+    "owner": "text",
     "updated_at": "timestamp with time zone",
 }
+CONFLICT_MARKER = "writebehind_progress_conflict"
+"""In the error of a write whose marks did not match the progress table."""
 _PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
-# The data-modifying CTE that carries the progress in front of a batch's INSERT. A name of its
-# own: an unqualified reference to it could only come from the statement itself.
-_CTE = sql.Identifier("writebehind_progress_upsert")
+# The data-modifying CTEs that carry the progress in front of a batch's INSERT. Names of their
+# own: an unqualified reference to them could only come from the statement itself.
+_UPDATED = sql.Identifier("writebehind_progress_updated")
+_INSERTED = sql.Identifier("writebehind_progress_inserted")
+_CHECKED = sql.Identifier("writebehind_progress_checked")
 _BIGINT = range(-(2**63), 2**63)
 # Another process creating the table at the same moment: it exists now, look again.
 _CREATED_MEANWHILE = (errors.UniqueViolation, errors.DuplicateTable, errors.DuplicateObject)
@@ -49,56 +68,113 @@ class ProgressTable:
     def __init__(self, schema: str) -> None:
         self.schema = schema
         self.identifier = sql.Identifier(schema, PROGRESS_TABLE)
-        self._ctes: dict[int, bytes] = {}
-        self._upserts: dict[int, bytes] = {}
+        self._ctes: dict[tuple[int, int], bytes] = {}
         self._select = sql.SQL(
             "SELECT journal, applied_seq, applied_extra FROM {} WHERE starts_with(journal, %s)"
         ).format(self.identifier)
         self._delete = sql.SQL("DELETE FROM {} WHERE starts_with(journal, %s)").format(
             self.identifier
         )
+        self._claim_new = sql.SQL(
+            "INSERT INTO {} (journal, applied_seq, applied_extra, owner) "
+            "SELECT journal, 0, '{{}}', CAST(%s AS text) "
+            "FROM unnest(CAST(%s AS text[])) AS journal "
+            "ON CONFLICT (journal) DO UPDATE SET owner = EXCLUDED.owner, updated_at = now()"
+        ).format(self.identifier)
+        self._claim_old = sql.SQL(
+            "UPDATE {} SET owner = CAST(%s AS text), updated_at = now() "
+            "WHERE starts_with(journal, %s) AND owner <> CAST(%s AS text)"
+        ).format(self.identifier)
 
     def create_statement(self) -> sql.Composed:
         """The CREATE TABLE of the progress table (IF NOT EXISTS)."""
         return sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (journal text PRIMARY KEY, "
             "applied_seq bigint NOT NULL, applied_extra bigint[] NOT NULL DEFAULT '{{}}', "
-            "updated_at timestamptz NOT NULL DEFAULT now())"
+            "owner text NOT NULL DEFAULT '', updated_at timestamptz NOT NULL DEFAULT now())"
         ).format(self.identifier)
 
-    def _upsert(self, values: Sequence[sql.Composable]) -> sql.Composed:
-        return sql.SQL(
-            "INSERT INTO {} (journal, applied_seq, applied_extra) VALUES {} "
-            "ON CONFLICT (journal) DO UPDATE SET applied_seq = EXCLUDED.applied_seq, "
-            "applied_extra = EXCLUDED.applied_extra, updated_at = now()"
-        ).format(self.identifier, sql.SQL(", ").join(values))
+    def upsert(self, marks: Sequence[ProgressMark]) -> bytes:
+        """The conditional move of ``marks`` alone, with placeholders for ``params()``."""
+        return self.cte(marks) + b"SELECT 1"
 
-    def upsert(self, count: int) -> bytes:
-        """The upsert of ``count`` marks, with placeholders for ``params()``."""
-        return _cached(self._upserts, count, lambda: self._placeholders(count))
-
-    def cte(self, count: int) -> bytes:
-        """``WITH ... AS (<upsert of count marks>) ``, to put in front of an INSERT whose
-        placeholders come after the marks' ``params()``."""
-        return _cached(
-            self._ctes,
-            count,
-            lambda: sql.SQL("WITH {} AS ({}) ").format(_CTE, self._placeholders(count)),
-        )
-
-    def _placeholders(self, count: int) -> sql.Composed:
-        return self._upsert([_PLACEHOLDER_ROW] * count)
+    def cte(self, marks: Sequence[ProgressMark]) -> bytes:
+        """``WITH ...`` moving ``marks``, to put in front of an INSERT whose placeholders come
+        after the marks' ``params()``."""
+        shape = _shape(marks)
+        statement = self._ctes.get(shape)
+        if statement is None:
+            statement = self._cte(*shape, sql.Placeholder).as_bytes(None)
+            if len(self._ctes) < 64:  # marks per write vary little
+                self._ctes[shape] = statement
+        return statement
 
     def literal_cte(self, marks: Sequence[ProgressMark], conn: psycopg.Connection[Any]) -> bytes:
         """As cte() with the values written in: for a statement sent without parameters (in
         one string with others, as COPY's ``INSERT ...; COMMIT``)."""
-        rows = [
-            sql.SQL("(CAST({} AS text), CAST({} AS bigint), CAST({} AS bigint[]))").format(
-                sql.Literal(source), sql.Literal(seq), sql.Literal(list(extra))
+        values = iter(params(marks))
+        return self._cte(*_shape(marks), lambda: sql.Literal(next(values))).as_bytes(conn)
+
+    def _cte(self, updates: int, inserts: int, value: Callable[[], sql.Composable]) -> sql.Composed:
+        def row(casts: Sequence[str]) -> sql.Composed:
+            return sql.SQL("({})").format(
+                sql.SQL(", ").join(
+                    sql.SQL("CAST({} AS {})").format(value(), sql.SQL(cast)) for cast in casts
+                )
             )
-            for source, seq, extra in marks
-        ]
-        return sql.SQL("WITH {} AS ({}) ").format(_CTE, self._upsert(rows)).as_bytes(conn)
+
+        parts = []
+        found = []
+        if updates:
+            rows = [row(_UPDATE_CASTS) for _ in range(updates)]
+            parts.append(
+                sql.SQL(
+                    "{} AS (UPDATE {} AS p SET applied_seq = v.applied_seq, "
+                    "applied_extra = v.applied_extra, updated_at = now() "
+                    "FROM (VALUES {}) AS v(journal, applied_seq, applied_extra, expected_seq, "
+                    "expected_extra, owner) WHERE p.journal = v.journal AND "
+                    "p.applied_seq = v.expected_seq AND p.applied_extra = v.expected_extra "
+                    "AND p.owner = v.owner RETURNING 1)"
+                ).format(_UPDATED, self.identifier, sql.SQL(", ").join(rows))
+            )
+            found.append(sql.SQL("(SELECT count(*) FROM {})").format(_UPDATED))
+        if inserts:
+            rows = [row(_INSERT_CASTS) for _ in range(inserts)]
+            parts.append(
+                sql.SQL(
+                    "{} AS (INSERT INTO {} (journal, applied_seq, applied_extra, owner) "
+                    "VALUES {} ON CONFLICT (journal) DO NOTHING RETURNING 1)"
+                ).format(_INSERTED, self.identifier, sql.SQL(", ").join(rows))
+            )
+            found.append(sql.SQL("(SELECT count(*) FROM {})").format(_INSERTED))
+        # Fails the statement when a mark did not match: a cast of a text that is no number,
+        # made of values known only when it runs, so that planning cannot fold it.
+        parts.append(
+            sql.SQL(
+                "{} AS (INSERT INTO {} (journal, applied_seq) SELECT 'conflict', "
+                "CAST(c.found || ' of ' || c.marks || ' marks matched: ' || {} AS bigint) "
+                "FROM (SELECT {} AS found, CAST({} AS bigint) AS marks) AS c "
+                "WHERE c.found <> c.marks RETURNING 1)"
+            ).format(
+                _CHECKED,
+                self.identifier,
+                sql.Literal(CONFLICT_MARKER),
+                sql.SQL(" + ").join(found),
+                sql.Literal(updates + inserts),
+            )
+        )
+        return sql.SQL("WITH {} ").format(sql.SQL(", ").join(parts))
+
+    def claim(
+        self, conn: psycopg.Connection[Any], prefix: str, sources: Sequence[str], owner: str
+    ) -> dict[str, tuple[int, frozenset[int]]]:
+        """Make ``owner`` the owner of ``sources`` (rows made for those missing) and of every
+        row whose name starts with ``prefix``, and read them, in one transaction. A write
+        still running that moves one of them is waited for; one that has not yet is refused."""
+        with conn.transaction():
+            conn.execute(self._claim_new, (owner, list(sources)), prepare=False)
+            conn.execute(self._claim_old, (owner, prefix, owner), prepare=False)
+            return self.read(conn, prefix)
 
     def read(
         self, conn: psycopg.Connection[Any], prefix: str
@@ -202,24 +278,34 @@ class ProgressTable:
         return self.identifier.as_string(conn)
 
 
-def _cached(built: dict[int, bytes], count: int, build: Callable[[], sql.Composed]) -> bytes:
-    statement = built.get(count)
-    if statement is None:
-        statement = build().as_bytes(None)
-        if len(built) < 64:  # marks per write vary little
-            built[count] = statement
-    return statement
+_UPDATE_CASTS = ("text", "bigint", "bigint[]", "bigint", "bigint[]", "text")
+_INSERT_CASTS = ("text", "bigint", "bigint[]", "text")
 
 
-_PLACEHOLDER_ROW = sql.SQL("(CAST(%s AS text), CAST(%s AS bigint), CAST(%s AS bigint[]))")
+def _shape(marks: Sequence[ProgressMark]) -> tuple[int, int]:
+    """How many marks update a row, and how many insert one (they expect none)."""
+    inserts = sum(1 for mark in marks if mark.expected is None)
+    return len(marks) - inserts, inserts
 
 
 def params(marks: Sequence[ProgressMark]) -> list[Any]:
-    """The values of the placeholders of upsert() and cte(), mark after mark."""
+    """The values of the placeholders of upsert() and cte(): the marks that update a row,
+    then those that insert one."""
     values: list[Any] = []
-    for source, seq, extra in marks:
-        values += (source, seq, list(extra))
+    for mark in marks:
+        if mark.expected is not None:
+            expected_seq, expected_extra = mark.expected
+            values += (mark.source, mark.applied_seq, list(mark.applied_extra))
+            values += (expected_seq, list(expected_extra), mark.owner)
+    for mark in marks:
+        if mark.expected is None:
+            values += (mark.source, mark.applied_seq, list(mark.applied_extra), mark.owner)
     return values
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether ``error`` is the failure of a write whose marks did not match."""
+    return isinstance(error, errors.InvalidTextRepresentation) and CONFLICT_MARKER in str(error)
 
 
 def _current_user(conn: psycopg.Connection[Any]) -> str:
@@ -230,25 +316,32 @@ def _current_user(conn: psycopg.Connection[Any]) -> str:
 def check_marks(progress: object) -> Sequence[ProgressMark]:
     """``progress`` as given to a write, checked: TypeError or ValueError naming it."""
     if isinstance(progress, (str, bytes)) or not isinstance(progress, Sequence):
-        raise TypeError(f"progress must be a sequence of (source, seq, extra), got {progress!r}")
+        raise TypeError(f"progress must be a sequence of ProgressMark, got {progress!r}")
     sources = set()
     for index, mark in enumerate(progress):
         where = f"progress[{index}]"
-        if not isinstance(mark, tuple) or len(mark) != 3:
-            raise TypeError(f"{where} must be a tuple (source, seq, extra), got {mark!r}")
-        source, seq, extra = mark
-        if not isinstance(source, str):
-            raise TypeError(f"{where}: source must be a str, got {source!r}")
-        if source in sources:
-            raise ValueError(f"{where}: source {source!r} is marked twice in one write")
-        sources.add(source)
-        if not _is_bigint(seq):
-            raise ValueError(f"{where}: seq must be an int within bigint, got {seq!r}")
-        if not isinstance(extra, tuple) or not all(map(_is_bigint, extra)):
-            raise ValueError(
-                f"{where}: extra must be a tuple of ints within bigint, got {_short(extra)}"
-            )
+        if not isinstance(mark, ProgressMark):
+            raise TypeError(f"{where} must be a ProgressMark, got {mark!r}")
+        if not isinstance(mark.source, str) or not isinstance(mark.owner, str):
+            raise TypeError(f"{where}: source and owner must be str, got {mark!r}")
+        if mark.source in sources:
+            raise ValueError(f"{where}: source {mark.source!r} is marked twice in one write")
+        sources.add(mark.source)
+        _check_position(where, mark.applied_seq, mark.applied_extra)
+        if mark.expected is not None:
+            if not isinstance(mark.expected, tuple) or len(mark.expected) != 2:
+                raise TypeError(f"{where}: expected must be (seq, extra) or None, got {mark!r}")
+            _check_position(f"{where} expected", *mark.expected)
     return progress
+
+
+def _check_position(where: str, seq: object, extra: object) -> None:
+    if not _is_bigint(seq):
+        raise ValueError(f"{where}: seq must be an int within bigint, got {seq!r}")
+    if not isinstance(extra, tuple) or not all(map(_is_bigint, extra)):
+        raise ValueError(
+            f"{where}: extra must be a tuple of ints within bigint, got {_short(extra)}"
+        )
 
 
 def check_prefix(prefix: object) -> str:

@@ -33,10 +33,10 @@ from ._pools import (
     pooled,
     release,
 )
-from ._progress_sql import ProgressTable, check_marks, check_prefix
+from ._progress_sql import ProgressTable, check_marks, check_prefix, is_conflict
 from ._sink import Params, ProgressMark
 from ._statement import ConflictRule, insert_statement
-from .errors import SchemaError
+from .errors import ProgressConflict, SchemaError
 
 __all__ = ["PostgresUpsert"]
 
@@ -515,7 +515,12 @@ class PostgresUpsert:
         with conn.cursor() as cur:
             cur.executemany(self._query, rows)
         if table is not None:
-            write_progress(conn, table, progress)
+            try:
+                write_progress(conn, table, progress)
+            except psycopg.errors.InvalidTextRepresentation as error:
+                if is_conflict(error):
+                    raise ProgressConflict(_conflict_text(error)) from None
+                raise
 
     def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
         """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``.
@@ -556,6 +561,10 @@ class PostgresUpsert:
                         write_progress(conn, table, progress)
                 finally:
                     self._writes.discard(bound)
+        except psycopg.errors.InvalidTextRepresentation as error:
+            if is_conflict(error):
+                raise ProgressConflict(_conflict_text(error)) from None
+            raise
         except psycopg.OperationalError:
             # After a restart every idle connection is dead: replace them now rather than
             # spend one retry on each.
@@ -586,6 +595,19 @@ class PostgresUpsert:
         table = self._tracked()
         with self._bounded_connection() as conn:
             return table.read(conn, prefix)
+
+    def claim_progress(
+        self, prefix: str, sources: Sequence[str], owner: str
+    ) -> dict[str, tuple[int, frozenset[int]]]:
+        """Make ``owner`` (the instance replaying a dead one's journal) the owner of the
+        progress of ``sources`` (made at zero where missing) and of every journal whose name
+        starts with ``prefix``, and return their progress as read_progress() does, in one
+        transaction. A write of the dead process still running on the server is waited for if
+        it got to its progress first, and refused (it cannot commit) if not."""
+        prefix = check_prefix(prefix)
+        table = self._tracked()
+        with self._bounded_connection() as conn:
+            return table.claim(conn, prefix, list(sources), owner)
 
     def forget_progress(self, prefix: str) -> int:
         """Delete the progress of every journal whose name starts with ``prefix`` (as
@@ -830,6 +852,13 @@ def _autocommit(conn: psycopg.Connection[Any]) -> Iterator[None]:
     finally:
         with suppress(psycopg.Error):
             conn.autocommit = False
+
+
+def _conflict_text(error: psycopg.Error) -> str:
+    return (
+        "the journal's progress did not hold what the write expected (another process, or an "
+        f"earlier attempt whose reply was lost, moved it); nothing was written: {error}"
+    )
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -17,6 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.conftest import create, named
 from writebehind import PostgresUpsert, WriteBehindQueue
+from writebehind._sink import ProgressMark
 from writebehind.bench.pgbouncer import pgbouncer_path, running_pgbouncer
 
 # The write methods that must work through PgBouncer in transaction mode (None: the default).
@@ -265,7 +266,9 @@ def test_rows_and_progress_commit_together_through_pgbouncer(
             for batch in range(8):
                 for number, sink in enumerate(sinks):
                     rows = [sink.prepare({"id": i, "v": batch})[1] for i in range(number, 100, 2)]
-                    sink.write(rows, [(f"lane/{number}", batch, (batch + 2,))])
+                    after = None if batch == 0 else (batch - 1, (batch + 1,))
+                    mark = ProgressMark(f"lane/{number}", batch, (batch + 2,), after, "test")
+                    sink.write(rows, [mark])
                     assert sink.read_progress(f"lane/{number}") == {
                         f"lane/{number}": (batch, frozenset({batch + 2}))
                     }

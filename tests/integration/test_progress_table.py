@@ -21,7 +21,9 @@ from psycopg_pool import ConnectionPool
 from tests.conftest import WRITE_METHODS, PrivateServer, named, wait_until
 from tests.integration.test_methods import CountingConnection
 from writebehind import PostgresUpsert
-from writebehind.errors import SchemaError
+from writebehind._progress_sql import ProgressTable
+from writebehind._sink import ProgressMark
+from writebehind.errors import ProgressConflict, SchemaError
 
 PROGRESS = "writebehind_progress"
 _schema_numbers = itertools.count()
@@ -51,6 +53,18 @@ def sink_on(conninfo: str | ConnectionPool[Any], schema: str, **options: Any) ->
     sink.track_progress()
     sink.open()
     return sink
+
+
+def mark(
+    source: str,
+    seq: int,
+    extra: tuple[int, ...] = (),
+    after: tuple[int, tuple[int, ...]] | None = None,
+    owner: str = "test",
+) -> ProgressMark:
+    """A mark as a queue makes it: ``after`` is what the last committed write of ``source``
+    left (None: no row yet)."""
+    return ProgressMark(source, seq, extra, after, owner)
 
 
 def rows_of(sink: PostgresUpsert, *pairs: tuple[int, int]) -> list[tuple[Any, ...]]:
@@ -102,6 +116,7 @@ def test_open_creates_the_table_after_track_progress_and_not_without(
         ("journal", "text", True),
         ("applied_seq", "bigint", True),
         ("applied_extra", "bigint[]", True),
+        ("owner", "text", True),
         ("updated_at", "timestamp with time zone", True),
     ]
     sink.open()  # again, on the table it made: checked, accepted
@@ -115,11 +130,13 @@ def test_rows_and_progress_commit_together_and_a_second_write_updates_it(
     make_items(db, schema)
     sink = sink_on(dsn, schema, method=method)
     try:
-        sink.write(rows_of(sink, (1, 1), (2, 2)), [("events/h-1/0", 5, ())])
+        sink.write(rows_of(sink, (1, 1), (2, 2)), [mark("events/h-1/0", 5)])
         assert items(db, schema) == [(1, 1), (2, 2)]
         assert progress(db, schema) == {"events/h-1/0": (5, [])}
         first = db.execute(named("SELECT updated_at FROM {}", (schema, PROGRESS))).fetchone()
-        sink.write(rows_of(sink, (1, 10), (3, 3)), [("events/h-1/0", 9, (11, 13))])
+        sink.write(
+            rows_of(sink, (1, 10), (3, 3)), [mark("events/h-1/0", 9, (11, 13), after=(5, ()))]
+        )
     finally:
         sink.close()
     assert items(db, schema) == [(1, 10), (2, 2), (3, 3)]
@@ -159,13 +176,13 @@ def test_a_failing_batch_leaves_the_progress_as_it_was(
     expected = pe.RaiseException if refusal == "trigger" else pe.CheckViolation
     sink = sink_on(dsn, schema, method=method)
     try:
-        sink.write(rows_of(sink, (1, 1)), [("lane/0", 5, (7,))])
+        sink.write(rows_of(sink, (1, 1)), [mark("lane/0", 5, (7,))])
         with pytest.raises(expected):
-            sink.write(rows_of(sink, (1, 2), (2, 2), refused), [("lane/0", 9, ())])
+            sink.write(rows_of(sink, (1, 2), (2, 2), refused), [mark("lane/0", 9, after=(5, (7,)))])
         assert items(db, schema) == [(1, 1)]
         assert progress(db, schema) == {"lane/0": (5, [7])}
         # The connection is fine afterwards, and the next write records its own progress.
-        sink.write(rows_of(sink, (3, 3)), [("lane/0", 10, ())])
+        sink.write(rows_of(sink, (3, 3)), [mark("lane/0", 10, after=(5, (7,)))])
     finally:
         sink.close()
     assert items(db, schema) == [(1, 1), (3, 3)]
@@ -178,15 +195,16 @@ def test_several_sources_in_one_write(
 ) -> None:
     make_items(db, schema)
     sink = sink_on(dsn, schema, method=method)
-    marks = [(f"events/h-{i}/0", 100 + i, tuple(range(101 + i, 103 + i))) for i in range(30)]
-    marks.append(("quote'd %s _x", 2**63 - 1, (-(2**63),)))  # odd text and bigint's bounds
+    marks = [mark(f"events/h-{i}/0", 100 + i, tuple(range(101 + i, 103 + i))) for i in range(30)]
+    marks.append(mark("quote'd %s _x", 2**63 - 1, (-(2**63),)))  # odd text and bigint's bounds
+    again = [m._replace(expected=(m.applied_seq, m.applied_extra)) for m in marks[:2]]
     try:
         sink.write(rows_of(sink, (1, 1)), marks[:2])
-        sink.write(rows_of(sink, (2, 2)), marks)
+        sink.write(rows_of(sink, (2, 2)), again + marks[2:])
     finally:
         sink.close()
     assert items(db, schema) == [(1, 1), (2, 2)]
-    assert progress(db, schema) == {source: (seq, list(extra)) for source, seq, extra in marks}
+    assert progress(db, schema) == {m.source: (m.applied_seq, list(m.applied_extra)) for m in marks}
 
 
 @pytest.mark.parametrize("method", WRITE_METHODS)
@@ -204,8 +222,8 @@ def test_rows_of_nulls_only_and_no_rows_at_all(
     sink.track_progress()
     sink.open()
     try:
-        sink.write([sink.prepare({"a": None, "b": None})[1]] * 2, [("log/0", 2, ())])
-        sink.write([], [("log/0", 3, ()), ("log/1", 1, ())])
+        sink.write([sink.prepare({"a": None, "b": None})[1]] * 2, [mark("log/0", 2)])
+        sink.write([], [mark("log/0", 3, after=(2, ())), mark("log/1", 1)])
         sink.write([], [])  # nothing at all
     finally:
         sink.close()
@@ -220,7 +238,7 @@ def test_read_progress_by_prefix_and_forget_progress(
     sink = sink_on(dsn, schema)
     sources = ["ev_1/a/0", "ev_1/a/1", "evX1/a/0", "ev%1/a/0", "ev_1/b/0", "ev_10/a/0"]
     try:
-        sink.write(rows_of(sink, (1, 1)), [(s, i, (i + 2,)) for i, s in enumerate(sources)])
+        sink.write(rows_of(sink, (1, 1)), [mark(s, i, (i + 2,)) for i, s in enumerate(sources)])
         assert sink.read_progress("ev_1/a/") == {
             "ev_1/a/0": (0, frozenset({2})),
             "ev_1/a/1": (1, frozenset({3})),
@@ -264,12 +282,13 @@ def test_marks_are_checked_at_the_write_that_gives_them(
     sink = sink_on(dsn, schema)
     bad: list[tuple[Any, type[Exception], str]] = [
         ("lane/0", TypeError, "progress must be a sequence"),
-        ([("lane/0", 1)], TypeError, r"progress\[0\] must be a tuple"),
-        ([("lane/0", 1, ()), (7, 1, ())], TypeError, r"progress\[1\]: source must be a str"),
-        ([("a", 1, ()), ("a", 2, ())], ValueError, "marked twice"),
-        ([("a", 2**63, ())], ValueError, "seq must be an int within bigint"),
-        ([("a", True, ())], ValueError, "seq must be an int"),
-        ([("a", 1, [2])], ValueError, "extra must be a tuple of ints"),
+        ([("lane/0", 1, ())], TypeError, r"progress\[0\] must be a ProgressMark"),
+        ([mark("lane/0", 1), mark(7, 1)], TypeError, r"progress\[1\]: source and owner"),  # type: ignore[arg-type]
+        ([mark("a", 1), mark("a", 2)], ValueError, "marked twice"),
+        ([mark("a", 2**63)], ValueError, "seq must be an int within bigint"),
+        ([mark("a", True)], ValueError, "seq must be an int"),
+        ([mark("a", 1, [2])], ValueError, "extra must be a tuple of ints"),  # type: ignore[arg-type]
+        ([mark("a", 1, after=(1, [2]))], ValueError, "expected: extra must be"),  # type: ignore[arg-type]
     ]
     try:
         for marks, kind, message in bad:
@@ -282,7 +301,7 @@ def test_marks_are_checked_at_the_write_that_gives_them(
     plain.open()
     try:
         with pytest.raises(ValueError, match="track_progress"):
-            plain.write(rows_of(plain, (1, 1)), [("a", 1, ())])
+            plain.write(rows_of(plain, (1, 1)), [mark("a", 1)])
     finally:
         plain.close()
     assert items(db, schema) == []
@@ -297,10 +316,10 @@ def test_write_on_records_progress_in_the_callers_transaction(
     with psycopg.connect(dsn) as conn:
         sink.configure(conn)  # creates the table in the caller's transaction
         conn.commit()
-        sink.write_on(conn, rows_of(sink, (1, 1)), [("app/0", 1, ())])
+        sink.write_on(conn, rows_of(sink, (1, 1)), [mark("app/0", 1)])
         conn.rollback()
         assert progress(db, schema) == {} and items(db, schema) == []
-        sink.write_on(conn, rows_of(sink, (1, 1)), [("app/0", 2, (4,))])
+        sink.write_on(conn, rows_of(sink, (1, 1)), [mark("app/0", 2, (4,))])
         assert progress(db, schema) == {}  # not committed yet
         conn.commit()
     assert items(db, schema) == [(1, 1)]
@@ -330,12 +349,13 @@ def test_marks_add_no_round_trip_to_unnest_and_copy(
     (tests/integration/test_methods.py): unnest's is still one statement."""
     make_items(db, schema)
     sink = sink_on(one_connection, schema, method=method)
-    marks = [(f"lane/{i}", 1, (3,)) for i in range(3)]
+    marks = [mark(f"lane/{i}", 1, (3,)) for i in range(3)]
+    again = [mark(f"lane/{i}", 2, (3,), after=(1, (3,))) for i in range(3)]
     try:
         rows = rows_of(sink, *((k, 1) for k in range(100)))
         sink.write(rows, marks)  # a first write may check the connection
         CountingConnection.waits = 0
-        sink.write(rows, marks)
+        sink.write(rows, again)
         waits = CountingConnection.waits
     finally:
         sink.close()
@@ -360,11 +380,11 @@ def test_write_timeout_and_interrupt_cover_the_progress(
     make_items(db, schema)
     sink = sink_on(dsn, schema, method=method, write_timeout=1.0)
     try:
-        sink.write(rows_of(sink, (1, 1)), [("lane/0", 1, ())])
+        sink.write(rows_of(sink, (1, 1)), [mark("lane/0", 1)])
         with psycopg.connect(dsn) as locker:
             locker.execute(named("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", (schema, PROGRESS)))
             with pytest.raises(pe.QueryCanceled):
-                sink.write(rows_of(sink, (2, 2)), [("lane/0", 2, ())])
+                sink.write(rows_of(sink, (2, 2)), [mark("lane/0", 2, after=(1, ()))])
             locker.rollback()
 
         slow = sink_on(dsn, schema, method=method, write_timeout=120.0)
@@ -372,7 +392,7 @@ def test_write_timeout_and_interrupt_cover_the_progress(
 
         def write() -> None:
             try:
-                slow.write(rows_of(slow, (3, 3)), [("lane/0", 3, ())])
+                slow.write(rows_of(slow, (3, 3)), [mark("lane/0", 3, after=(1, ()))])
             except BaseException as error:
                 errors.append(error)
 
@@ -411,14 +431,7 @@ def test_a_progress_table_created_meanwhile_by_another_process_is_used(
             errors.append(error)
 
     with psycopg.connect(dsn) as other:
-        other.execute(
-            named(
-                "CREATE TABLE {} (journal text PRIMARY KEY, applied_seq bigint NOT NULL, "
-                "applied_extra bigint[] NOT NULL DEFAULT '{{}}', "
-                "updated_at timestamptz NOT NULL DEFAULT now())",
-                (schema, PROGRESS),
-            )
-        )
+        other.execute(ProgressTable(schema).create_statement())
         opener = threading.Thread(target=open_sink)
         opener.start()
         assert wait_until(lambda: waiting_on_a_lock(db))
@@ -426,7 +439,7 @@ def test_a_progress_table_created_meanwhile_by_another_process_is_used(
     opener.join(30)
     try:
         assert errors == []
-        sink.write(rows_of(sink, (1, 1)), [("lane/0", 1, ())])
+        sink.write(rows_of(sink, (1, 1)), [mark("lane/0", 1)])
     finally:
         sink.close()
     assert progress(db, schema) == {"lane/0": (1, [])}
@@ -477,23 +490,24 @@ def test_sinks_opening_at_once_on_a_fresh_schema(dsn: str, db: psycopg.Connectio
     [
         (
             "journal text PRIMARY KEY, applied_seq integer NOT NULL, "
-            "applied_extra bigint[] NOT NULL DEFAULT '{}', updated_at timestamptz",
+            "applied_extra bigint[] NOT NULL DEFAULT '{}', owner text, updated_at timestamptz",
             "column 'applied_seq' is integer, not bigint",
         ),
         (
             "journal text PRIMARY KEY, applied_seq bigint NOT NULL",
-            "column 'applied_extra' is missing; column 'updated_at' is missing",
+            "column 'applied_extra' is missing; column 'owner' is missing; "
+            "column 'updated_at' is missing",
         ),
         (
             "journal text, applied_seq bigint NOT NULL, "
-            "applied_extra bigint[] NOT NULL DEFAULT '{}', updated_at timestamptz",
+            "applied_extra bigint[] NOT NULL DEFAULT '{}', owner text, updated_at timestamptz",
             "column 'journal' is not its primary key",
         ),
         (
             "journal text PRIMARY KEY, applied_seq bigint NOT NULL, "
-            "applied_extra bigint[] NOT NULL DEFAULT '{}', updated_at timestamptz, "
-            "owner text NOT NULL",
-            "column 'owner' is NOT NULL without a default",
+            "applied_extra bigint[] NOT NULL DEFAULT '{}', owner text, updated_at timestamptz, "
+            "origin text NOT NULL",
+            "column 'origin' is NOT NULL without a default",
         ),
     ],
     ids=["wrong-type", "missing-columns", "no-key", "extra-required-column"],
@@ -541,7 +555,7 @@ def test_a_role_that_cannot_create_the_table_is_told_what_to_run(
             assert (
                 'CREATE TABLE "app"."writebehind_progress" (journal text PRIMARY KEY, '
                 "applied_seq bigint NOT NULL, applied_extra bigint[] NOT NULL DEFAULT '{}', "
-                "updated_at timestamptz NOT NULL DEFAULT now()); "
+                "owner text NOT NULL DEFAULT '', updated_at timestamptz NOT NULL DEFAULT now()); "
                 'GRANT SELECT, INSERT, UPDATE, DELETE ON "app"."writebehind_progress" '
                 'TO "wb_progress_writer";'
             ) in message
@@ -557,7 +571,7 @@ def test_a_role_that_cannot_create_the_table_is_told_what_to_run(
             run_statements(owner, str(lacking.value))
             sink.open()
             try:
-                sink.write(rows_of(sink, (1, 1)), [("lane/0", 4, ())])
+                sink.write(rows_of(sink, (1, 1)), [mark("lane/0", 4)])
                 assert sink.read_progress("lane/") == {"lane/0": (4, frozenset())}
                 assert sink.forget_progress("lane/") == 1
             finally:
@@ -579,3 +593,78 @@ def test_a_read_only_server_is_told_what_to_run(
         sink.open()
     assert "CREATE TABLE" in str(raised.value)
     assert not table_exists(db, schema)
+
+
+@pytest.mark.parametrize("method", WRITE_METHODS)
+def test_a_mark_that_does_not_match_the_table_fails_the_whole_write(
+    dsn: str, db: psycopg.Connection[Any], schema: str, method: str
+) -> None:
+    """Each mark moves its row only from what it expects (the last value written, by its
+    owner), or makes it only if none is expected; otherwise ProgressConflict and nothing of
+    the write commits."""
+    make_items(db, schema)
+    sink = sink_on(dsn, schema, method=method)
+    try:
+        sink.write(rows_of(sink, (1, 1)), [mark("a", 5), mark("b", 1)])
+        wrong = [
+            [mark("a", 6)],  # expects no row: there is one
+            [mark("a", 6, after=(4, ()))],  # expects another value
+            [mark("a", 6, after=(5, (7,)))],  # another extra
+            [mark("a", 6, after=(5, ()), owner="someone else")],
+            [mark("b", 2, after=(1, ())), mark("a", 6, after=(4, ()))],  # one of two
+        ]
+        for marks in wrong:
+            with pytest.raises(ProgressConflict):
+                sink.write(rows_of(sink, (2, 2), (3, 3)), marks)
+            assert items(db, schema) == [(1, 1)]
+            assert progress(db, schema) == {"a": (5, []), "b": (1, [])}
+        sink.write(rows_of(sink, (2, 2)), [mark("a", 6, after=(5, ())), mark("c", 1)])
+    finally:
+        sink.close()
+    assert items(db, schema) == [(1, 1), (2, 2)]
+    assert progress(db, schema) == {"a": (6, []), "b": (1, []), "c": (1, [])}
+
+
+def test_claim_takes_a_dead_writers_rows_over_and_its_late_write_is_refused(
+    dsn: str, db: psycopg.Connection[Any], schema: str
+) -> None:
+    """A write of a process that died is still running on the server, waiting on a lock. The
+    process that replays its journal claims its progress: once the lock goes, the late write
+    is refused whole, and only the replay's rows count."""
+    make_items(db, schema)
+    dead = sink_on(dsn, schema, method="unnest")
+    replaying = sink_on(dsn, schema, method="copy", write_timeout=31.0)
+    errors: list[BaseException] = []
+    try:
+        dead.write(rows_of(dead, (1, 1)), [mark("q/dead/0", 1, owner="q/dead/")])
+
+        def late_write() -> None:
+            try:
+                # Its progress row is claimed, not moved: only the owner tells it apart.
+                marks = [mark("q/dead/0", 2, after=(1, ()), owner="q/dead/")]
+                dead.write(rows_of(dead, (2, 1)), marks)
+            except BaseException as error:
+                errors.append(error)
+
+        with psycopg.connect(dsn) as locker:
+            locker.execute(named("LOCK TABLE {} IN SHARE MODE", (schema, "items")))
+            writer = threading.Thread(target=late_write)
+            writer.start()
+            assert wait_until(lambda: waiting_on_a_lock(db))
+            claimed = replaying.claim_progress("q/dead/", ["q/dead/0", "q/dead/1"], "q/me/")
+            assert claimed == {"q/dead/0": (1, frozenset()), "q/dead/1": (0, frozenset())}
+            locker.rollback()
+        writer.join(30)
+        assert len(errors) == 1 and isinstance(errors[0], ProgressConflict), errors
+        replaying.write(
+            rows_of(replaying, (2, 5)),
+            [
+                mark("q/dead/0", 2, after=(1, ()), owner="q/me/"),
+                mark("q/dead/1", 1, after=(0, ()), owner="q/me/"),
+            ],
+        )
+    finally:
+        dead.close()
+        replaying.close()
+    assert items(db, schema) == [(1, 1), (2, 5)]
+    assert progress(db, schema) == {"q/dead/0": (2, []), "q/dead/1": (1, [])}
