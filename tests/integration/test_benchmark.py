@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -438,3 +439,81 @@ def test_docs_state_the_command_and_its_defaults() -> None:
     assert f"{command.DEFAULT_ROWS:,} rows per run" in text
     assert f"medians of {command.DEFAULT_RUNS} runs" in text
     assert "load average" in text
+
+
+JOURNAL_THROUGHPUT_HEADER = "| side | rows/s | spread | × no journal | × raw COPY |"
+JOURNAL_LATENCY_HEADER = "| side | puts/s kept | p50 µs | p99 µs | p99.9 µs | max µs |"
+JOURNAL_REPLAY_HEADER = "| journal | side | rows/s | spread | × raw COPY |"
+JOURNAL_STARTUP_HEADER = "| what | seconds | spread | records/s | MiB/s |"
+
+
+def test_journal_section_measures_every_part_checks_it_and_deletes_its_journals(
+    dsn: str,
+    table_name: str,
+    db: psycopg.Connection[Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the journals go
+    status = main(
+        [
+            "bench",
+            *("--dsn", dsn, "--table", table_name, "--only", "journal", "--runs", "1"),
+            *("--rows", "400", "--replay-rows", "1000", "--journal-gib", "0.002"),
+        ]
+    )
+    captured = capsys.readouterr()
+    out = captured.out
+    assert status == 0, captured.err
+    assert "## Durable journal (default method; 1,000 rows replayed, a 0.002 GiB journal" in out
+    assert "Journals on " in out and "unknown (df -T failed)" not in out
+    throughput = {row[0]: row for row in table_rows(out, JOURNAL_THROUGHPUT_HEADER)}
+    assert list(throughput) == [
+        "raw executemany",
+        "raw COPY",
+        "no journal",
+        'sync="process"',
+        'sync="interval"',
+        'sync="always"',
+        "no journal, put_many of 100",
+        'sync="always", put_many of 100',
+    ]
+    assert all(int(row[1].replace(",", "")) > 0 for row in throughput.values())
+    assert throughput["no journal"][3] == "1.00" and throughput["raw COPY"][4] == "1.00"
+    latency = {
+        row[0]: [float(cell.replace(",", "")) for cell in row[1:]]
+        for row in table_rows(out, JOURNAL_LATENCY_HEADER)
+    }
+    assert list(latency) == ["no journal", 'sync="process"']
+    for puts, p50, p99, p999, most in latency.values():
+        assert puts > 0 and 0 < p50 <= p99 <= p999 <= most + 0.5  # max is shown rounded
+    replay = [(row[0].split(" (")[0], row[1]) for row in table_rows(out, JOURNAL_REPLAY_HEADER)]
+    assert replay == [
+        ("distinct keys", "raw COPY"),
+        ("distinct keys", "replay (writebehind)"),
+        ("repeated keys", "raw COPY"),
+        ("repeated keys", "replay (writebehind)"),
+    ]
+    assert "| distinct keys (1,000 keys) |" in out  # the keys the journal's rows touch
+    startup = table_rows(out, JOURNAL_STARTUP_HEADER)
+    assert [row[0] for row in startup] == [
+        "start() to the first replayed batch committed",
+        "read and decode every record (no database)",
+    ]
+    assert all(float(row[1]) > 0 for row in startup)
+    for target in (
+        'update path, batch 1000: sync="process" against no journal ≥ 0.8×: ',
+        'put() p99 ≤ 100 µs with sync="process": ',
+        "replay (distinct keys, update path) ≥ 100,000 rows/s: ",
+        "replay (repeated keys, update path) ≥ 100,000 rows/s: ",
+        "start-up with a 0.002 GiB journal: first replayed batch committed < 10 s: ",
+    ):
+        assert f"- {target}" in out
+    assert "journal replay, repeated keys, run 1/1: " in captured.err
+    # Every journal deleted, every table of its own dropped; the workload's table left written.
+    assert list(tmp_path.iterdir()) == []
+    for suffix in ("_replay", "_repeated", "_large", "_replay_old"):
+        found = db.execute("SELECT to_regclass(%s)", (f"{table_name}{suffix}",)).fetchone()
+        assert found == (None,), suffix
+    assert fingerprint(dsn, table_name).rows == 400

@@ -5,8 +5,10 @@ Sections: ``throughput`` (raw loops and writebehind per method, batch size and p
 (put() latency and peak RSS, in child processes), ``pgbouncer`` (several processes through
 PgBouncer against straight to the server), ``writers`` (``writers=2`` against one, and the
 raw COPY loop on two connections against one), ``coalesce`` (rows written per 100 puts of a
-skewed workload, with and without ``coalesce``) and, with ``--app``, ``app`` (the
-application benchmark). Tables go to standard output as each section ends, progress to
+skewed workload, with and without ``coalesce``), ``journal`` (the durable journal:
+throughput and put() latency with and without it, replay, start-up with a large journal; only
+with ``--only journal``, it takes minutes) and, with ``--app``, ``app`` (the application
+benchmark). Tables go to standard output as each section ends, progress to
 standard error.
 Exit status: 0; 1 when a run left a row unwritten or with a value other than the one it
 must hold, or gave rows up (or a child failed); 2 for a usage error.
@@ -46,7 +48,21 @@ writes a few hundred rows a second."""
 BUSY_THREADS = (1, 2)
 COALESCE_PUTS = 100_000
 QUICK_COALESCE_PUTS = 5_000
-SECTIONS = ("throughput", "waits", "threads", "latency", "pgbouncer", "writers", "coalesce", "app")
+SECTIONS = (
+    "throughput",
+    "waits",
+    "threads",
+    "latency",
+    "pgbouncer",
+    "writers",
+    "coalesce",
+    "journal",
+    "app",
+)
+OPT_IN = ("journal", "app")
+"""Sections run only when asked for (--only, or --app): they take minutes of their own."""
+QUICK_REPLAY_ROWS = 5_000
+QUICK_JOURNAL_GIB = 0.01
 DEFAULT_TABLE = "writebehind_bench"
 MAX_TABLE_BYTES = 50  # room for the suffixes of the tables made beside it, within 63 bytes
 
@@ -54,6 +70,7 @@ MAX_TABLE_BYTES = 50  # room for the suffixes of the tables made beside it, with
 def add_arguments(parser: argparse.ArgumentParser, count: Callable[[int], Any]) -> None:
     """The options of the bench command; ``count(minimum)`` is the argparse type of a whole
     number at least ``minimum``."""
+    from .journal import JOURNAL_GIB, REPLAY_ROWS
     from .writer import METHODS
 
     parser.add_argument(
@@ -122,6 +139,18 @@ def add_arguments(parser: argparse.ArgumentParser, count: Callable[[int], Any]) 
         help="draw rows/s against batch size per side (needs the 'plot' extra: matplotlib)",
     )
     parser.add_argument(
+        "--replay-rows",
+        type=count(1),
+        help="journal section: rows of the journal replayed (default "
+        f"{REPLAY_ROWS:,}; --quick: {QUICK_REPLAY_ROWS:,})",
+    )
+    parser.add_argument(
+        "--journal-gib",
+        type=float,
+        help="journal section: GiB of the journal of the start-up part (default "
+        f"{JOURNAL_GIB:g}; --quick: {QUICK_JOURNAL_GIB:g})",
+    )
+    parser.add_argument(
         "--app",
         action="store_true",
         help="also run the application benchmark (the Flask example under gunicorn)",
@@ -153,6 +182,8 @@ class Settings:
     app_clients: int
     app_workers: int
     coalesce_puts: int = COALESCE_PUTS
+    replay_rows: int = 0
+    journal_gib: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
@@ -163,6 +194,7 @@ class UsageError(Exception):
 def settings_from(args: argparse.Namespace) -> Settings:
     """Apply the defaults (--quick's where given) and check what the options need: UsageError
     for a method this writebehind lacks, a missing extra or a missing application benchmark."""
+    from .journal import JOURNAL_GIB, REPLAY_ROWS
     from .writer import METHODS, supports_method
 
     quick = bool(args.quick)
@@ -177,7 +209,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     else:
         methods = [None]
         notes.append("this writebehind has one write path (no method=): measured as 'writebehind'")
-    wanted = set(args.only or [s for s in SECTIONS if s != "app"])
+    wanted = set(args.only or [s for s in SECTIONS if s not in OPT_IN])
     if args.app:
         wanted.add("app")
     sections = [section for section in SECTIONS if section in wanted]
@@ -204,6 +236,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         )
     if args.app_seconds is not None and not args.app_seconds > 0:
         raise UsageError(f"--app-seconds must be positive, got {args.app_seconds}")
+    if args.journal_gib is not None and not 0 < args.journal_gib < 1024:
+        raise UsageError(f"--journal-gib must be above 0 and below 1024, got {args.journal_gib}")
     return Settings(
         dsn=args.dsn,
         rows=args.rows or (QUICK_ROWS if quick else DEFAULT_ROWS),
@@ -221,6 +255,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         app_clients=args.app_clients,
         app_workers=args.app_workers,
         coalesce_puts=QUICK_COALESCE_PUTS if quick else COALESCE_PUTS,
+        replay_rows=args.replay_rows or (QUICK_REPLAY_ROWS if quick else REPLAY_ROWS),
+        journal_gib=args.journal_gib or (QUICK_JOURNAL_GIB if quick else JOURNAL_GIB),
         notes=notes,
     )
 
@@ -558,6 +594,28 @@ class _Bench:
         )
         return result
 
+    def _journal(self) -> Any:
+        from .journal import journal_report, measure_journal
+
+        s = self.settings
+        missing = _missing_parameter("journal")
+        if missing:
+            self.emit(f"\n## Durable journal\n\nskipped: {missing}")
+            return None
+        result = measure_journal(
+            self._workload(),
+            replay_rows=s.replay_rows,
+            gib=s.journal_gib,
+            runs=s.runs,
+            log=self.log,
+        )
+        self.emit(
+            f"\n## Durable journal (default method; {s.replay_rows:,} rows replayed, a "
+            f"{s.journal_gib:g} GiB journal at start-up)\n"
+        )
+        self.emit(journal_report(result))
+        return result
+
     def _app(self) -> Any:
         from .report import app_table
 
@@ -590,6 +648,10 @@ class _Bench:
         from .targets import targets
 
         found = targets(results, self._default_label())
+        if results.get("journal") is not None:
+            from .journal import journal_targets
+
+            found += journal_targets(results["journal"])
         if found:
             self.emit("\n## Targets (same run)\n")
             for target in found:
