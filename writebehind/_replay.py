@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from ._batch import Entry, new_entry
@@ -100,14 +101,18 @@ class Replay:
     def _feed(self, orphan: Orphan) -> None:
         prefix = _prefix(self.journal.queue, orphan)
         tracker = self.journal.tracker
-        for source, (applied, extras) in self._claim(orphan, prefix).items():
+        progress = self._claim(orphan, prefix)
+        for source, (applied, extras) in progress.items():
             tracker.seed(source, applied, extras)
+        sources = {lane: prefix + lane for lane in ("intake", *map(str, range(1024)))}
+        columns = tuple(getattr(self.sink, "written_columns", ()))
         batch = max(1, self.buffer.batch_size)
         chunk: list[Entry] = []
         replayed = skipped = unreadable = 0
+        now = self.clock()  # when the rows are put again, by the queue's clock
         try:
-            records = orphan.records()
-            for record in records:
+            for record in orphan.records():
+                seq = record.seq
                 try:
                     row = decode_record(record.payload)
                 except ValueError as error:
@@ -116,23 +121,24 @@ class Replay:
                         "queue %s: journal %s record %d cannot be read (%s); set aside",
                         self.name,
                         orphan.path,
-                        record.seq,
+                        seq,
                         error,
                     )
                     continue
                 lane = "intake" if row.lane == INTAKE_LANE else str(row.lane)
-                source = prefix + lane
-                if tracker.is_done(source, record.seq):
-                    skipped += 1
+                source = sources.get(lane) or prefix + lane
+                known = progress.get(source)
+                if known is not None and (seq <= known[0] or seq in known[1]):
+                    skipped += 1  # written before its process died
                     continue
-                tracker.accepted(source, record.seq)
-                mapping = row.row if row.row is not None else _row_of(self.sink, row.params)
-                done = (Done(source, record.seq),)
-                chunk.append(new_entry((row.key, row.params, mapping, self.clock(), 1, done)))
+                mapping = row.row if row.row is not None else WrittenRow(columns, row.params)
+                done = (_done((source, seq)),)
+                chunk.append(new_entry((row.key, row.params, mapping, now, 1, done)))
                 if len(chunk) >= batch:
                     self._queue(chunk)
                     replayed += len(chunk)
                     chunk = []
+                    now = self.clock()
             self._queue(chunk)
             replayed += len(chunk)
         except JournalVersionError as error:
@@ -153,8 +159,10 @@ class Replay:
             )
 
     def _queue(self, chunk: list[Entry]) -> None:
+        """Track and queue ``chunk`` (read in put order), as put at this moment."""
         if not chunk:
             return
+        self.journal.tracker.accepted_all(entry.marks[0] for entry in chunk)
         backlog = 2 * self.buffer.batch_size
         while not self.buffer.feed_replay(chunk, backlog, 1.0):
             if self.stop.is_set() or self.buffer.closed:
@@ -211,9 +219,32 @@ def _prefix(queue: str, orphan: Orphan) -> str:
     return f"{queue}/{orphan.path.name}/"
 
 
-def _row_of(sink: Sink, params: Params) -> Mapping[str, Any]:
-    """A replayed row as on_failure gets it: the written columns and their values."""
-    columns = getattr(sink, "written_columns", ())
-    if len(columns) == len(params):
-        return dict(zip(columns, params, strict=True))
-    return {"params": params}
+class WrittenRow(Mapping[str, Any]):
+    """A replayed row as on_failure gets it: the written columns and their values (converted,
+    as the journal kept them), made into a mapping only when asked."""
+
+    __slots__ = ("_columns", "_params")
+
+    def __init__(self, columns: tuple[str, ...], params: Params) -> None:
+        self._columns = columns
+        self._params = params
+
+    def _as_dict(self) -> dict[str, Any]:
+        if len(self._columns) == len(self._params):
+            return dict(zip(self._columns, self._params, strict=True))
+        return {"params": self._params}
+
+    def __getitem__(self, column: str) -> Any:
+        return self._as_dict()[column]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._as_dict())
+
+    def __len__(self) -> int:
+        return len(self._as_dict())
+
+    def __repr__(self) -> str:
+        return repr(self._as_dict())
+
+
+_done: Callable[[tuple[str, int]], Done] = partial(tuple.__new__, Done)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import struct
-import threading
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,9 @@ def lanes_of(directory: Path) -> list[str]:
     return ["intake", *map(str, range(lanes))]
 
 
+_done: Callable[[tuple[str, int]], Done] = partial(tuple.__new__, Done)
+
+
 class QueueJournal:
     """This process's journal of one queue: ``<path>/<queue>/<instance>/``.
 
@@ -113,7 +116,6 @@ class QueueJournal:
         (self.writer.path / _LANES_FILE).write_text(f"{lanes}\n")
         self._sources = [f"{self.prefix}{lane}" for lane in range(lanes)]
         self._intake = f"{self.prefix}intake"
-        self._lock = threading.Lock()  # a record accepted and tracked is one step for release
 
     @property
     def disk_bytes(self) -> int:
@@ -125,24 +127,27 @@ class QueueJournal:
         return self._intake if lane < 0 else self._sources[lane]
 
     def record(self, payloads: list[bytes], lanes: list[int]) -> list[Done] | None:
-        """Append the records of rows going to ``lanes``; None when there is no room."""
-        with self._lock:
-            seqs = self.writer.append_nowait(payloads)
-            if seqs is None:
-                return None
-            done = [Done(self.source(lane), seq) for lane, seq in zip(lanes, seqs, strict=True)]
-            self.tracker.accepted_all(done)
-            return done
+        """Append the records of rows going to ``lanes``; None when there is no room.
+
+        Called under the buffer's lock, which orders every append with the tracking of its
+        records: a record is tracked before any later one is appended, so a release never
+        counts a record appended and not yet tracked as done, but for the newest, whose
+        segment is the one being written, never released."""
+        seqs = self.writer.append_nowait(payloads)
+        if seqs is None:
+            return None
+        done = [Done(self.source(lane), seq) for lane, seq in zip(lanes, seqs, strict=True)]
+        self.tracker.accepted_all(done)
+        return done
 
     def record_one(self, payload: bytes, lane: int) -> Done | None:
         """:meth:`record` of one row, on put()'s path."""
-        with self._lock:
-            seq = self.writer.append_one_nowait(payload)
-            if seq is None:
-                return None
-            done = Done(self._intake if lane < 0 else self._sources[lane], seq)
-            self.tracker.accepted(*done)
-            return done
+        seq = self.writer.append_one_nowait(payload)
+        if seq is None:
+            return None
+        done = _done((self._intake if lane < 0 else self._sources[lane], seq))
+        self.tracker.accepted(done)
+        return done
 
     def wait_room(self, payload_bytes: int, timeout: float) -> None:
         """Wait at most ``timeout`` seconds for room in the journal."""
@@ -155,9 +160,9 @@ class QueueJournal:
     def settle(self, done: Iterable[Done]) -> None:
         """``done`` are committed or handed over: release what no record needs any more."""
         self.tracker.settle(done)
-        with self._lock:
-            floor = self.tracker.floor([*self._sources, self._intake], self.writer.last_seq)
-            self.writer.release_upto(floor)
+        last = self.writer.last_seq  # read first: records appended since are not released
+        floor = self.tracker.floor([*self._sources, self._intake], last)
+        self.writer.release_upto(floor)
 
     def all_done(self) -> bool:
         """Whether every record of this process is done."""

@@ -104,8 +104,9 @@ class ProgressTracker:
             applied, _ = state.applied(set())
             return seq <= applied or seq in state.settled
 
-    def accepted(self, source: str, seq: int) -> None:
-        """A record of ``source`` is accepted (sequence numbers increase per source)."""
+    def accepted(self, done: Done) -> None:
+        """A record is accepted (sequence numbers increase per source)."""
+        source, seq = done
         with self._lock:
             state = self._sources.get(source)
             if state is None:

@@ -533,7 +533,8 @@ class SegmentWriter:
         self._fdatasync: Callable[[int], None] = os.fdatasync
         self._instance = _new_instance(Path(root), queue)
         self.path = self._instance.path
-        self._cond = threading.Condition()
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)  # the lock taken at once on put()'s path
         self._closed = False
         self._next_seq = 1
         self._segments: list[_Segment] = []
@@ -618,7 +619,7 @@ class SegmentWriter:
         """:meth:`append_nowait` of one payload, on ``put()``'s path: its sequence number, or
         None when the journal is full."""
         size = RECORD_OVERHEAD + len(payload)
-        with self._cond:
+        with self._mutex:
             current = self._segments[-1]
             if (
                 not self._closed
