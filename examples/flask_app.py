@@ -8,15 +8,15 @@
     flask --app examples/flask_app.py writebehind check       # check it, as a deploy step
     gunicorn --preload -w 4 -c examples/gunicorn.conf.py --chdir examples flask_app:app
 
-``POST /visits/<page>`` puts one visit of the page (a view, when, and the Referer) and answers
-202 at once. The queue merges visits into the page's row: ``views`` is summed, ``first_seen``
-and ``last_seen`` keep the earliest and the latest time, ``referrer`` the last one written (the
-visits of a page in one batch are combined the same way before the statement). ``add`` is
-at-least-once: a write retried after its connection was lost during COMMIT may count its visits
-twice. ``GET /metrics``
-serves Prometheus metrics (aggregated over gunicorn's workers when PROMETHEUS_MULTIPROC_DIR is
-set). In tests, ``create_app({"WRITEBEHIND_EAGER": True, ...})`` writes each visit before the
-view returns.
+``POST /visits/<page>`` puts one visit of the page (a view, when, and the Referer) and answers 202
+at once. The queue merges visits into the page's row: ``views`` is summed, ``first_seen`` and
+``last_seen`` keep the earliest and the latest time, ``referrer`` the last one written (the visits
+of a page in one batch are combined the same way before the statement). ``add`` is at-least-once: a
+write retried after its connection was lost during COMMIT may count its visits twice; with
+``WRITEBEHIND_JOURNAL=/some/dir`` (a durable journal) it is exactly once, and the visits accepted
+by a worker that is killed are written by the worker that replaces it. ``GET /metrics`` serves
+Prometheus metrics (aggregated over gunicorn's workers when PROMETHEUS_MULTIPROC_DIR is set). In
+tests, ``create_app({"WRITEBEHIND_EAGER": True, ...})`` writes each visit before the view returns.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             "on_failure": record_failure,
         }
     }
+    if journal := os.environ.get("WRITEBEHIND_JOURNAL"):
+        # Accepted visits survive a killed worker: the worker that replaces it writes them.
+        app.config["WRITEBEHIND_QUEUES"]["last_visits"]["journal"] = journal
     app.config.update(config or {})
     wb.init_app(app)
 

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -243,3 +244,86 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
     assert all(
         int(referrer.rpartition("/")[2]) % pages == int(page[1:]) for page, _, referrer in visits
     )
+
+
+def test_a_killed_gunicorn_worker_loses_no_visit_and_its_replacement_counts_each_once(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path, clean: list[str]
+) -> None:
+    """The Flask example with a journal under gunicorn: visits accepted while the table is
+    locked (their write waits on the lock), then the worker is killed with SIGKILL. gunicorn
+    starts another, which shares the journal directory: at its first request it replays the
+    dead worker's journal, and its claim keeps the dead worker's write, still waiting on the
+    lock in the server, from committing. Every visit is counted once."""
+    clean.append("last_visits")
+    env = {"WRITEBEHIND_DSN": dsn, "WRITEBEHIND_JOURNAL": str(tmp_path / "journal")}
+    init = run_example("-m", "flask", "--app", "flask_app.py", "init-db", env=env)
+    assert init.returncode == 0, init.stderr
+    db.execute("TRUNCATE last_visits")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "1",
+            "--bind",
+            "127.0.0.1:0",
+            "flask_app:app",
+        ],
+        cwd=EXAMPLES,
+        env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers: list[int] = []
+    port = 0
+    booted = threading.Event()
+
+    def read_log() -> None:
+        nonlocal port
+        assert server.stderr is not None
+        for line in server.stderr:
+            if found := re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line):
+                port = int(found.group(1))
+            if found := re.search(r"Booting worker with pid: (\d+)", line):
+                workers.append(int(found.group(1)))
+                booted.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+
+    def post(page: str) -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/visits/{page}", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 202
+
+    try:
+        assert wait_until(lambda: bool(port and workers), timeout=60), "gunicorn did not start"
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE last_visits IN SHARE MODE")  # writes wait
+            for i in range(60):
+                post(f"p{i % 3}")
+            assert wait_until(lambda: waiting_on_a_lock(db), timeout=30)  # a write under way
+            os.kill(workers[0], signal.SIGKILL)
+            assert wait_until(lambda: len(workers) == 2, timeout=60), "no new worker"
+            post("p0")  # the new worker starts its queue: it replays, then writes this
+            locker.rollback()  # the lock goes: the dead worker's write may reach its commit
+        assert wait_until(lambda: total_views(db) >= 61, timeout=60)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+    visits = dict(db.execute("SELECT page, views FROM last_visits").fetchall())
+    assert visits == {"p0": 21, "p1": 20, "p2": 20}
+
+
+def total_views(db: psycopg.Connection[Any]) -> int:
+    found = db.execute("SELECT coalesce(sum(views), 0) FROM last_visits").fetchone()
+    return int(found[0]) if found else 0
+
+
+def waiting_on_a_lock(db: psycopg.Connection[Any]) -> bool:
+    found = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    ).fetchone()
+    return found is not None and found[0] > 0

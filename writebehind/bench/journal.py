@@ -452,6 +452,7 @@ def replay_run(dsn: str, table: str, root: Path, rows: int, *, batch_size: int) 
     """Replay the journal of ``rows`` rows left under ``root`` with a new queue: seconds from
     start() to the return of flush(). CheckFailed if it replays another number of rows, gives
     rows up or does not finish."""
+    forget_progress(dsn)  # a copy of the same journal each run: nothing of it written yet
     given_up = GivenUp()
     wb = WriteBehindQueue(
         make_sink(dsn, table, None),
@@ -475,6 +476,17 @@ def replay_run(dsn: str, table: str, root: Path, rows: int, *, batch_size: int) 
     if replayed != rows:
         raise CheckFailed(f"{replayed:,} rows replayed of a journal of {rows:,}")
     return seconds
+
+
+def forget_progress(dsn: str) -> None:
+    """Delete the progress rows of this section's queue (the table is made by its first
+    queue): the replayed journal's, which stay after a replay."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT to_regclass('writebehind_progress')").fetchone()
+        if found is not None and found[0] is not None:
+            conn.execute(
+                "DELETE FROM writebehind_progress WHERE starts_with(journal, %s)", (f"{QUEUE}/",)
+            )
 
 
 def raw_copy_last_wins(
