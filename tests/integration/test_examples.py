@@ -249,11 +249,12 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
 def test_a_killed_gunicorn_worker_loses_no_visit_and_its_replacement_counts_each_once(
     dsn: str, db: psycopg.Connection[Any], tmp_path: Path, clean: list[str]
 ) -> None:
-    """The Flask example with a journal under gunicorn: visits accepted while the table is
-    locked (their write waits on the lock), then the worker is killed with SIGKILL. gunicorn
-    starts another, which shares the journal directory: at its first request it replays the
-    dead worker's journal, and its claim keeps the dead worker's write, still waiting on the
-    lock in the server, from committing. Every visit is counted once."""
+    """The Flask example with a journal under gunicorn: 15 visits written, then visits accepted
+    while the table is locked (the write of 30 waits on the lock, 30 more wait in the worker), then
+    the worker is killed with SIGKILL. gunicorn starts another, which shares the journal
+    directory: at its first request it replays the dead worker's journal, all 60, and its claim
+    keeps the dead worker's write of 30, still waiting on the lock in the server, from
+    committing once the lock goes (first in line). Every visit is counted once."""
     clean.append("last_visits")
     env = {"WRITEBEHIND_DSN": dsn, "WRITEBEHIND_JOURNAL": str(tmp_path / "journal")}
     init = run_example("-m", "flask", "--app", "flask_app.py", "init-db", env=env)
@@ -299,21 +300,30 @@ def test_a_killed_gunicorn_worker_loses_no_visit_and_its_replacement_counts_each
 
     try:
         assert wait_until(lambda: bool(port and workers), timeout=60), "gunicorn did not start"
+        for i in range(15):
+            post(f"p{i % 3}")
+        # Written: the worker's progress row holds them, and its next write expects that row.
+        assert wait_until(lambda: total_views(db) == 15, timeout=30)
         with psycopg.connect(dsn) as locker:
             locker.execute("LOCK TABLE last_visits IN SHARE MODE")  # writes wait
-            for i in range(60):
+            for i in range(30):
                 post(f"p{i % 3}")
             assert wait_until(lambda: waiting_on_a_lock(db), timeout=30)  # a write under way
+            for i in range(30, 60):
+                post(f"p{i % 3}")  # these wait in the worker: its write holds only the first
             os.kill(workers[0], signal.SIGKILL)
             assert wait_until(lambda: len(workers) == 2, timeout=60), "no new worker"
             post("p0")  # the new worker starts its queue: it replays, then writes this
             locker.rollback()  # the lock goes: the dead worker's write may reach its commit
-        assert wait_until(lambda: total_views(db) >= 61, timeout=60)
+        assert wait_until(lambda: total_views(db) >= 76, timeout=60)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
+        reader.join(timeout=30)  # it reads the log to its end
+        assert server.stderr is not None
+        server.stderr.close()
     visits = dict(db.execute("SELECT page, views FROM last_visits").fetchall())
-    assert visits == {"p0": 21, "p1": 20, "p2": 20}
+    assert visits == {"p0": 26, "p1": 25, "p2": 25}
 
 
 def total_views(db: psycopg.Connection[Any]) -> int:
