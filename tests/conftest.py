@@ -99,6 +99,15 @@ def select(db: psycopg.Connection[Any], table: str, columns: str = "*") -> list[
     return db.execute(query).fetchall()
 
 
+def waiting_on_a_lock(db: psycopg.Connection[Any]) -> bool:
+    """Whether a session of the test database waits on a lock."""
+    found = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    ).fetchone()
+    return found is not None and found[0] > 0
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
     """Poll a condition that no event signals (a server we disturb, another process)."""
     deadline = time.monotonic() + timeout

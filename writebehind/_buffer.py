@@ -109,16 +109,8 @@ class RowBuffer:
             if self.combine is not None and self._combined(lane, entry):
                 return
             if self.count + self.held >= self.maxsize:
-                if not block:
-                    raise QueueFull(f"the queue is full ({self.maxsize} rows)")
                 deadline = None if timeout is None else time.monotonic() + timeout
-                while self.count + self.held >= self.maxsize:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise QueueFull(f"the queue stayed full ({self.maxsize} rows)")
-                    self.not_full.wait(remaining)
-                    if self.closed:
-                        raise QueueClosed("the queue was closed while waiting for room")
+                self._wait_for_room(1, block, deadline)
                 if self.combine is not None and self._combined(lane, entry):
                     return  # its key came in while this producer waited
             if self.combine is not None or lane is self.intake:
@@ -144,20 +136,11 @@ class RowBuffer:
         count = len(entries)
         if count > self.maxsize:
             raise ValueError(f"{count} rows can never fit in a queue of maxsize {self.maxsize}")
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self.mutex:
             if self.closed:
                 raise QueueClosed("the queue is closed")
-            if self.count + self.held + count > self.maxsize:
-                if not block:
-                    raise QueueFull(f"no room for {count} rows ({self.maxsize} rows at most)")
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while self.count + self.held + count > self.maxsize:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise QueueFull(f"no room for {count} rows ({self.maxsize} rows at most)")
-                    self.not_full.wait(remaining)
-                    if self.closed:
-                        raise QueueClosed("the queue was closed while waiting for room")
+            self._wait_for_room(count, block, deadline)
             self._append_all(entries)
 
     def put_now(self, entries: list[Entry]) -> None:
@@ -192,13 +175,8 @@ class RowBuffer:
             with self.mutex:
                 if self.closed:
                     raise QueueClosed("the queue is closed")
-                while not beyond_maxsize and self.count + self.held + count > self.maxsize:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if not block or (remaining is not None and remaining <= 0):
-                        raise QueueFull(f"no room for {count} rows ({self.maxsize} rows at most)")
-                    self.not_full.wait(remaining)
-                    if self.closed:
-                        raise QueueClosed("the queue was closed while waiting for room")
+                if not beyond_maxsize:
+                    self._wait_for_room(count, block, deadline)
                 marks = record(payloads, lanes)
                 if marks is not None:
                     self._append_all(
@@ -221,23 +199,13 @@ class RowBuffer:
         timeout: float | None = None,
     ) -> None:
         """put_recorded() of one row going to ``lane``, on put()'s path."""
-        deadline = None
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self.mutex:
                 if self.closed:
                     raise QueueClosed("the queue is closed")
                 if self.count + self.held >= self.maxsize:
-                    if not block:
-                        raise QueueFull(f"the queue is full ({self.maxsize} rows)")
-                    if deadline is None and timeout is not None:
-                        deadline = time.monotonic() + timeout
-                    while self.count + self.held >= self.maxsize:
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        if remaining is not None and remaining <= 0:
-                            raise QueueFull(f"the queue stayed full ({self.maxsize} rows)")
-                        self.not_full.wait(remaining)
-                        if self.closed:
-                            raise QueueClosed("the queue was closed while waiting for room")
+                    self._wait_for_room(1, block, deadline)
                 mark = record(payload, lane)
                 if mark is not None:
                     entry = new_entry((entry[0], entry[1], entry[2], entry[3], entry[4], (mark,)))
@@ -245,12 +213,23 @@ class RowBuffer:
                     if self.combine is None or not self._combined(target, entry):
                         self._append(target, entry)
                     return
-            if deadline is None and timeout is not None:
-                deadline = time.monotonic() + timeout
             remaining = None if deadline is None else deadline - time.monotonic()
             if not block or (remaining is not None and remaining <= 0):
                 raise QueueFull("the journal is full (max_bytes, or the disk)")
             wait_room(1.0 if remaining is None else min(1.0, remaining))
+
+    def _wait_for_room(self, count: int, block: bool, deadline: float | None) -> None:
+        # Under the mutex: return once ``count`` more rows fit; QueueFull at once if not
+        # ``block``, or past ``deadline``; QueueClosed if the queue closes meanwhile.
+        while self.count + self.held + count > self.maxsize:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not block or (remaining is not None and remaining <= 0):
+                if count == 1:
+                    raise QueueFull(f"the queue is full ({self.maxsize} rows)")
+                raise QueueFull(f"no room for {count} rows ({self.maxsize} rows at most)")
+            self.not_full.wait(remaining)
+            if self.closed:
+                raise QueueClosed("the queue was closed while waiting for room")
 
     def lane_index(self, entry: Entry) -> int:
         """The lane ``entry`` goes to: its key's, or INTAKE while its key is unknown."""

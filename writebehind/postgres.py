@@ -515,12 +515,8 @@ class PostgresUpsert:
         with conn.cursor() as cur:
             cur.executemany(self._query, rows)
         if table is not None:
-            try:
+            with _conflicts_raised():
                 write_progress(conn, table, progress)
-            except psycopg.errors.InvalidTextRepresentation as error:
-                if is_conflict(error):
-                    raise ProgressConflict(_conflict_text(error)) from None
-                raise
 
     def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
         """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``.
@@ -539,32 +535,12 @@ class PostgresUpsert:
         if not rows and table is None:
             return
         try:
-            # A write still running at write_timeout is cancelled; past a grace period its
-            # connection is cut, should the server have stopped answering altogether.
-            with (
-                self._connection() as conn,
-                _autocommit(conn),
-                _watchdog.bounded(
-                    conn,
-                    self._what,
-                    cancel_after=self.write_timeout,
-                    cut_after=self._cut_after,
-                    cancel_timeout=min(self.connect_timeout, 5.0),
-                ) as bound,
-            ):
-                self._writes.add(bound)
-                try:
-                    if rows:
-                        writer.write(conn, rows, progress)
-                    else:
-                        assert table is not None
-                        write_progress(conn, table, progress)
-                finally:
-                    self._writes.discard(bound)
-        except psycopg.errors.InvalidTextRepresentation as error:
-            if is_conflict(error):
-                raise ProgressConflict(_conflict_text(error)) from None
-            raise
+            with self._bounded_connection(self._what) as conn, _conflicts_raised():
+                if rows:
+                    writer.write(conn, rows, progress)
+                else:
+                    assert table is not None
+                    write_progress(conn, table, progress)
         except psycopg.OperationalError:
             # After a restart every idle connection is dead: replace them now rather than
             # spend one retry on each.
@@ -593,7 +569,7 @@ class PostgresUpsert:
         pool, bounded as a write is; raises what psycopg raises (the caller retries)."""
         prefix = check_prefix(prefix)
         table = self._tracked()
-        with self._bounded_connection() as conn:
+        with self._bounded_connection(f"reading the progress of {self.table!r}") as conn:
             return table.read(conn, prefix)
 
     def claim_progress(
@@ -606,7 +582,7 @@ class PostgresUpsert:
         it got to its progress first, and refused (it cannot commit) if not."""
         prefix = check_prefix(prefix)
         table = self._tracked()
-        with self._bounded_connection() as conn:
+        with self._bounded_connection(f"reading the progress of {self.table!r}") as conn:
             return table.claim(conn, prefix, list(sources), owner)
 
     def forget_progress(self, prefix: str) -> int:
@@ -614,7 +590,7 @@ class PostgresUpsert:
         read_progress() matches it); return how many were deleted."""
         prefix = check_prefix(prefix)
         table = self._tracked()
-        with self._bounded_connection() as conn:
+        with self._bounded_connection(f"reading the progress of {self.table!r}") as conn:
             return table.forget(conn, prefix)
 
     def _tracked(self) -> ProgressTable:
@@ -625,14 +601,16 @@ class PostgresUpsert:
         return self._progress
 
     @contextmanager
-    def _bounded_connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection of the sink's, in autocommit, bounded and interruptible as a write."""
+    def _bounded_connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the sink's, in autocommit, for ``what``: cancelled at
+        ``write_timeout`` (past a grace period its connection is cut, should the server have
+        stopped answering altogether), and by interrupt()."""
         with (
             self._connection() as conn,
             _autocommit(conn),
             _watchdog.bounded(
                 conn,
-                f"reading the progress of {self.table!r}",
+                what,
                 cancel_after=self.write_timeout,
                 cut_after=self._cut_after,
                 cancel_timeout=min(self.connect_timeout, 5.0),
@@ -854,11 +832,19 @@ def _autocommit(conn: psycopg.Connection[Any]) -> Iterator[None]:
             conn.autocommit = False
 
 
-def _conflict_text(error: psycopg.Error) -> str:
-    return (
-        "the journal's progress did not hold what the write expected (another process, or an "
-        f"earlier attempt whose reply was lost, moved it); nothing was written: {error}"
-    )
+@contextmanager
+def _conflicts_raised() -> Iterator[None]:
+    """A write whose progress marks did not match fails as ProgressConflict."""
+    try:
+        yield
+    except psycopg.errors.InvalidTextRepresentation as error:
+        if is_conflict(error):
+            raise ProgressConflict(
+                "the journal's progress did not hold what the write expected (another "
+                "process, or an earlier attempt whose reply was lost, moved it); nothing was "
+                f"written: {error}"
+            ) from None
+        raise
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import named, wait_until
+from tests.conftest import named, wait_until, waiting_on_a_lock
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -329,11 +329,3 @@ def test_a_killed_gunicorn_worker_loses_no_visit_and_its_replacement_counts_each
 def total_views(db: psycopg.Connection[Any]) -> int:
     found = db.execute("SELECT coalesce(sum(views), 0) FROM last_visits").fetchone()
     return int(found[0]) if found else 0
-
-
-def waiting_on_a_lock(db: psycopg.Connection[Any]) -> bool:
-    found = db.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND datname = current_database()"
-    ).fetchone()
-    return found is not None and found[0] > 0

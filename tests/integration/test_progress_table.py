@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from tests.conftest import WRITE_METHODS, PrivateServer, named, wait_until
+from tests.conftest import WRITE_METHODS, PrivateServer, named, wait_until, waiting_on_a_lock
 from tests.integration.test_methods import CountingConnection
 from writebehind import PostgresUpsert
 from writebehind._progress_sql import ProgressTable
@@ -362,14 +362,6 @@ def test_marks_add_no_round_trip_to_unnest_and_copy(
         sink.close()
     assert fewest <= waits <= most
     assert len(progress(db, schema)) == 3
-
-
-def waiting_on_a_lock(db: psycopg.Connection[Any]) -> bool:
-    found = db.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND datname = current_database()"
-    ).fetchone()
-    return found is not None and found[0] > 0
 
 
 @pytest.mark.parametrize("method", ["unnest", "copy"])
