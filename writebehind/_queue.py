@@ -10,6 +10,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -149,6 +150,8 @@ class WriteBehindQueue:
             raise TypeError("clock must be a callable returning monotonic seconds")
         _check_registry(registry)
         journal_options = Journal.of(journal)
+        if journal_options is not None:
+            _check_journal_root(journal_options.root)
         expect_writers = getattr(sink, "expect_writers", None)
         if writers > 1 and expect_writers is not None:
             expect_writers(writers)  # ValueError: more writers than the sink has connections
@@ -355,7 +358,15 @@ class WriteBehindQueue:
     def _open_journal(self, options: Journal) -> None:
         """This process's journal, and the journals of dead processes to replay (their lanes
         are held from now, so that no row put from now on is written before them)."""
-        journal = QueueJournal(options, self.name, self.writers)
+        try:
+            journal = QueueJournal(options, self.name, self.writers)
+        except OSError as error:
+            raise type(error)(
+                error.errno,
+                f"queue {self.name!r} cannot open its journal under {options.root}: "
+                f"{error.strerror}",
+                error.filename,
+            ) from None
         self._journal = journal
         self._stats.journal_bytes = lambda: journal.disk_bytes
         for writer in self._writers:
@@ -918,6 +929,18 @@ def _check_seconds(name: str, value: object, *, positive: bool = False) -> None:
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "positive" if positive else "zero or more"
         raise ValueError(f"{name} must be a finite number of seconds, {bound}; got {value}")
+
+
+def _check_journal_root(root: Path) -> None:
+    """A journal's directory must be one, or be possible to make: checked without making it
+    (nothing is created before the first put, so that a server may fork first)."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"journal: {existing} is not a directory (journal path {root})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"journal: {existing} is not writable by this process ({root})")
 
 
 def _check_registry(value: object) -> None:

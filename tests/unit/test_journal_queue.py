@@ -306,6 +306,15 @@ def test_journal_arguments_are_checked(tmp_path: Path) -> None:
     wb = WriteBehindQueue(sink, registry=None, journal=str(tmp_path))
     assert wb.journal == Journal(str(tmp_path))
     wb.close()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match="is not a directory"):
+        WriteBehindQueue(sink, registry=None, journal=a_file / "journal")
+    # Nothing is made before the first put: a directory that cannot be made fails there.
+    nowhere = WriteBehindQueue(sink, registry=None, journal="/proc/writebehind-journal")
+    with pytest.raises(OSError, match="cannot open its journal under /proc/writebehind-journal"):
+        nowhere.put(row(1, 1))
+    nowhere.close()
 
 
 def test_a_forked_child_keeps_a_journal_of_its_own_and_leaves_the_parents_locked(
