@@ -240,17 +240,16 @@ class RowBuffer:
 
     def feed_replay(self, entries: list[Entry], backlog: int, timeout: float) -> bool:
         """Append replayed rows once fewer than ``backlog`` wait in the replay lane (at most
-        ``timeout`` seconds); False if there was no room in time, or the queue is closed.
-        Beyond ``maxsize``: live rows fill the rest, and wait behind these."""
+        ``timeout`` seconds); False if there was no room in time. Beyond ``maxsize``: live rows
+        fill the rest, and wait behind these."""
         deadline = time.monotonic() + timeout
         with self.mutex:
-            while len(self.replay.rows) >= backlog and not self.closed:
+            # Also once closed: close() drains the replay before the rows put since.
+            while len(self.replay.rows) >= backlog:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self.replay_taken.wait(remaining)
-            if self.closed:
-                return False
             lane = self.replay
             lane.rows.extend(entries)
             lane.put_count += len(entries)
@@ -340,10 +339,13 @@ class RowBuffer:
         return self.count
 
     def waiting_in(self, index: int) -> int:
-        """Rows waiting in lane ``index`` (writer 0 also answers for the intake)."""
+        """Rows waiting in lane ``index`` (writer 0 also answers for the intake and the
+        replay, and counts one while rows are still being replayed)."""
         lane = self.lanes[index]
         with self.mutex:
-            first = len(self.intake.rows) + len(self.replay.rows) if index == 0 else 0
+            first = 0
+            if index == 0:
+                first = len(self.intake.rows) + len(self.replay.rows) + self.replaying
             return len(lane.rows) + first
 
     def take_now(self, index: int) -> tuple[list[Entry], int]:

@@ -94,8 +94,10 @@ class Replay:
                 orphan.release()
 
     def _wait_for_sink(self) -> None:
+        # Also once the queue is closed: close() drains the replay first (the exit deadline
+        # stops it).
         while not self.opened():
-            if self.stop.wait(0.05) or self.buffer.closed:
+            if self.stop.wait(0.05):
                 raise _Stopped
 
     def _feed(self, orphan: Orphan) -> None:
@@ -165,7 +167,7 @@ class Replay:
         self.journal.tracker.accepted_all(entry.marks[0] for entry in chunk)
         backlog = 2 * self.buffer.batch_size
         while not self.buffer.feed_replay(chunk, backlog, 1.0):
-            if self.stop.is_set() or self.buffer.closed:
+            if self.stop.is_set():
                 raise _Stopped
         self.stats.replayed_rows(len(chunk))
 
@@ -191,7 +193,7 @@ class Replay:
                     error,
                     delay,
                 )
-            if self.stop.wait(delay) or self.buffer.closed:
+            if self.stop.wait(delay):
                 raise _Stopped
             delay = min(delay * 2, _RETRY_DELAY[1])
 

@@ -91,6 +91,7 @@ def check(db: psycopg.Connection[Any], table: str, runs: list[Run]) -> int:
     return len(returned)
 
 
+@pytest.mark.timeout(3600)  # 50 kills take about a minute; --soak's 1,000 about 15
 def test_killed_processes_lose_nothing_and_replay_each_row_once(
     dsn: str,
     db: psycopg.Connection[Any],

@@ -419,3 +419,24 @@ def test_a_write_left_running_by_a_dead_process_cannot_commit_behind_its_replay(
     assert "written already" in caplog.text
     replaying.close(10)
     dying.close(10)
+
+
+def test_close_right_after_start_drains_the_replay_before_the_rows_put_since(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    sink = ProgressSink()
+    sink.gate = threading.Event()
+    dying = queue(sink, tmp_path, failures, batch_size=100)
+    dying.put(row("busy", 0))
+    dying.flush(timeout=0.01)
+    assert sink.write_started.wait(10)
+    dying.put_many([row(i, "old") for i in range(5000)])
+    abandon(dying, sink)
+
+    again = queue(sink, tmp_path, failures, batch_size=100)
+    again.start()
+    again.put_many([row(i, "new") for i in range(5000)])
+    again.close(timeout=30)  # at once: the replay is far from done
+    assert {sink.table[i] for i in range(5000)} == {"new"}
+    assert again.metrics().total_replayed == 5000
+    assert instances(tmp_path) == []
