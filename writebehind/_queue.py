@@ -358,15 +358,7 @@ class WriteBehindQueue:
     def _open_journal(self, options: Journal) -> None:
         """This process's journal, and the journals of dead processes to replay (their lanes
         are held from now, so that no row put from now on is written before them)."""
-        try:
-            journal = QueueJournal(options, self.name, self.writers)
-        except OSError as error:
-            raise type(error)(
-                error.errno,
-                f"queue {self.name!r} cannot open its journal under {options.root}: "
-                f"{error.strerror}",
-                error.filename,
-            ) from None
+        journal = QueueJournal(options, self.name, self.writers)
         self._journal = journal
         self._stats.journal_bytes = lambda: journal.disk_bytes
         for writer in self._writers:
@@ -744,7 +736,7 @@ class WriteBehindQueue:
                 "queue %s: %d rows not written are kept in the journal %s for the next start",
                 self.name,
                 journal.tracker.pending(journal.prefix),
-                journal.writer.path,
+                journal.path,
             )
 
     def _open_sink(self) -> None:

@@ -3,6 +3,7 @@ recorded, what each write marks as done, and what the next queue replays."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import warnings
@@ -13,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.conftest import wait_until
 from tests.fakes import POISON, ProgressSink, row
 from writebehind import Journal, Params, QueueFull, WriteBehindQueue
 from writebehind._sink import ProgressMark
@@ -407,7 +409,7 @@ def test_a_write_left_running_by_a_dead_process_cannot_commit_behind_its_replay(
     dying.put_many([row(i, i) for i in range(1, 6)])
     dying.flush(timeout=0.01)  # due now
     assert sink.holding.wait(10)
-    dying._journal.writer._instance.release()  # as its death would: the lock is free
+    dying._journal._writer._instance.release()  # as its death would: the lock is free
 
     replaying = queue(sink, tmp_path, failures)
     replaying.start()
@@ -439,4 +441,40 @@ def test_close_right_after_start_drains_the_replay_before_the_rows_put_since(
     again.close(timeout=30)  # at once: the replay is far from done
     assert {sink.table[i] for i in range(5000)} == {"new"}
     assert again.metrics().total_replayed == 5000
+    assert instances(tmp_path) == []
+
+
+def test_a_full_disk_at_start_lets_the_replay_free_it_before_the_new_journal_is_made(
+    tmp_path: Path, failures: list[Failure], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = ProgressSink()
+    sink.gate = threading.Event()
+    dying = queue(sink, tmp_path, failures)
+    dying.put(row("busy", 0))
+    dying.flush(timeout=0.01)
+    assert sink.write_started.wait(10)
+    dying.put_many([row(i, "old") for i in range(100)])
+    abandon(dying, sink)
+    [dead] = instances(tmp_path)
+
+    import writebehind.journal.keeper as keeper
+
+    made = keeper.SegmentWriter
+
+    def full_while_the_dead_journal_stays(*args: Any, **kwargs: Any) -> Any:
+        if dead.exists():  # the disk is full until the dead journal is replayed and removed
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(keeper, "SegmentWriter", full_while_the_dead_journal_stays)
+    again = queue(sink, tmp_path, failures)
+    again.start()
+    with pytest.raises(QueueFull, match="journal is full"):
+        again.put_nowait(row("new", 1))  # no journal of its own yet: room is waited for
+    assert again.flush(10)  # the replay needs no room
+    assert wait_until(lambda: not dead.exists(), timeout=10)  # removed once all is done
+    again.put(row("new", 1), timeout=10)  # now it can be made
+    assert again.flush(10)
+    assert {sink.table[i] for i in range(100)} == {"old"} and sink.table["new"] == 1
+    again.close(10)
     assert instances(tmp_path) == []

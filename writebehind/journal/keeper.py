@@ -7,8 +7,10 @@ converted) and the codec's payload. The lane names the record's source, the unit
 
 from __future__ import annotations
 
+import errno
 import logging
 import struct
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -18,7 +20,7 @@ from .._sink import Params
 from . import codec
 from .options import Journal
 from .progress import Done, ProgressTracker
-from .segments import SegmentWriter
+from .segments import SegmentWriter, instance_name
 
 __all__ = ["INTAKE_LANE", "QueueJournal", "Replayed", "decode_record"]
 
@@ -75,6 +77,7 @@ def decode_record(payload: bytes) -> Replayed:
 
 
 _LANES_FILE = "lanes"
+_FULL_DISK_RETRY = 0.05  # seconds between attempts to make the journal on a full disk
 _MOST_LANES = 64  # claimed when a journal does not say (killed before it could)
 
 
@@ -101,26 +104,55 @@ class QueueJournal:
     def __init__(self, options: Journal, queue: str, lanes: int) -> None:
         self.options = options
         self.queue = queue
-        self.writer = SegmentWriter(
-            options.root,
-            queue,
-            sync=options.sync,
-            sync_interval=options.sync_interval,
-            segment_bytes=options.segment_bytes,
-            max_bytes=options.max_bytes,
-        )
-        self.instance = self.writer.path.name
+        self.instance = instance_name()
         self.prefix = f"{queue}/{self.instance}/"
+        self.path = options.root / queue / self.instance
         self.tracker = ProgressTracker(owner=self.prefix)
-        # Its lanes, for the process that replays it to claim each one's progress.
-        (self.writer.path / _LANES_FILE).write_text(f"{lanes}\n")
+        self._lanes = lanes
         self._sources = [f"{self.prefix}{lane}" for lane in range(lanes)]
         self._intake = f"{self.prefix}intake"
+        # Made with the first record, not before: a process started on a full disk replays
+        # the journals of dead ones (which frees it) before it needs room of its own.
+        self._writer: SegmentWriter | None = None
+        self._full_since: float | None = None
+
+    def _open(self) -> SegmentWriter | None:
+        """The segment files, made now if they are not yet; None while the disk is full."""
+        if self._writer is not None:
+            return self._writer
+        options = self.options
+        try:
+            writer = SegmentWriter(
+                options.root,
+                self.queue,
+                sync=options.sync,
+                sync_interval=options.sync_interval,
+                segment_bytes=options.segment_bytes,
+                max_bytes=options.max_bytes,
+                name=self.instance,
+            )
+            # Its lanes, for the process that replays it to claim each one's progress.
+            (writer.path / _LANES_FILE).write_text(f"{self._lanes}\n")
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                if self._full_since is None:
+                    self._full_since = time.monotonic()
+                    logger.warning("journal %s: the disk is full; put() waits", self.path)
+                return None
+            raise type(error)(
+                error.errno,
+                f"queue {self.queue!r} cannot open its journal under {options.root}: "
+                f"{error.strerror}",
+                error.filename,
+            ) from None
+        self._writer = writer
+        return writer
 
     @property
     def disk_bytes(self) -> int:
         """The size of this process's segment files."""
-        return self.writer.disk_bytes
+        writer = self._writer
+        return 0 if writer is None else writer.disk_bytes
 
     def source(self, lane: int) -> str:
         """The source of this process's records of ``lane`` (negative: the intake)."""
@@ -133,7 +165,8 @@ class QueueJournal:
         records: a record is tracked before any later one is appended, so a release never
         counts a record appended and not yet tracked as done, but for the newest, whose
         segment is the one being written, never released."""
-        seqs = self.writer.append_nowait(payloads)
+        writer = self._open()
+        seqs = None if writer is None else writer.append_nowait(payloads)
         if seqs is None:
             return None
         done = [Done(self.source(lane), seq) for lane, seq in zip(lanes, seqs, strict=True)]
@@ -142,7 +175,8 @@ class QueueJournal:
 
     def record_one(self, payload: bytes, lane: int) -> Done | None:
         """:meth:`record` of one row, on put()'s path."""
-        seq = self.writer.append_one_nowait(payload)
+        writer = self._writer or self._open()
+        seq = None if writer is None else writer.append_one_nowait(payload)
         if seq is None:
             return None
         done = _done((self._intake if lane < 0 else self._sources[lane], seq))
@@ -151,18 +185,25 @@ class QueueJournal:
 
     def wait_room(self, payload_bytes: int, timeout: float) -> None:
         """Wait at most ``timeout`` seconds for room in the journal."""
-        self.writer.wait_room(payload_bytes, timeout)
+        writer = self._writer
+        if writer is None:  # not made yet: the disk was full, try again in a while
+            time.sleep(min(timeout, _FULL_DISK_RETRY))
+        else:
+            writer.wait_room(payload_bytes, timeout)
 
     def sync(self) -> None:
         """For ``sync="always"``: return once every record appended so far is on disk."""
-        self.writer.sync_upto(self.writer.last_seq)
+        writer = self._writer
+        if writer is not None:
+            writer.sync_upto(writer.last_seq)
 
     def settle(self, done: Iterable[Done]) -> None:
         """``done`` are committed or handed over: release what no record needs any more."""
         self.tracker.settle(done)
-        last = self.writer.last_seq  # read first: records appended since are not released
-        floor = self.tracker.floor([*self._sources, self._intake], last)
-        self.writer.release_upto(floor)
+        writer = self._writer
+        if writer is not None:
+            last = writer.last_seq  # read first: records appended since are not released
+            writer.release_upto(self.tracker.floor([*self._sources, self._intake], last))
 
     def all_done(self) -> bool:
         """Whether every record of this process is done."""
@@ -171,17 +212,21 @@ class QueueJournal:
     def close(self) -> bool:
         """Close the journal; its directory is removed if every record is done (returns True
         then), else kept for the next process to replay."""
+        writer = self._writer
         done = self.all_done()
+        if writer is None:
+            return done
         try:
-            self.writer.close(remove=done)
+            writer.close(remove=done)
         except OSError:
-            logger.exception("journal %s: closing failed", self.writer.path)
+            logger.exception("journal %s: closing failed", self.path)
             return False
         return done
 
     def forget_after_fork(self) -> None:
         """In a forked child: let the parent's journal be, without unlocking it."""
-        self.writer.forget_after_fork()
+        if self._writer is not None:
+            self._writer.forget_after_fork()
 
 
 def payload_bytes(payloads: Sequence[bytes]) -> int:

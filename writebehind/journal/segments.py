@@ -389,24 +389,39 @@ def _try_lock(directory: Path) -> _InstanceLock | None:
     return _InstanceLock(directory, fd)
 
 
-def _new_instance(root: Path, queue: str) -> _InstanceLock:
+def instance_name() -> str:
+    """A new instance's name. Creation time first: take_over() returns dead instances oldest
+    first, so that rows of one key left by two processes that died one after the other replay
+    in order."""
+    return f"{time.time_ns():016x}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _new_instance(root: Path, queue: str, name: str | None = None) -> _InstanceLock:
     """Create and lock a fresh instance directory under ``<root>/<queue>/``."""
     if not queue or "/" in queue or queue.startswith("."):
         raise ValueError(f"queue: {queue!r} cannot name a directory")
     parent = root / queue
     parent.mkdir(parents=True, exist_ok=True)
-    # Named by creation time first: take_over() returns dead instances oldest first, so that
-    # rows of one key left by two processes that died one after the other replay in order.
-    name = f"{time.time_ns():016x}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    name = name or instance_name()
     # Built under a hidden name and locked before it is renamed into view: take_over() never
     # sees an instance that is not locked yet.
     staging = parent / f".{name}.new"
     staging.mkdir()
-    fd = os.open(staging / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    final = parent / name
-    os.rename(staging, final)
-    _fsync_dir(parent)
+    fd = -1
+    try:
+        fd = os.open(staging / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        final = parent / name
+        os.rename(staging, final)
+        _fsync_dir(parent)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            for path in staging.iterdir():
+                path.unlink()
+            staging.rmdir()
+        raise
     return _InstanceLock(final, fd)
 
 
@@ -517,6 +532,7 @@ class SegmentWriter:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
     ) -> None:
         self.sync_mode = _check_sync(sync)
         if not sync_interval > 0:
@@ -531,7 +547,7 @@ class SegmentWriter:
         self._clock = clock
         self._write: Callable[[int, bytes], int] = os.write
         self._fdatasync: Callable[[int], None] = os.fdatasync
-        self._instance = _new_instance(Path(root), queue)
+        self._instance = _new_instance(Path(root), queue, name)
         self.path = self._instance.path
         self._mutex = threading.RLock()
         self._cond = threading.Condition(self._mutex)  # the lock taken at once on put()'s path
@@ -550,6 +566,8 @@ class SegmentWriter:
         try:
             self._open_segment(1)
         except BaseException:
+            with contextlib.suppress(OSError):  # a full disk, say: leave no empty instance
+                _remove_instance(self.path)
             self._instance.release()
             raise
         self._thread: threading.Thread | None = None
