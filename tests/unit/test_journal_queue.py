@@ -457,16 +457,16 @@ def test_a_full_disk_at_start_lets_the_replay_free_it_before_the_new_journal_is_
     abandon(dying, sink)
     [dead] = instances(tmp_path)
 
-    import writebehind.journal.keeper as keeper
-
-    made = keeper.SegmentWriter
+    made = SegmentWriter
 
     def full_while_the_dead_journal_stays(*args: Any, **kwargs: Any) -> Any:
         if dead.exists():  # the disk is full until the dead journal is replayed and removed
             raise OSError(errno.ENOSPC, "No space left on device")
         return made(*args, **kwargs)
 
-    monkeypatch.setattr(keeper, "SegmentWriter", full_while_the_dead_journal_stays)
+    monkeypatch.setattr(
+        "writebehind.journal.keeper.SegmentWriter", full_while_the_dead_journal_stays
+    )
     again = queue(sink, tmp_path, failures)
     again.start()
     with pytest.raises(QueueFull, match="journal is full"):
