@@ -724,7 +724,10 @@ class WriteBehindQueue:
         journal = self._journal
         if journal is None:
             return
-        if journal.close():
+        removed = journal.close()
+        self._stats.journal_bytes = lambda: 0  # this process holds no journal any more
+        self._stats.sync()
+        if removed:
             forget = getattr(self._sink, "forget_progress", None)
             if forget is not None and getattr(self._sink, "records_progress", False):
                 try:

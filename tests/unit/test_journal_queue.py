@@ -98,9 +98,11 @@ def test_put_returns_once_the_row_is_a_record_in_the_journal(
     checked.gate.set()
     assert wb.flush(10)
     assert checked.progress == {f"fake/{directory.name}/0": (3, frozenset())}
+    assert wb.metrics().journal_bytes > 0
     wb.close(10)
     assert instances(tmp_path) == []  # all written: the journal is gone
     assert checked.progress == {}  # and its progress rows
+    assert wb.metrics().journal_bytes == 0
 
 
 def test_rows_left_unwritten_are_replayed_once_by_the_next_queue(

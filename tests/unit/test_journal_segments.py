@@ -588,3 +588,64 @@ def test_a_lock_is_free_once_its_process_dies_and_taken_by_one_process(tmp_path:
         text=True,
     )
     assert other.stdout.strip() == "1"
+
+
+def several_segments(tmp_path: Path, count: int = 30) -> Path:
+    with SegmentWriter(tmp_path, "q", segment_bytes=HEADER_SIZE + 3 * (RECORD_OVERHEAD + 40)) as j:
+        for seq in range(1, count + 1):
+            j.append([payload(seq)])
+        return j.path
+
+
+def test_segments_renamed_out_of_order_are_read_in_sequence_order(tmp_path: Path) -> None:
+    directory = several_segments(tmp_path)
+    first, second = segment_files(directory)[:2]
+    first.rename(directory / "swap")
+    second.rename(first)
+    (directory / "swap").rename(second)  # segments 1 and 2 swapped
+    (segment_files(directory)[4]).rename(directory / "0000000077.seg")  # and one renamed
+    records, stats = read_all(directory)
+    assert [r.seq for r in records] == list(range(1, 31))
+    assert stats == ReadStats(records=30)
+
+
+def test_a_segment_that_cannot_be_read_is_set_aside_and_counted(tmp_path: Path) -> None:
+    directory = several_segments(tmp_path)
+    second = segment_files(directory)[1]
+    second.unlink()
+    second.mkdir()  # a directory where a segment was
+    records, stats = read_all(directory)
+    assert [r.seq for r in records] == [1, 2, 3, *range(7, 31)]
+    assert stats.corrupt_regions == 1 and stats.lost_sequences == 3
+    assert (directory / (second.name + ".corrupt")).is_dir()
+
+
+def test_an_instance_whose_lock_cannot_be_used_is_left_alone_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = several_segments(tmp_path / "a")
+    (odd / "LOCK").unlink()
+    (odd / "LOCK").mkdir()  # a directory where the lock file was
+    lockless = several_segments(tmp_path / "b")
+    (lockless / "LOCK").unlink()  # its process may live on, locking the deleted file
+    assert take_over(tmp_path / "a", "q") == [] and take_over(tmp_path / "b", "q") == []
+    assert "its lock cannot be opened" in caplog.text
+    assert "has segments but no LOCK file: not replayed" in caplog.text
+    (lockless / "LOCK").write_text("")  # as the message says: then it is replayed
+    (orphan,) = take_over(tmp_path / "b", "q")
+    assert len(list(orphan.records())) == 30
+    orphan.remove()
+
+
+def test_remove_takes_odd_files_along_and_keeps_set_aside_bytes_under_another_name(
+    tmp_path: Path,
+) -> None:
+    directory = several_segments(tmp_path)
+    (directory / "lanes").mkdir()  # a directory where a file should be
+    (directory / "0000000001.seg.corrupt").write_bytes(b"kept")
+    (tmp_path / "q" / ".corrupt").write_text("a file took the name")
+    (orphan,) = take_over(tmp_path, "q")
+    orphan.remove()
+    assert not directory.exists()
+    [kept] = [p for p in (tmp_path / "q").iterdir() if p.name.startswith(".corrupt-")]
+    assert [p.read_bytes() for p in kept.iterdir()] == [b"kept"]

@@ -32,6 +32,7 @@ import fcntl
 import logging
 import os
 import secrets
+import shutil
 import socket
 import struct
 import threading
@@ -233,13 +234,32 @@ def _segment_name(number: int) -> str:
 
 
 def _segments(directory: Path) -> list[tuple[int, Path]]:
-    """(number, path) of the segment files, in write order."""
-    found: list[tuple[int, Path]] = []
+    """(number, path) of the segment files, in write order: by the first sequence number each
+    holds (its header's, or its first valid record's if the header is damaged), so that
+    segments renamed out of order are still read in order; by name where that is unknown."""
+    found: list[tuple[int, int, Path]] = []
     for path in directory.iterdir():
         if path.suffix == _SUFFIX and path.stem.isdigit():
-            found.append((int(path.stem), path))
+            number = int(path.stem)
+            found.append((_first_seq(path, number), number, path))
     found.sort()
-    return found
+    return [(number, path) for _first, number, path in found]
+
+
+def _first_seq(path: Path, number: int) -> int:
+    try:
+        with open(path, "rb") as f:
+            first = _header_first_seq(f.read(HEADER_SIZE))
+        if first is None:
+            scan = _scan(path.read_bytes(), 0)
+            first = scan.records[0][0] if scan.records else None
+    except OSError:
+        first = None  # unreadable: the reader sets it aside in its turn
+    except JournalVersionError:
+        first = None  # the reader raises it in its turn
+    # Unknown: in name order, before any known one (segment numbers start at 1 as
+    # sequence numbers do, and a segment never holds fewer records than its number minus 1).
+    return number if first is None else first
 
 
 class SegmentReader:
@@ -266,7 +286,11 @@ class SegmentReader:
         last = after
         for index, (_number, path) in enumerate(segments):
             is_last = index == len(segments) - 1
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as error:  # a directory or a loop where a segment was: set aside
+                self._unreadable(path, error)
+                continue
             if is_last and len(data) < HEADER_SIZE:
                 # Killed while writing the header of a new segment: nothing was appended to it.
                 self.stats.truncated_bytes += len(data)
@@ -284,6 +308,24 @@ class SegmentReader:
                 last = seq
                 self.stats.records += 1
                 yield Record(seq, data[start + RECORD_OVERHEAD : end])
+
+    def _unreadable(self, path: Path, error: OSError) -> None:
+        self.stats.corrupt_regions += 1
+        aside = path.with_name(path.name + ".corrupt")
+        logger.error(
+            "journal %s: cannot be read (%s); set aside as %s, reading goes on (the reader "
+            "counts the sequence numbers lost)",
+            path,
+            error,
+            aside.name,
+        )
+        if self.repair:
+            try:
+                os.replace(path, aside)
+            except OSError:
+                logger.exception("journal %s: could not be set aside", path)
+            else:
+                self.stats.set_aside.append(aside)
 
     def _lost(self, path: Path, last: int, seq: int) -> None:
         self.stats.lost_sequences += seq - last - 1
@@ -372,6 +414,19 @@ def _try_lock(directory: Path) -> _InstanceLock | None:
     try:
         fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
+        if any(directory.glob(f"*{_SUFFIX}")):
+            # Its process may still be alive, holding a lock on a file since deleted: taking
+            # it over could write its rows while it writes them too.
+            logger.warning(
+                "journal %s has segments but no %s file: not replayed; if its process is "
+                "gone, create the empty file %s to have it replayed",
+                directory,
+                _LOCK_NAME,
+                directory / _LOCK_NAME,
+            )
+        return None
+    except OSError as error:
+        logger.error("journal %s: its lock cannot be opened (%s); left as it is", directory, error)
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -457,9 +512,15 @@ def _remove_instance(directory: Path) -> None:
     kept = directory.parent / ".corrupt"
     for path in directory.iterdir():
         if path.name.endswith(".corrupt"):
+            if kept.exists() and not kept.is_dir():  # something else took the name
+                kept = directory.parent / f".corrupt-{secrets.token_hex(4)}"
             kept.mkdir(exist_ok=True)
             os.replace(path, kept / f"{directory.name}.{path.name}")
-        elif path.name != _LOCK_NAME:
+        elif path.name == _LOCK_NAME:
+            continue
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
             path.unlink()
     (directory / _LOCK_NAME).unlink()
     directory.rmdir()
