@@ -252,7 +252,7 @@ def test_a_killed_gunicorn_worker_loses_no_visit_and_its_replacement_counts_each
     """The Flask example with a journal under gunicorn: 15 visits written, then visits accepted
     while the table is locked (the write of 30 waits on the lock, 30 more wait in the worker), then
     the worker is killed with SIGKILL. gunicorn starts another, which shares the journal
-    directory: at its first request it replays the dead worker's journal, all 60, and its claim
+    directory: as it boots it replays the dead worker's journal, all 60, and its claim
     keeps the dead worker's write of 30, still waiting on the lock in the server, from
     committing once the lock goes (first in line). Every visit is counted once."""
     clean.append("last_visits")
@@ -269,6 +269,8 @@ def test_a_killed_gunicorn_worker_loses_no_visit_and_its_replacement_counts_each
             "1",
             "--bind",
             "127.0.0.1:0",
+            "--config",
+            "gunicorn.conf.py",  # its post_worker_init starts the queue as a worker boots
             "flask_app:app",
         ],
         cwd=EXAMPLES,
@@ -313,8 +315,10 @@ def test_a_killed_gunicorn_worker_loses_no_visit_and_its_replacement_counts_each
                 post(f"p{i % 3}")  # these wait in the worker: its write holds only the first
             os.kill(workers[0], signal.SIGKILL)
             assert wait_until(lambda: len(workers) == 2, timeout=60), "no new worker"
-            post("p0")  # the new worker starts its queue: it replays, then writes this
             locker.rollback()  # the lock goes: the dead worker's write may reach its commit
+        # Replayed as the new worker booted, before any request to it.
+        assert wait_until(lambda: total_views(db) >= 75, timeout=60)
+        post("p0")
         assert wait_until(lambda: total_views(db) >= 76, timeout=60)
     finally:
         server.send_signal(signal.SIGTERM)

@@ -29,9 +29,12 @@ class Journal:
     - ``"always"``: put() returns after an ``fdatasync`` that covers its rows (one call serves
       every producer waiting).
 
-    ``max_bytes`` bounds the segment files of one process; when they are full, put() waits for
-    room as it waits on a full queue (``timeout``, ``put_nowait`` raise QueueFull). Segments
-    rotate at ``segment_bytes``.
+    ``max_bytes`` (1 GiB) bounds the segment files of one process; when they are full, or the
+    disk is, put() waits for room as it waits on a full queue (``timeout``, ``put_nowait``
+    raise QueueFull). Segments rotate at ``segment_bytes`` (4 MiB, at least 4096);
+    ``max_bytes`` must be at least twice that. Each process of the queue (gunicorn workers,
+    forked children) keeps a journal of its own under ``path``; use one path for all of them,
+    on a local disk that outlives the process.
     """
 
     path: str | os.PathLike[str]
