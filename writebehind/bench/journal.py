@@ -57,19 +57,15 @@ from ..journal.keeper import decode_record, encode_record
 from ..journal.segments import DEFAULT_SEGMENT_BYTES, SegmentReader, SegmentWriter, SyncMode
 from ..postgres import PostgresUpsert
 from .coalesce import zipf_keys
-from .raw import STAGING_TABLE, raw_copy, raw_executemany
+from .raw import raw_copy, raw_executemany
 from .report import markdown_table, rate, ratio
 from .stats import Rates, percentile, spread
 from .targets import Target, ratio_target
 from .throughput import RAW_COPY, RAW_EXECUTEMANY, Log, turns
 from .workload import (
-    COLUMN_TYPES,
-    COLUMNS,
     KEY,
     CheckFailed,
     Workload,
-    as_params,
-    upsert_statement,
 )
 from .writer import FLUSH_TIMEOUT, GivenUp, make_sink, pool_kept
 
@@ -494,28 +490,11 @@ def raw_copy_last_wins(
 ) -> float:
     """The raw COPY loop (see ``raw.raw_copy``), each batch's rows of one key first combined
     into the last of them, inside the timing. Returns seconds."""
-    staging = sql.Identifier(STAGING_TABLE)
-    columns = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
-    copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, columns)
-    insert = upsert_statement(table, source=STAGING_TABLE)
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        with conn.transaction():
-            cur.execute(
-                sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {}) ON COMMIT DELETE ROWS").format(
-                    staging, sql.Identifier(table)
-                )
-            )
-        started = time.perf_counter()
-        for start in range(0, len(rows), batch_size):
-            last = {row[KEY]: row for row in rows[start : start + batch_size]}
-            params = as_params(list(last.values()))
-            with conn.transaction():
-                with cur.copy(copy_statement) as copy:
-                    copy.set_types(COLUMN_TYPES)
-                    for values in params:
-                        copy.write_row(values)
-                cur.execute(insert)
-        return time.perf_counter() - started
+    return raw_copy(dsn, table, rows, batch_size, each_batch=_last_of_each_key)
+
+
+def _last_of_each_key(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list({row[KEY]: row for row in rows}.values())
 
 
 def _scores(dsn: str, table: str) -> dict[int, int]:
