@@ -72,12 +72,19 @@ class Replay:
         self.thread.start()
 
     def run(self) -> None:
-        fed: list[Orphan] = []
+        fed: list[Orphan] = []  # queued whole, not yet removed
+        settled: list[Orphan] = []  # removed (or released) already
         try:
             self._wait_for_sink()
             for orphan in self.orphans:
                 self._feed(orphan)
                 fed.append(orphan)
+                # Those already written go at once: a process killed during a long replay
+                # leaves the next one less to read again.
+                for done in [o for o in fed if not self._pending(o)]:
+                    self._remove(done)
+                    fed.remove(done)
+                    settled.append(done)
         except _Stopped:
             pass
         except BaseException:  # the rows stay in their journal; the lanes must go on
@@ -88,10 +95,15 @@ class Replay:
             self.buffer.end_replay()
             self.fed.set()
         for orphan in self.orphans:
+            if orphan in settled:
+                continue
             if orphan in fed and self._wait_done(orphan):
                 self._remove(orphan)
             else:
                 orphan.release()
+
+    def _pending(self, orphan: Orphan) -> int:
+        return self.journal.tracker.pending(_prefix(self.journal.queue, orphan))
 
     def _wait_for_sink(self) -> None:
         # Also once the queue is closed: close() drains the replay first (the exit deadline
@@ -106,7 +118,7 @@ class Replay:
         progress = self._claim(orphan, prefix)
         for source, (applied, extras) in progress.items():
             tracker.seed(source, applied, extras)
-        sources = {lane: prefix + lane for lane in ("intake", *map(str, range(1024)))}
+        sources: dict[int, str] = {}  # lane number -> source
         columns = tuple(getattr(self.sink, "written_columns", ()))
         batch = max(1, self.buffer.batch_size)
         chunk: list[Entry] = []
@@ -127,8 +139,10 @@ class Replay:
                         error,
                     )
                     continue
-                lane = "intake" if row.lane == INTAKE_LANE else str(row.lane)
-                source = sources.get(lane) or prefix + lane
+                if row.lane not in sources:
+                    lane = "intake" if row.lane == INTAKE_LANE else str(row.lane)
+                    sources[row.lane] = prefix + lane
+                source = sources[row.lane]
                 known = progress.get(source)
                 if known is not None and (seq <= known[0] or seq in known[1]):
                     skipped += 1  # written before its process died

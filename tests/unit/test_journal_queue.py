@@ -480,3 +480,38 @@ def test_a_full_disk_at_start_lets_the_replay_free_it_before_the_new_journal_is_
     assert {sink.table[i] for i in range(100)} == {"old"} and sink.table["new"] == 1
     again.close(10)
     assert instances(tmp_path) == []
+
+
+def test_a_dead_journal_whose_rows_are_all_written_is_removed_without_waiting_for_the_rest(
+    tmp_path: Path, failures: list[Failure]
+) -> None:
+    """Replay removes each dead journal once its rows are written, not after the last one's:
+    a process killed during a long replay leaves the next less to read again."""
+    sink = ProgressSink()
+    written = queue(sink, tmp_path, failures)
+    written.put_many([row(i, "a") for i in range(10)])
+    assert written.flush(10)
+    [done_journal] = instances(tmp_path)
+
+    sink.gate = threading.Event()
+    pending = queue(sink, tmp_path, failures)
+    pending.put(row("busy", 0))
+    pending.flush(timeout=0.01)
+    assert sink.write_started.wait(10)
+    pending.put_many([row(i, "b") for i in range(10, 210)])
+    abandon(pending, sink)
+    written._journal._writer._instance.release()  # as its death would; all its rows written
+    sink.gate = threading.Event()  # the next writes wait
+    sink.write_started.clear()
+
+    again = queue(sink, tmp_path, failures, batch_size=10)
+    again.start()
+    # The second journal's first rows are being written; the rest of it waits to be queued.
+    assert sink.write_started.wait(10)
+    assert wait_until(lambda: not done_journal.exists(), timeout=10)
+    assert len(instances(tmp_path)) == 1
+    sink.gate.set()
+    assert again.flush(10)
+    again.close(10)
+    written.close(10)
+    assert instances(tmp_path) == []
