@@ -19,7 +19,7 @@ from ._batch import Entry, new_entry
 from ._buffer import RowBuffer
 from ._metrics import QueueStats
 from ._sink import Params, Sink
-from .journal.keeper import INTAKE_LANE, QueueJournal, decode_record, lanes_of
+from .journal.keeper import INTAKE_LANE, QueueJournal, decode_record, lane_of, lanes_of
 from .journal.progress import Done
 from .journal.segments import JournalVersionError, Orphan
 
@@ -128,6 +128,15 @@ class Replay:
             for record in orphan.records():
                 seq = record.seq
                 try:
+                    number = lane_of(record.payload)
+                    if number not in sources:
+                        lane = "intake" if number == INTAKE_LANE else str(number)
+                        sources[number] = prefix + lane
+                    source = sources[number]
+                    known = progress.get(source)
+                    if known is not None and (seq <= known[0] or seq in known[1]):
+                        skipped += 1  # written before its process died: not even decoded
+                        continue
                     row = decode_record(record.payload)
                 except ValueError as error:
                     unreadable += 1
@@ -138,14 +147,6 @@ class Replay:
                         seq,
                         error,
                     )
-                    continue
-                if row.lane not in sources:
-                    lane = "intake" if row.lane == INTAKE_LANE else str(row.lane)
-                    sources[row.lane] = prefix + lane
-                source = sources[row.lane]
-                known = progress.get(source)
-                if known is not None and (seq <= known[0] or seq in known[1]):
-                    skipped += 1  # written before its process died
                     continue
                 mapping = row.row if row.row is not None else WrittenRow(columns, row.params)
                 done = (_done((source, seq)),)

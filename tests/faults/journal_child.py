@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     )
     wb.start()
     if mode == "drain":
-        assert wb.flush(120), "the drain did not flush"
+        assert wb.flush(600), "the drain did not flush"
         wb.close(60)
         print(json.dumps(dataclasses.asdict(wb.metrics()), default=str), flush=True)
         return 0

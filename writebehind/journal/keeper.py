@@ -22,7 +22,7 @@ from .options import Journal
 from .progress import Done, ProgressTracker
 from .segments import SegmentWriter, instance_name
 
-__all__ = ["INTAKE_LANE", "QueueJournal", "Replayed", "decode_record"]
+__all__ = ["INTAKE_LANE", "QueueJournal", "Replayed", "decode_record", "lane_of"]
 
 logger = logging.getLogger("writebehind.journal")
 
@@ -59,6 +59,14 @@ def encode_record(lane: int, key: Hashable, params: Params, row: Mapping[str, An
         )
     except TypeError as error:
         raise TypeError(f"row cannot be kept in the journal: {error}") from None
+
+
+def lane_of(payload: bytes) -> int:
+    """The lane of a record, read without decoding the row (replay skips records already
+    written by their lane's progress); ValueError for one too short to say."""
+    if len(payload) < _HEADER.size:
+        raise ValueError(f"journal record of {len(payload)} bytes is too short")
+    return int(_HEADER.unpack_from(payload)[1])
 
 
 def decode_record(payload: bytes) -> Replayed:
