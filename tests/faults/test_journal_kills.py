@@ -127,7 +127,5 @@ def test_killed_processes_lose_nothing_and_replay_each_row_once(
         (f"{table_name}/",),
     ).fetchall()
     assert unclaimed == []
-    left_behind = metrics["total_replayed"]
-    print(
-        f"{kills} kills, {returned} puts returned; {left_behind} replayed at last in {drained_in:.0f}s"
-    )
+    last = metrics["total_replayed"]
+    print(f"{kills} kills, {returned} puts returned; {last} replayed at last in {drained_in:.0f}s")
