@@ -13,7 +13,7 @@ from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
 from ._sink import Params, Sink
 from .errors import ProgressConflict, RowsAbandoned
 from .journal.keeper import QueueJournal
-from .journal.progress import Done
+from .journal.progress import Done, covers
 
 logger = logging.getLogger("writebehind")
 
@@ -150,10 +150,9 @@ class Delivery:
         for source in {mark.source for mark in done}:
             progress = read(source).get(source)
             tracker.found(source, progress)
-            applied, extra = progress if progress is not None else (0, frozenset())
             for mark in done:
                 if mark.source == source:
-                    if mark.seq <= applied or mark.seq in extra:
+                    if covers(progress, mark.seq):
                         covered += 1
                     else:
                         missing += 1

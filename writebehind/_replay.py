@@ -19,8 +19,8 @@ from ._batch import Entry, new_entry
 from ._buffer import RowBuffer
 from ._metrics import QueueStats
 from ._sink import Params, Sink
-from .journal.keeper import INTAKE_LANE, QueueJournal, decode_record, lane_of, lanes_of
-from .journal.progress import Done
+from .journal.keeper import QueueJournal, decode_record, lane_name, lane_of, lanes_of
+from .journal.progress import Done, covers
 from .journal.segments import JournalVersionError, Orphan
 
 __all__ = ["Replay"]
@@ -130,11 +130,9 @@ class Replay:
                 try:
                     number = lane_of(record.payload)
                     if number not in sources:
-                        lane = "intake" if number == INTAKE_LANE else str(number)
-                        sources[number] = prefix + lane
+                        sources[number] = prefix + lane_name(number)
                     source = sources[number]
-                    known = progress.get(source)
-                    if known is not None and (seq <= known[0] or seq in known[1]):
+                    if covers(progress.get(source), seq):
                         skipped += 1  # written before its process died: not even decoded
                         continue
                     row = decode_record(record.payload)

@@ -11,7 +11,7 @@ import errno
 import logging
 import struct
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,15 @@ from .options import Journal
 from .progress import Done, ProgressTracker
 from .segments import SegmentWriter, instance_name
 
-__all__ = ["INTAKE_LANE", "QueueJournal", "Replayed", "decode_record", "lane_of"]
+__all__ = [
+    "INTAKE_LANE",
+    "QueueJournal",
+    "Replayed",
+    "decode_record",
+    "lane_name",
+    "lane_of",
+    "lanes_of",
+]
 
 logger = logging.getLogger("writebehind.journal")
 
@@ -95,7 +103,12 @@ def lanes_of(directory: Path) -> list[str]:
         lanes = int((directory / _LANES_FILE).read_text())
     except (OSError, ValueError):
         lanes = _MOST_LANES
-    return ["intake", *map(str, range(lanes))]
+    return [lane_name(INTAKE_LANE), *map(lane_name, range(lanes))]
+
+
+def lane_name(lane: int) -> str:
+    """How a source names a lane: its number, or "intake" for rows accepted unchecked."""
+    return "intake" if lane < 0 or lane == INTAKE_LANE else str(lane)
 
 
 _done: Callable[[tuple[str, int]], Done] = partial(tuple.__new__, Done)
@@ -117,12 +130,12 @@ class QueueJournal:
         self.path = options.root / queue / self.instance
         self.tracker = ProgressTracker(owner=self.prefix)
         self._lanes = lanes
-        self._sources = [f"{self.prefix}{lane}" for lane in range(lanes)]
-        self._intake = f"{self.prefix}intake"
+        self._sources = [self.prefix + lane_name(lane) for lane in range(lanes)]
+        self._intake = self.prefix + lane_name(INTAKE_LANE)
         # Made with the first record, not before: a process started on a full disk replays
         # the journals of dead ones (which frees it) before it needs room of its own.
         self._writer: SegmentWriter | None = None
-        self._full_since: float | None = None
+        self._said_full = False
 
     def _open(self) -> SegmentWriter | None:
         """The segment files, made now if they are not yet; None while the disk is full."""
@@ -143,8 +156,8 @@ class QueueJournal:
             (writer.path / _LANES_FILE).write_text(f"{self._lanes}\n")
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                if self._full_since is None:
-                    self._full_since = time.monotonic()
+                if not self._said_full:
+                    self._said_full = True
                     logger.warning("journal %s: the disk is full; put() waits", self.path)
                 return None
             raise type(error)(
@@ -235,8 +248,3 @@ class QueueJournal:
         """In a forked child: let the parent's journal be, without unlocking it."""
         if self._writer is not None:
             self._writer.forget_after_fork()
-
-
-def payload_bytes(payloads: Sequence[bytes]) -> int:
-    """The bytes ``payloads`` take in the journal, framing aside."""
-    return sum(len(payload) for payload in payloads)

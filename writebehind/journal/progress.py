@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import NamedTuple
 
 from .._sink import ProgressMark
 
-__all__ = ["Done", "ProgressTracker"]
+__all__ = ["Done", "ProgressTracker", "covers"]
 
 
 class Done(NamedTuple):
@@ -29,6 +29,12 @@ class Done(NamedTuple):
 
     source: str
     seq: int
+
+
+def covers(progress: tuple[int, Collection[int]] | None, seq: int) -> bool:
+    """Whether a source's progress ``(applied_seq, applied_extra)`` (None: none recorded) says
+    its record ``seq`` is done."""
+    return progress is not None and (seq <= progress[0] or seq in progress[1])
 
 
 class _Source:
@@ -101,8 +107,7 @@ class ProgressTracker:
             state = self._sources.get(source)
             if state is None:
                 return False
-            applied, _ = state.applied(set())
-            return seq <= applied or seq in state.settled
+            return covers((state.applied(set())[0], state.settled), seq)
 
     def accepted(self, done: Done) -> None:
         """A record is accepted (sequence numbers increase per source)."""
