@@ -175,7 +175,10 @@ def test_options_are_checked(sink: FakeSink) -> None:
 def test_a_fork_that_skips_the_at_fork_hooks_is_caught_by_put_and_flush(
     make: Any, sink: FakeSink
 ) -> None:
-    libc_fork = ctypes.CDLL(None).fork  # fork(2) itself: Python's at-fork hooks do not run
+    # fork(2) itself: Python's at-fork hooks do not run. Called through PyDLL, which keeps the
+    # GIL: through CDLL, which lets it go, another thread could take it during the call, and
+    # the child would wait forever for a GIL held by a thread it does not have.
+    libc_fork = ctypes.PyDLL(None).fork
     wb = make()
     wb.put(row(1))
     assert wb.flush(timeout=10)
