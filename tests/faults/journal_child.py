@@ -8,23 +8,54 @@ replays what killed processes left), says ``ready``, then puts the rows ``FIRST`
 counters as JSON.
 
 Row ``i`` is ``{"k": i % KEYS, "v": i, "n": 1}``, written with ``merge={"n": "add"}``: ``v`` is the
-last value put for the key, ``n`` counts the puts of the key.
+last value put for the key, ``n`` counts the puts of the key. Logs go to stderr, a line each,
+starting with their level.
+
+With ``KILL_AT_NEW_SEGMENT=N`` in its environment, a ``run`` process keeps small segments and
+kills itself with SIGKILL when it has created its ``N``-th segment file, before writing its header.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import signal
 import sys
+from typing import Any
 
 KEYS = 200
+KILL_AT_NEW_SEGMENT = "KILL_AT_NEW_SEGMENT"
+
+
+def die_at_a_new_segment(number: int) -> None:
+    """SIGKILL this process once its ``number``-th segment file exists, before its header is
+    written: the unlucky moment of a rotation."""
+    from writebehind.journal import segments
+
+    encode_header = segments.encode_header
+    made = 0
+
+    def encode_header_or_die(first_seq: int) -> bytes:
+        nonlocal made
+        made += 1
+        if made == number:  # the file is created, empty; its header is what comes next
+            os.kill(os.getpid(), signal.SIGKILL)
+        return encode_header(first_seq)
+
+    segments.encode_header = encode_header_or_die
 
 
 def main(argv: list[str]) -> int:
     from writebehind import Journal, PostgresUpsert, WriteBehindQueue
 
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     mode, dsn, table, journal = argv[:4]
+    options: dict[str, Any] = {}
+    if mode == "run" and os.environ.get(KILL_AT_NEW_SEGMENT):
+        die_at_a_new_segment(int(os.environ[KILL_AT_NEW_SEGMENT]))
+        options = {"segment_bytes": 4096, "max_bytes": 1 << 20}
     writers = int(argv[6]) if mode == "run" else 1
     coalesce = argv[7] == "1" if mode == "run" else False
     sink = PostgresUpsert(dsn, table, "k", merge={"n": "add"}, pool_size=2)
@@ -35,7 +66,7 @@ def main(argv: list[str]) -> int:
         flush_interval=0.02,
         writers=writers,
         coalesce=coalesce,
-        journal=Journal(journal),
+        journal=Journal(journal, **options),
     )
     wb.start()
     if mode == "drain":

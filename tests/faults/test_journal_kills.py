@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.conftest import create, named
-from tests.faults.journal_child import KEYS
+from tests.faults.journal_child import KEYS, KILL_AT_NEW_SEGMENT
 
 pytestmark = pytest.mark.fault
 
@@ -34,12 +35,13 @@ class Run:
     in_flight: int
 
 
-def start(mode: str, *args: str) -> subprocess.Popen[str]:
+def start(mode: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, CHILD, mode, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -129,3 +131,38 @@ def test_killed_processes_lose_nothing_and_replay_each_row_once(
     assert unclaimed == []
     last = metrics["total_replayed"]
     print(f"{kills} kills, {returned} puts returned; {last} replayed at last in {drained_in:.0f}s")
+
+
+def test_a_kill_between_creating_a_segment_and_writing_its_header_loses_nothing(
+    dsn: str, db: psycopg.Connection[Any], table_name: str, tmp_path: Path
+) -> None:
+    create(db, table_name, "k integer PRIMARY KEY, v bigint NOT NULL, n bigint NOT NULL")
+    journal = tmp_path / "journal"
+    log = tmp_path / "run.log"
+    child = start(
+        "run",
+        dsn,
+        table_name,
+        str(journal),
+        "0",
+        str(log),
+        "1",
+        "0",
+        env={KILL_AT_NEW_SEGMENT: "4"},
+    )
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == -9, stderr  # it killed itself at its fourth segment
+    (instance,) = [p for p in (journal / table_name).iterdir() if not p.name.startswith(".")]
+    empty = [p for p in instance.glob("*.seg") if p.stat().st_size == 0]
+    assert len(empty) == 1, sorted(p.name for p in instance.iterdir())
+    returned = [int(line) for line in log.read_text().split("\n")[:-1]]
+    assert len(returned) > 100  # three segments' worth of rows
+    drain = start("drain", dsn, table_name, str(journal))
+    stdout, stderr = drain.communicate(timeout=300)
+    assert drain.returncode == 0, stderr
+    metrics = json.loads(stdout)
+    assert metrics["total_corrupt"] == 0
+    assert not [line for line in stderr.splitlines() if line.startswith("ERROR")], stderr
+    assert not (journal / table_name / ".corrupt").exists()
+    check(db, table_name, [Run(returned, returned[-1] + 1)])
+    assert metrics["total_replayed"] >= len(returned)

@@ -126,6 +126,38 @@ def test_a_torn_header_of_a_new_last_segment_is_removed(tmp_path: Path) -> None:
     assert stats.corrupt_regions == 0 and not torn.exists()
 
 
+@pytest.mark.parametrize("size", [0, 1, HEADER_SIZE - 1])
+def test_a_new_segment_left_without_its_header_after_many_is_a_torn_tail(
+    tmp_path: Path, size: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Killed between creating the file and writing its header, after several rotations: the
+    # file holds no sequence number to be sorted by, so it is not read last.
+    with SegmentWriter(tmp_path, "q", segment_bytes=HEADER_SIZE + 3 * (RECORD_OVERHEAD + 40)) as j:
+        for seq in range(1, 31):
+            j.append([payload(seq)])
+        directory = j.path
+    files = segment_files(directory)
+    number = int(files[-1].stem) + 1
+    torn = directory / f"{number:010d}.seg"
+    torn.write_bytes(encode_header(31)[:size])
+    with caplog.at_level("WARNING", logger="writebehind.journal"):
+        records, stats = read_all(directory)
+    assert [r.seq for r in records] == list(range(1, 31))
+    assert (stats.corrupt_regions, stats.lost_sequences) == (0, 0)
+    assert not torn.exists()
+    assert not list(directory.glob("*.corrupt"))
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_an_empty_segment_anywhere_lost_nothing(tmp_path: Path) -> None:
+    directory = several_segments(tmp_path)
+    empty = directory / "0000000003.seg"
+    empty.write_bytes(b"")  # its records were never written: a gap says so if there were any
+    records, stats = read_all(directory)
+    assert stats.corrupt_regions == 0 and not empty.exists()
+    assert stats.lost_sequences == 3  # the three records that segment held
+
+
 @pytest.mark.parametrize("where", ["length", "crc", "seq", "payload"])
 def test_a_flipped_byte_in_the_middle_sets_the_record_aside(tmp_path: Path, where: str) -> None:
     directory = written(tmp_path, 5)

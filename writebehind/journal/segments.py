@@ -283,16 +283,19 @@ class SegmentReader:
     def records(self, after: int = 0) -> Iterator[Record]:
         """Yield the records with seq > ``after``, each sequence number once, in order."""
         segments = _segments(self.directory)
+        newest = max((number for number, _path in segments), default=0)
         last = after
-        for index, (_number, path) in enumerate(segments):
+        for index, (number, path) in enumerate(segments):
             is_last = index == len(segments) - 1
             try:
                 data = path.read_bytes()
             except OSError as error:  # a directory or a loop where a segment was: set aside
                 self._unreadable(path, error)
                 continue
-            if is_last and len(data) < HEADER_SIZE:
-                # Killed while writing the header of a new segment: nothing was appended to it.
+            if len(data) < HEADER_SIZE and (not data or number == newest):
+                # Killed between creating a new segment and writing its header: nothing was
+                # appended to it. Empty, it holds no sequence number to sort it by, so it may
+                # be read before segments written earlier: wherever it is, it lost nothing.
                 self.stats.truncated_bytes += len(data)
                 if self.repair:
                     path.unlink()
