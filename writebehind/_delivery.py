@@ -317,7 +317,7 @@ class _Run:
         left_error = self.attempt(left)
         right_error = self.attempt(right)
         if (
-            kind is ErrorKind.SUSPECT_DATA
+            kind in (ErrorKind.SUSPECT_DATA, ErrorKind.CLIENT)
             and len(rows) >= 4
             and left_error is not None
             and right_error is not None
@@ -335,7 +335,9 @@ class _Run:
         right_error: BaseException,
     ) -> list[int]:
         """Both halves of ``rows`` failed as the whole did. It is a row's fault only if some
-        row can be written: the first and the last row are tried alone."""
+        row can be written: the first and the last row are tried alone. If neither can, a
+        server's error is not about rows (the part is retried whole), and one raised by the
+        client is every row's (they are given up together)."""
         middle = len(rows) // 2
         first, left_rest = rows[:1], rows[1:middle]
         right_rest, last = rows[middle:-1], rows[-1:]
@@ -350,6 +352,9 @@ class _Run:
                 + self.isolate(right_rest, right_error)
             )
         if same_failure(first_error, error) and same_failure(last_error, error):
+            if classify(error) is ErrorKind.CLIENT:  # it would be raised again: no retry
+                self.reject(rows, error, "refused")
+                return []
             self.not_rows_error = error  # every part fails alike: not about rows
             return rows
         return (

@@ -14,12 +14,18 @@ The rule, by SQLSTATE (a client-side error without one is classed by its type):
 - **rejected data**: a row's values are refused for good. Classes 22 (data exception) and 23
   (integrity constraint), 44 (WITH CHECK OPTION), 40002 (a deferred constraint at commit), a
   client-side DataError. The batch is split in halves until each refused row stands alone.
-- **suspect data**: anything else, which may or may not be a row's fault: 42804 (datatype
+- **suspect data**: any other SQLSTATE, which may or may not be a row's fault: 42804 (datatype
   mismatch, a bool for an int column), class 54 (a key too large for its index), class P0 (a
-  trigger's RAISE EXCEPTION), other errors raised while adapting a value. Split like rejected
-  data, but when both halves of a part fail the same way, the first and the last row of the part
-  are written alone: if both fail the same way too, the error is judged not to be about rows and
-  the part is retried as a whole instead.
+  trigger's RAISE EXCEPTION). Split like rejected data, but when both halves of a part fail the
+  same way, the first and the last row of the part are written alone: if both fail the same way
+  too, the error is judged not to be about rows and the part is retried as a whole instead.
+- **refused by the client**: an error raised in this process, without a SQLSTATE, while the
+  batch was built or sent (a ValueError or TypeError of a value, a value psycopg cannot adapt, a
+  schema mismatch, a bug): the same rows would raise it again, so it is never retried. Split
+  like rejected data; a part whose halves, and first and last rows alone, all fail the same way
+  is given up together, with that error.
+
+An OSError without a SQLSTATE (a sink's own network error) is transient.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ class ErrorKind(enum.Enum):
     """Some row's values are refused for good: isolate it, write the others."""
     SUSPECT_DATA = "suspect_data"
     """Perhaps a row's values: isolate, unless the parts say it is not about rows."""
+    CLIENT = "client"
+    """Raised in this process building or sending the batch: never retried; isolate, and give
+    up together the rows that all fail alike."""
 
 
 _TRANSIENT_CLASSES = frozenset({"08", "53", "57", "58"})
@@ -68,12 +77,13 @@ def classify(error: BaseException) -> ErrorKind:
             return ErrorKind.NOT_ROWS
         return ErrorKind.SUSPECT_DATA
     # Without a SQLSTATE the error was raised by the client: a lost connection, a pool timeout
-    # or a closed connection is operational; a value psycopg cannot adapt is a row's.
-    if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
+    # or a closed connection is operational; anything else would be raised again by the same
+    # rows, and a retry would never end.
+    if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError, OSError)):
         return ErrorKind.TRANSIENT
     if isinstance(error, psycopg.DataError):
         return ErrorKind.REJECTED_DATA
-    return ErrorKind.SUSPECT_DATA
+    return ErrorKind.CLIENT
 
 
 def same_failure(one: BaseException, other: BaseException) -> bool:

@@ -102,6 +102,26 @@ def test_an_older_version_never_replaces_a_newer_one(
     assert select(db, table_name) == [(1, "c", 3), (2, "newer", 6)]
 
 
+@pytest.mark.parametrize("coalesce", [False, True], ids=["in a batch", "coalesce=True"])
+def test_equal_versions_put_together_keep_the_first_put(
+    dsn: str, db: psycopg.Connection[Any], table_name: str, coalesce: bool
+) -> None:
+    # As in the table, where an equal version changes nothing: the first put of a version
+    # is the one kept, whether the rows meet in one batch or in the queue.
+    create(db, table_name, "id int PRIMARY KEY, v text, version bigint")
+    sink = PostgresUpsert(dsn, table_name, "id", version_column="version")
+    with queue(sink, coalesce=coalesce, flush_interval=60) as wb:
+        wb.put({"id": 1, "v": "first", "version": 7})
+        wb.put({"id": 1, "v": "second", "version": 7})
+        wb.put({"id": 1, "v": "older", "version": 6})
+        wb.put({"id": 2, "v": "first", "version": None})
+        wb.put({"id": 2, "v": "second", "version": None})
+        assert wb.flush(timeout=30)
+        m = wb.metrics()
+    assert select(db, table_name) == [(1, "first", 7), (2, "first", None)]
+    assert (m.total_persisted, m.total_batches) == (5, 1)
+
+
 def test_without_a_key_every_row_is_appended(
     dsn: str, db: psycopg.Connection[Any], table_name: str
 ) -> None:

@@ -515,3 +515,82 @@ def test_a_dead_journal_whose_rows_are_all_written_is_removed_without_waiting_fo
     again.close(10)
     written.close(10)
     assert instances(tmp_path) == []
+
+
+def test_with_a_journal_no_retry_budget_gives_rows_up(checked: CheckedSink, tmp_path: Path) -> None:
+    failures: list[Failure] = []
+    outage = psycopg.OperationalError("the server is gone")
+    checked.failures.extend([outage] * 20)
+    wb = queue(checked, tmp_path, failures, max_retries=1, max_retry_time=0.0)
+    try:
+        for key in range(1, 4):
+            wb.put(row(key))
+        assert wb.flush(timeout=30)
+        m = wb.metrics()
+    finally:
+        wb.close(timeout=10)
+    assert failures == []
+    assert checked.table == {1: "v", 2: "v", 3: "v"}
+    assert (m.total_persisted, m.total_failed, m.total_retries) == (3, 0, 20)
+
+
+def test_with_a_journal_an_error_the_client_raises_is_handed_over_not_retried(
+    checked: CheckedSink, tmp_path: Path
+) -> None:
+    failures: list[Failure] = []
+    bug = ValueError("zip() argument 2 is shorter than argument 1")
+    checked.failures.extend([bug] * 5)
+    checked.refusable |= {1, 2, 3, 4}  # handed over: a later mark may call them done
+    wb = queue(checked, tmp_path, failures, batch_size=4)
+    try:
+        for key in range(1, 5):
+            wb.put(row(key))
+        assert wb.flush(timeout=30)
+        wb.put(row(5))
+        assert wb.flush(timeout=30)
+        m = wb.metrics()
+    finally:
+        wb.close(timeout=10)
+    assert [([r["id"] for r in rows], error) for rows, error in failures] == [([1, 2, 3, 4], bug)]
+    assert (m.total_failed, m.total_persisted, m.total_retries) == (4, 1, 0)
+    assert instances(tmp_path) == []  # handed over is done, as far as the journal goes
+
+
+def test_with_sync_always_put_and_put_many_return_after_a_sync_of_their_rows(
+    checked: CheckedSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: dict[int, int] = {}  # inode -> bytes of the file an fdatasync covered
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        size = os.fstat(fd).st_size  # what is in the file when the sync starts
+        real_fdatasync(fd)
+        inode = os.fstat(fd).st_ino
+        synced[inode] = max(synced.get(inode, 0), size)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    failures: list[Failure] = []
+    checked.gate = threading.Event()  # nothing is written meanwhile: only the journal moves
+    wb = WriteBehindQueue(
+        checked,
+        registry=None,
+        flush_interval=60.0,
+        on_failure=lambda rows, error: failures.append((rows, error)),
+        journal=Journal(tmp_path, sync="always"),
+    )
+
+    def unsynced_bytes() -> int:
+        (instance,) = instances(tmp_path)
+        files = sorted(instance.glob("*.seg"))
+        return sum(max(0, p.stat().st_size - synced.get(p.stat().st_ino, 0)) for p in files)
+
+    try:
+        for key in range(1, 6):
+            wb.put(row(key))
+            assert unsynced_bytes() == 0, f"put({key}) returned before its row was synced"
+        wb.put_many([row(key) for key in range(6, 16)])
+        assert unsynced_bytes() == 0, "put_many() returned before its rows were synced"
+    finally:
+        checked.gate.set()
+        wb.close(timeout=10)
+    assert failures == [] and len(checked.table) == 15

@@ -306,15 +306,58 @@ def test_an_on_failure_that_raises_is_logged_and_the_worker_goes_on(
 def test_an_error_every_part_shares_is_retried_whole_then_given_up(
     make: Any, sink: FakeSink, failures: list[Failure]
 ) -> None:
-    bug = RuntimeError("sink bug")
+    trigger = psycopg.errors.RaiseException("the trigger refuses every row")
     # Per try: the batch, both halves, then its first and its last row alone.
-    sink.failures.extend([bug] * 10)
+    sink.failures.extend([trigger] * 10)
     wb = make(max_retries=1, batch_size=8)
     for i in range(8):
         wb.put(row(i))
     assert wb.flush(timeout=10)
-    assert [([r["id"] for r in rows], error) for rows, error in failures] == [(list(range(8)), bug)]
+    given_up = [([r["id"] for r in rows], error) for rows, error in failures]
+    assert given_up == [(list(range(8)), trigger)]
     assert (wb.metrics().total_retries, sink.attempts, sink.table) == (1, 10, {})
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [ValueError("zip() argument 2 is shorter than argument 1"), RuntimeError("sink bug")],
+    ids=["ValueError", "RuntimeError"],
+)
+def test_an_error_the_client_raises_for_every_row_is_never_retried(
+    make: Any, sink: FakeSink, failures: list[Failure], bug: Exception
+) -> None:
+    # Raised again by the same rows, whatever the wait: no retry, and with max_retries=None
+    # and max_retry_time=None a retry would never end.
+    sink.failures.extend([bug] * 5)
+    wb = make(max_retries=None, max_retry_time=None, batch_size=8)
+    for i in range(8):
+        wb.put(row(i))
+    assert wb.flush(timeout=10)
+    assert [([r["id"] for r in rows], error) for rows, error in failures] == [(list(range(8)), bug)]
+    # The batch, both halves, the first and the last row alone; then all given up together.
+    assert (wb.metrics().total_retries, sink.attempts, sink.table) == (0, 5, {})
+    wb.put(row(9))
+    assert wb.flush(timeout=10) and sink.table == {9: "v"}
+
+
+def test_an_error_the_client_raises_for_one_row_gives_up_that_row_alone(
+    make: Any, sink: FakeSink, failures: list[Failure]
+) -> None:
+    bad = TypeError("a value of row 5 cannot be sent")
+
+    def write(rows: Any) -> None:
+        if any(key == 5 for key, _ in rows):
+            raise bad
+        FakeSink.write(sink, rows)
+
+    sink.write = write  # type: ignore[method-assign]
+    wb = make(max_retries=None, max_retry_time=None, batch_size=8)
+    for i in range(8):
+        wb.put(row(i))
+    assert wb.flush(timeout=10)
+    assert [([r["id"] for r in rows], error) for rows, error in failures] == [([5], bad)]
+    assert sorted(sink.table) == [0, 1, 2, 3, 4, 6, 7]
+    assert wb.metrics().total_retries == 0
 
 
 def test_an_error_only_some_rows_cause_is_isolated_to_them(

@@ -17,6 +17,7 @@ TRANSIENT = [
     psycopg.OperationalError("server closed the connection unexpectedly"),
     psycopg.InterfaceError("the connection is closed"),
     psycopg_pool.PoolTimeout("couldn't get a connection after 10 sec"),
+    ConnectionResetError("a sink's own socket"),
 ]
 REJECTED = [
     pe.CheckViolation("new row violates check constraint"),
@@ -42,8 +43,11 @@ SUSPECT = [
     pe.DatatypeMismatch("column is of type integer but expression is of type boolean"),
     pe.ProgramLimitExceeded("index row requires 16016 bytes"),
     pe.RaiseException("refused by a trigger"),
+]
+CLIENT = [
     psycopg.ProgrammingError("cannot adapt type 'set'"),
     TypeError("a value the client cannot adapt"),
+    ValueError("zip() argument 2 is shorter than argument 1"),
     RuntimeError("a bug in a sink"),
 ]
 
@@ -61,6 +65,11 @@ def test_rejected_data(error: BaseException) -> None:
 @pytest.mark.parametrize("error", NOT_ROWS, ids=lambda e: type(e).__name__)
 def test_not_about_rows(error: BaseException) -> None:
     assert classify(error) is ErrorKind.NOT_ROWS
+
+
+@pytest.mark.parametrize("error", CLIENT, ids=lambda e: type(e).__name__)
+def test_raised_by_the_client(error: BaseException) -> None:
+    assert classify(error) is ErrorKind.CLIENT
 
 
 @pytest.mark.parametrize("error", SUSPECT, ids=lambda e: type(e).__name__)
