@@ -25,6 +25,9 @@ class Column:
     base_type: tuple[str, str] = ("pg_catalog", "text")
     """The base type's schema and name as the catalog spells them (``_text`` for text[]): what
     a value sent in another type is cast to, built with sql.Identifier."""
+    category: str = ""
+    """The base type's ``typcategory``: ``S`` for the string types (text, varchar, char,
+    citext), into which a value of any type is written as that type's text."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ SELECT a.attnum, a.attname,
        (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)::regtype::text,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
        a.attgenerated <> '' OR a.attidentity = 'a',
-       a.attnotnull, bn.nspname, b.typname
+       a.attnotnull, bn.nspname, b.typname, b.typcategory
 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 JOIN pg_catalog.pg_type b
   ON b.oid = (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)
@@ -96,8 +99,10 @@ def read_table(conn: psycopg.Connection[Any], table: str, schema: str | None) ->
         rows = cur.fetchall()
         names_by_number = {number: name for number, name, *_ in rows}
         columns = tuple(
-            Column(name, type_name, has_default, generated, not_null, (base_schema, base_name))
-            for _, name, type_name, has_default, generated, not_null, base_schema, base_name in rows
+            Column(name, type_name, has_default, generated, not_null, (base_schema, base), kind)
+            for _, name, type_name, has_default, generated, not_null, base_schema, base, kind in (
+                rows
+            )
         )
         cur.execute(_UNIQUE_QUERY, (oid,))
         indexes = [

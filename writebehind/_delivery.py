@@ -296,9 +296,9 @@ class _Run:
                     raise _Abandoned
                 for i in rows:
                     self.settled[i] = True
+            self.d._stats.written(sum(self.batch.weights[i] for i in rows))
             if journal is not None:
                 journal.settle(done)
-            self.d._stats.written(sum(self.batch.weights[i] for i in rows))
             return None
 
     def isolate(self, rows: list[int], error: BaseException) -> list[int]:

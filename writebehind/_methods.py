@@ -123,25 +123,35 @@ def _select_list(
     cast). A value sent as text is cast to the column's base type, as the server reads an
     untyped parameter; without its typmod, so that the assignment applies the typmod (an error
     for a varchar too long, not a silent cut) and a domain's checks. A column of NULLs only is
-    a typed NULL.
+    a typed NULL. A string column sent in parts takes the part that holds each row's value,
+    each cast to the column's base type as the assignment of a parameter of its type would.
     """
-    values = []
-    for index, (column, sent) in enumerate(zip(columns, encoded, strict=True)):
-        value = (
+    parts: list[list[sql.Composable]] = [[] for _ in columns]
+    for index, sent in enumerate(encoded):
+        column = columns[sent.column]
+        value: sql.Composable = (
             sql.SQL("NULL")
             if sent.all_null
             else sql.SQL("{}.{}").format(sql.Identifier(source), _alias(index))
         )
-        if sent.all_null or sent.wire_type == "text":
+        if sent.all_null or sent.wire_type == "text" or column.category == "S":
             schema, name = column.base_type
             value = sql.SQL("CAST({} AS {})").format(value, sql.Identifier(schema, name))
-        values.append(value)
+        parts[sent.column].append(value)
+    values = [
+        part[0] if len(part) == 1 else sql.SQL("COALESCE({})").format(sql.SQL(", ").join(part))
+        for part in parts
+    ]
     return sql.SQL(", ").join(values)
 
 
-def _shape(encoded: Sequence[EncodedColumn]) -> tuple[str, ...]:
-    """What the statements of a batch depend on: how each column is sent."""
-    return tuple("" if column.all_null else column.wire_type for column in encoded)
+def _string_columns(columns: Sequence[Column]) -> frozenset[int]:
+    return frozenset(index for index, column in enumerate(columns) if column.category == "S")
+
+
+def _shape(encoded: Sequence[EncodedColumn]) -> tuple[tuple[int, str], ...]:
+    """What the statements of a batch depend on: how each column, or each part, is sent."""
+    return tuple((c.column, "" if c.all_null else c.wire_type) for c in encoded)
 
 
 class _Statements:
@@ -149,7 +159,7 @@ class _Statements:
 
     def __init__(self, build: Callable[[list[EncodedColumn]], bytes]) -> None:
         self._build = build
-        self._built: dict[tuple[str, ...], bytes] = {}
+        self._built: dict[tuple[tuple[int, str], ...], bytes] = {}
 
     def get(self, encoded: list[EncodedColumn]) -> bytes:
         shape = _shape(encoded)
@@ -175,6 +185,7 @@ class Unnest:
     ) -> None:
         self._target = (schema, table, [column.name for column in columns], rule)
         self._columns = tuple(columns)
+        self._string_columns = _string_columns(columns)
         self._statements = _Statements(self._statement)
         self._progress = progress
 
@@ -184,7 +195,7 @@ class Unnest:
         rows: Sequence[Params],
         progress: Sequence[ProgressMark] = (),
     ) -> None:
-        encoded = encode_columns(rows, conn)
+        encoded = encode_columns(rows, conn, self._string_columns)
         arrays: list[Any] = [column.values for column in encoded if not column.all_null]
         if not arrays:  # rows of NULLs only: no array to count them, so a series does
             arrays = [len(rows)]
@@ -224,6 +235,7 @@ class Copy:
     ) -> None:
         self._target = (schema, table, [column.name for column in columns], rule)
         self._columns = tuple(columns)
+        self._string_columns = _string_columns(columns)
         self._copy = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(_STAGE).as_bytes(None)
         self._stages = _Statements(self._stage)
         self._inserts = _Statements(self._insert)
@@ -235,7 +247,7 @@ class Copy:
         rows: Sequence[Params],
         progress: Sequence[ProgressMark] = (),
     ) -> None:
-        encoded = encode_columns(rows, conn)
+        encoded = encode_columns(rows, conn, self._string_columns)
         insert = self._inserts.get(encoded)
         if progress:
             # "INSERT ...; COMMIT" goes as one string, without parameters: values written in.

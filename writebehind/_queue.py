@@ -734,6 +734,13 @@ class WriteBehindQueue:
                     forget(journal.prefix)
                 except Exception as error:  # harmless: no journal refers to them
                     logger.info("queue %s: its progress rows are kept (%s)", self.name, error)
+        elif journal.all_done():  # closing it failed, and said why
+            logger.warning(
+                "queue %s: every row is written, but the journal %s is left on disk: the next "
+                "start finds its rows written and removes it",
+                self.name,
+                journal.path,
+            )
         else:
             logger.warning(
                 "queue %s: %d rows not written are kept in the journal %s for the next start",

@@ -242,6 +242,48 @@ def test_mixed_python_types_in_a_column_and_columns_of_nulls(
     ]
 
 
+def test_values_of_mixed_types_in_a_string_column_are_stored_as_the_same_text_by_every_method(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    # Into a string column the server stores a value's own text (a uuid with dashes, a bool
+    # as "true"); psycopg's text for some values differs, and a column of several types in one
+    # batch was sent as psycopg's text by unnest and copy.
+    values: list[Any] = [
+        uuid.UUID(int=7),
+        "plain",
+        True,
+        5,
+        2**70,
+        Decimal("1E+2"),
+        0.1,
+        float("inf"),
+        date(2024, 1, 2),
+        datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2024, 1, 2, 3, 4, 5),
+        timedelta(days=1, seconds=3),
+        time(1, 2, 3),
+        b"\x01\xff",
+        Jsonb({"a": 1}),
+        [1, 2],
+        None,
+    ]
+    texts = {}
+    for method in WRITE_METHODS:
+        table = f"{table_name}_{method}"
+        create(db, table, "k int PRIMARY KEY, s text, v varchar(60)")
+        try:
+            rows = [{"k": i, "s": value, "v": value} for i, value in enumerate(values)]
+            assert write_all(dsn, table, rows, method) == []
+            texts[method] = select(db, table)
+        finally:
+            db.execute(named("DROP TABLE {}", table))
+    assert texts["unnest"] == texts["executemany"]
+    assert texts["copy"] == texts["executemany"]
+    by_key = {k: s for k, s, _ in texts["executemany"]}
+    assert (by_key[0], by_key[2]) == ("00000000-0000-0000-0000-000000000007", "true")
+    assert all(s == v for _, s, v in texts["unnest"])
+
+
 @pytest.mark.parametrize("method", WRITE_METHODS)
 def test_append_only_rows_of_nulls(
     dsn: str, db: psycopg.Connection[Any], table_name: str, method: str

@@ -305,6 +305,17 @@ def test_journal_arguments_are_checked(tmp_path: Path) -> None:
         Journal(tmp_path, sync="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_bytes"):
         Journal(tmp_path, max_bytes=10)
+    with pytest.raises(ValueError, match=r"max_bytes must be at least twice .*\(8192\)"):
+        Journal(tmp_path, max_bytes=8191)
+    with pytest.raises(ValueError, match="max_bytes"):
+        Journal(tmp_path, max_bytes=256 * 1024, segment_bytes=4 << 20)  # given, it is kept
+    with pytest.raises(TypeError, match="segment_bytes"):
+        Journal(tmp_path, segment_bytes=4096.0)  # type: ignore[arg-type]
+    # Without segment_bytes, a small journal gets small segments.
+    assert Journal(tmp_path, max_bytes=256 * 1024).segment_bytes == 64 * 1024
+    assert Journal(tmp_path, max_bytes=8192).segment_bytes == 4096
+    assert Journal(tmp_path).segment_bytes == 4 << 20
+    assert Journal(tmp_path, max_bytes=1 << 40).segment_bytes == 4 << 20
     with pytest.raises(ValueError, match="name"):
         WriteBehindQueue(sink, registry=None, journal=tmp_path, name="a/b")
     wb = WriteBehindQueue(sink, registry=None, journal=str(tmp_path))
@@ -594,3 +605,56 @@ def test_with_sync_always_put_and_put_many_return_after_a_sync_of_their_rows(
         checked.gate.set()
         wb.close(timeout=10)
     assert failures == [] and len(checked.table) == 15
+
+
+def test_segments_that_cannot_be_deleted_leave_the_counters_exact(
+    checked: CheckedSink,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.suffix == ".seg":  # a read-only file system under the journal
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    failures: list[Failure] = []
+    wb = WriteBehindQueue(
+        checked,
+        registry=None,
+        batch_size=50,
+        flush_interval=60.0,
+        on_failure=lambda rows, error: failures.append((rows, error)),
+        journal=Journal(tmp_path, segment_bytes=4096, max_bytes=1 << 20),
+    )
+    with caplog.at_level("WARNING", logger="writebehind"):
+        for key in range(1, 1001):
+            wb.put(row(key))
+        assert wb.flush(timeout=30)
+        wb.close(timeout=10)
+    m = wb.metrics()
+    assert (m.total_enqueued, m.total_persisted, m.total_failed, m.current_queue_depth) == (
+        1000,
+        1000,
+        0,
+        0,
+    )
+    assert failures == [] and len(checked.table) == 1000
+    stuck = [r for r in caplog.records if "cannot be deleted" in r.getMessage()]
+    assert len(stuck) == 1 and stuck[0].levelname == "ERROR", [r.getMessage() for r in stuck]
+    # The journal stays, and so do its progress rows: the next process skips its rows.
+    (instance,) = instances(tmp_path)
+    assert checked.read_progress(f"fake/{instance.name}/")
+    monkeypatch.undo()
+    replayer = queue(checked, tmp_path, failures)
+    try:
+        replayer.start()
+        assert replayer.flush(timeout=30)
+        assert replayer.metrics().total_replayed == 0
+    finally:
+        replayer.close(timeout=10)
+    assert instances(tmp_path) == []
+    assert len(checked.applied) == 1000  # nothing written twice

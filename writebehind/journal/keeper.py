@@ -136,12 +136,14 @@ class QueueJournal:
         # the journals of dead ones (which frees it) before it needs room of its own.
         self._writer: SegmentWriter | None = None
         self._said_full = False
+        self._said_stuck = False  # a release failed, and was logged
 
     def _open(self) -> SegmentWriter | None:
         """The segment files, made now if they are not yet; None while the disk is full."""
         if self._writer is not None:
             return self._writer
         options = self.options
+        assert options.segment_bytes is not None  # chosen by Journal when not given
         try:
             writer = SegmentWriter(
                 options.root,
@@ -219,12 +221,27 @@ class QueueJournal:
             writer.sync_upto(writer.last_seq)
 
     def settle(self, done: Iterable[Done]) -> None:
-        """``done`` are committed or handed over: release what no record needs any more."""
+        """``done`` are committed or handed over: release what no record needs any more.
+        Never raises: a segment that cannot be deleted stays (the error is logged once), and
+        the rows are done all the same."""
         self.tracker.settle(done)
         writer = self._writer
-        if writer is not None:
-            last = writer.last_seq  # read first: records appended since are not released
+        if writer is None:
+            return
+        last = writer.last_seq  # read first: records appended since are not released
+        try:
             writer.release_upto(self.tracker.floor([*self._sources, self._intake], last))
+        except OSError as error:
+            if not self._said_stuck:
+                self._said_stuck = True
+                logger.error(
+                    "journal %s: written segments cannot be deleted (%s); they stay on disk, "
+                    "count towards max_bytes, and are deleted once they can be",
+                    self.path,
+                    error,
+                )
+        else:
+            self._said_stuck = False
 
     def all_done(self) -> bool:
         """Whether every record of this process is done."""

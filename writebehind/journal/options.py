@@ -12,6 +12,7 @@ from .segments import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, SyncMode
 __all__ = ["Journal"]
 
 _SYNC_MODES = ("process", "interval", "always")
+_MIN_SEGMENT_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,18 @@ class Journal:
 
     ``max_bytes`` (1 GiB) bounds the segment files of one process; when they are full, or the
     disk is, put() waits for room as it waits on a full queue (``timeout``, ``put_nowait``
-    raise QueueFull). Segments rotate at ``segment_bytes`` (4 MiB, at least 4096);
-    ``max_bytes`` must be at least twice that. Each process of the queue (gunicorn workers,
-    forked children) keeps a journal of its own under ``path``; use one path for all of them,
-    on a local disk that outlives the process.
+    raise QueueFull). Segments rotate at ``segment_bytes``: by default (None) a quarter of
+    ``max_bytes``, at most 4 MiB, and the attribute then holds the size chosen; given, at least
+    4096. ``max_bytes`` must be at least twice ``segment_bytes`` (8192 bytes at the least).
+    Each process of the queue (gunicorn workers, forked children) keeps a journal of its own
+    under ``path``; use one path for all of them, on a local disk that outlives the process.
     """
 
     path: str | os.PathLike[str]
     sync: SyncMode = "process"
     max_bytes: int = DEFAULT_MAX_BYTES
     sync_interval: float = 0.1
-    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    segment_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, (str, os.PathLike)):
@@ -52,13 +54,20 @@ class Journal:
             raise ValueError(f"sync must be one of {_SYNC_MODES}, got {self.sync!r}")
         for name in ("max_bytes", "segment_bytes"):
             value = getattr(self, name)
+            if name == "segment_bytes" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int (bytes), got {type(value).__name__}")
-        if self.segment_bytes < 4096:
-            raise ValueError(f"segment_bytes must be at least 4096, got {self.segment_bytes}")
-        if self.max_bytes < 2 * self.segment_bytes:
+        segment = self.segment_bytes
+        if segment is None:
+            # Small journals get small segments: rows are released a segment at a time.
+            segment = min(DEFAULT_SEGMENT_BYTES, max(_MIN_SEGMENT_BYTES, self.max_bytes // 4))
+            object.__setattr__(self, "segment_bytes", segment)
+        elif segment < _MIN_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes must be at least 4096, got {segment}")
+        if self.max_bytes < 2 * segment:
             raise ValueError(
-                f"max_bytes must be at least twice segment_bytes ({2 * self.segment_bytes}), "
+                f"max_bytes must be at least twice segment_bytes ({2 * segment}), "
                 f"got {self.max_bytes}"
             )
         interval = self.sync_interval

@@ -758,17 +758,23 @@ class SegmentWriter:
 
     def release_upto(self, seq: int) -> int:
         """Delete the closed segments whose records all have sequence numbers <= ``seq``;
-        return the number of bytes freed. Call it only once what they hold is committed."""
+        return the number of bytes freed. Call it only once what they hold is committed.
+        Raises the OSError of a segment that cannot be deleted (a read-only file system): it
+        and the segments after it stay, and a later call tries again. One already gone is
+        freed."""
         with self._cond:
-            freed: list[_Segment] = []
-            while len(self._segments) > 1 and self._segments[0].last_seq <= seq:
-                freed.append(self._segments.pop(0))
-            for segment in freed:
-                segment.path.unlink()
-            if freed:
-                self._cond.notify_all()
-            released = sum(segment.size for segment in freed)
-            self._disk_bytes -= released
+            released = 0
+            try:
+                while len(self._segments) > 1 and self._segments[0].last_seq <= seq:
+                    segment = self._segments[0]
+                    with contextlib.suppress(FileNotFoundError):
+                        segment.path.unlink()
+                    self._segments.pop(0)
+                    released += segment.size
+                    self._disk_bytes -= segment.size
+            finally:
+                if released:
+                    self._cond.notify_all()
             return released
 
     def close(self, remove: bool = False) -> None:
@@ -794,9 +800,11 @@ class SegmentWriter:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-        if remove:
-            _remove_instance(self.path)
-        self._instance.release()
+        try:
+            if remove:
+                _remove_instance(self.path)
+        finally:
+            self._instance.release()  # left behind, the journal is another process's to take
 
     def forget_after_fork(self) -> None:
         """In a forked child: close the descriptors inherited from the parent, without syncing
