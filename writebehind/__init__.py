@@ -10,11 +10,19 @@ from ._metrics import Metrics
 from ._queue import FailureCallback, WriteBehindQueue
 from ._signals import drain_on_signals
 from ._sink import Params, Sink
-from .errors import QueueClosed, QueueFull, RowsAbandoned, SchemaError, WriteBehindError
+from .errors import (
+    CommitInDoubt,
+    QueueClosed,
+    QueueFull,
+    RowsAbandoned,
+    SchemaError,
+    WriteBehindError,
+)
 from .journal import Journal
 from .postgres import PostgresUpsert
 
 __all__ = [
+    "CommitInDoubt",
     "EagerQueue",
     "FailureCallback",
     "Journal",

@@ -11,7 +11,7 @@ from ._batch import Coalesced, Entry, Merger, Replaces, coalesce
 from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
 from ._sink import Params, Sink
-from .errors import ProgressConflict, RowsAbandoned
+from .errors import CommitInDoubt, ProgressConflict, RowsAbandoned
 from .journal.keeper import QueueJournal
 from .journal.progress import Done, covers
 
@@ -244,6 +244,8 @@ class _Run:
         self.failed = 0
         self.last_error: BaseException | None = None
         self.not_rows_error: BaseException | None = None
+        self.in_doubt: set[int] = set()
+        """Rows an attempt of which lost its connection after COMMIT was sent."""
 
     def write_all(self) -> None:
         pending = list(range(len(self.batch.entries)))
@@ -280,6 +282,8 @@ class _Run:
                     self.d._sink.write(paced)
             except Exception as error:
                 self.d._budget.failed(self.d._clock())
+                if isinstance(error, CommitInDoubt):
+                    self.in_doubt.update(rows)
                 if classify(error) is ErrorKind.TRANSIENT:
                     self.wait(len(rows), error)
                     continue
@@ -412,6 +416,36 @@ class _Run:
         rows = self._claim(rows)
         if not rows:
             return
+        doubtful = [i for i in rows if i in self.in_doubt]
+        if not doubtful:
+            self._hand_over(rows, error, why)
+            return
+        # An attempt of these may have committed: whatever ended them, they may be written.
+        sure = [i for i in rows if i not in self.in_doubt]
+        if sure:
+            self._hand_over(sure, error, why)
+        if not self._written_after_all(doubtful):
+            self._hand_over(doubtful, _in_doubt(error), f"{why}, in doubt (perhaps written)", True)
+
+    def _written_after_all(self, rows: list[int]) -> bool:
+        """With a journal's progress, whether ``rows`` (in doubt) were written after all: then
+        they are counted so, and done. False where that cannot be known."""
+        journal = self.d._journal
+        if journal is None or self.d._write_marked is None or self.d._read_progress is None:
+            return False
+        done = [mark for i in rows for mark in self.batch.entries[i].marks]
+        try:
+            written = bool(done) and self.d._written_elsewhere(done)
+        except Exception:  # the database out of reach: in doubt it stays
+            return False
+        if written:
+            self.d._stats.written(sum(self.batch.weights[i] for i in rows))
+            journal.settle(done)
+        return written
+
+    def _hand_over(
+        self, rows: list[int], error: BaseException, why: str, in_doubt: bool = False
+    ) -> None:
         entries = [self.batch.entries[i] for i in rows]
         self.failed += len(rows)
         self.last_error = error
@@ -423,7 +457,8 @@ class _Run:
             _keys(entries),
             describe(error),
         )
-        self.d._stats.gave_up(sum(self.batch.weights[i] for i in rows))
+        weight = sum(self.batch.weights[i] for i in rows)
+        self.d._stats.gave_up(weight, in_doubt=weight if in_doubt else 0)
         if self.d._journal is not None:  # handed over: done with, as far as the journal goes
             self.d._journal.settle([mark for entry in entries for mark in entry.marks])
         self.d._give_up(entries, error)
@@ -461,6 +496,18 @@ class _Run:
 
     def report(self) -> Report:
         return Report(len(self.batch.entries), self.retries + 1, self.failed, self.last_error)
+
+
+def _in_doubt(error: BaseException) -> CommitInDoubt:
+    """The error of rows given up with ``error`` after an attempt of them was in doubt."""
+    if isinstance(error, CommitInDoubt):
+        return error
+    doubt = CommitInDoubt(
+        "an attempt to write these rows lost its connection after COMMIT was sent, so they "
+        f"may have been written; then: {describe(error)}"
+    )
+    doubt.__cause__ = error
+    return doubt
 
 
 def _out_of_budget(retries: int, budget: RetryBudget) -> str:

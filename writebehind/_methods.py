@@ -19,6 +19,7 @@ of the INSERT (unnest, copy), or one more statement before the COMMIT (executema
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ from ._progress_sql import ProgressTable, params
 from ._sink import Params, ProgressMark
 from ._statement import ConflictRule, insert_from, insert_statement
 
-__all__ = ["METHODS", "Writer", "write_progress", "writer_for"]
+__all__ = ["METHODS", "Writer", "commit_was_sent", "committing", "write_progress", "writer_for"]
 
 METHODS = ("auto", "unnest", "copy", "executemany")
 
@@ -82,7 +83,51 @@ def write_progress(
 ) -> None:
     """The upsert of ``progress`` alone: in autocommit, a transaction of its own; else in the
     caller's."""
+    if conn.autocommit:
+        committing_first(conn)
     conn.execute(table.upsert(progress), params(progress), prepare=False)
+
+
+_COMMIT_SENT = "_writebehind_commit_sent"
+
+
+def committing(conn: psycopg.Connection[Any]) -> None:
+    """What goes to the server next on ``conn`` commits the write (the statement of an
+    autocommit write, a COMMIT): if the connection is lost from now on, the write is in doubt."""
+    setattr(conn, _COMMIT_SENT, True)
+
+
+def committing_first(conn: psycopg.Connection[Any]) -> None:
+    """committing() for a write whose first statement commits it: unless the server already
+    closed ``conn`` while it sat idle (a restart, pg_terminate_backend: its goodbye waits to be
+    read), in which case the statement never runs, and nothing is in doubt."""
+    if not _hung_up(conn):
+        committing(conn)
+
+
+def _hung_up(conn: psycopg.Connection[Any]) -> bool:
+    pgconn = conn.pgconn
+    try:
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        # Nothing to read on an idle connection: it is open. Else a notice, or the server's
+        # goodbye, then the end of the stream, which a read after it finds.
+        for _ in range(3):
+            if not poller.poll(0):
+                break
+            pgconn.consume_input()
+    except (OSError, psycopg.Error):
+        return True
+    return pgconn.status != psycopg.pq.ConnStatus.OK
+
+
+def commit_was_sent(conn: psycopg.Connection[Any], *, reset: bool = False) -> bool:
+    """Whether the write under way on ``conn`` got as far as committing; ``reset`` starts a new
+    write."""
+    sent = bool(getattr(conn, _COMMIT_SENT, False))
+    if reset:
+        setattr(conn, _COMMIT_SENT, False)
+    return sent
 
 
 def _table(progress: ProgressTable | None) -> ProgressTable:
@@ -107,6 +152,7 @@ class Executemany:
             cur.executemany(self.query, rows)
             if progress:  # a round trip more, inside the transaction
                 write_progress(conn, _table(self._progress), progress)
+            committing(conn)  # the block's end sends COMMIT
 
 
 def _alias(index: int) -> sql.Identifier:
@@ -204,6 +250,7 @@ class Unnest:
             statement = _table(self._progress).cte(progress) + statement
             arrays = params(progress) + arrays
         # Not prepared: a prepared statement is server state that PgBouncer cannot follow.
+        committing_first(conn)  # one statement in autocommit: it commits itself
         conn.execute(statement, arrays, prepare=False)
 
     def _statement(self, encoded: list[EncodedColumn]) -> bytes:
@@ -259,6 +306,7 @@ class Copy:
                     copy.set_types([column.wire_type for column in encoded])
                     for row in zip(*(column.values for column in encoded), strict=True):
                         copy.write_row(row)
+                committing(conn)  # "INSERT ...; COMMIT"
                 cur.execute(insert)
             except BaseException:
                 _roll_back(conn)

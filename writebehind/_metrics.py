@@ -51,6 +51,9 @@ class Metrics:
     """The size of this process's journal segments (0 without a journal)."""
     total_corrupt: int = 0
     """Journal records found damaged at replay and set aside (logged, the files kept)."""
+    total_in_doubt: int = 0
+    """Rows given up (counted in ``total_failed`` too) with CommitInDoubt: an attempt to write
+    them lost its connection after COMMIT was sent, so they may be in the table."""
 
 
 _BATCH_ROWS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -77,6 +80,13 @@ class _Families:
         self.failed = Counter(
             "writebehind_failed",
             "Rows given up: rejected by the database or out of retries.",
+            label,
+            registry=registry,
+        )
+        self.in_doubt = Counter(
+            "writebehind_rows_in_doubt",
+            "Rows given up that may have been written: a write of them lost its connection "
+            "after COMMIT was sent (counted in writebehind_failed too).",
             label,
             registry=registry,
         )
@@ -145,6 +155,7 @@ class _Families:
             self.enqueued,
             self.persisted,
             self.failed,
+            self.in_doubt,
             self.abandoned,
             self.retries,
             self.batches,
@@ -224,6 +235,7 @@ class QueueStats:
         self.progress = threading.Condition(threading.Lock())
         self.persisted = 0
         self.failed = 0
+        self.in_doubt = 0
         self.abandoned = 0
         self.retries = 0
         self.batches = 0
@@ -246,6 +258,7 @@ class QueueStats:
             self._enqueued_series = families.enqueued.labels(queue=name)
             self._persisted_series = families.persisted.labels(queue=name)
             self._failed_series = families.failed.labels(queue=name)
+            self._in_doubt_series = families.in_doubt.labels(queue=name)
             self._abandoned_series = families.abandoned.labels(queue=name)
             self._oldest_series = families.oldest_row_age.labels(queue=name)
             self._retries_series = families.retries.labels(queue=name)
@@ -302,12 +315,16 @@ class QueueStats:
             self._batches_series.inc()
             self.sync()
 
-    def gave_up(self, rows: int) -> None:
-        """``rows`` accepted rows were handed to the failure callback."""
+    def gave_up(self, rows: int, in_doubt: int = 0) -> None:
+        """``rows`` accepted rows were handed to the failure callback, ``in_doubt`` of them
+        perhaps written (CommitInDoubt)."""
         with self.progress:
             self.failed += rows
+            self.in_doubt += in_doubt
         if self._exported:
             self._failed_series.inc(rows)
+            if in_doubt:
+                self._in_doubt_series.inc(in_doubt)
             self.sync()
 
     def abandoned_at_exit(self, rows: int) -> None:
@@ -339,7 +356,7 @@ class QueueStats:
         with self.progress:
             persisted, failed, abandoned = self.persisted, self.failed, self.abandoned
             retries, batches = self.retries, self.batches
-            replayed, corrupt = self.replayed, self.corrupt
+            replayed, corrupt, in_doubt = self.replayed, self.corrupt, self.in_doubt
         enqueued = self._enqueued_count()
         oldest = self._oldest_row_age()
         self.sync()
@@ -356,4 +373,5 @@ class QueueStats:
             total_replayed=replayed,
             journal_bytes=self.journal_bytes(),
             total_corrupt=corrupt,
+            total_in_doubt=in_doubt,
         )

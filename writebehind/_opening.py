@@ -64,19 +64,32 @@ class SinkOpener:
         self.configuration_error = False
         self.wanted = False
         """A producer asks for a new attempt (it was refused with the last error)."""
+        self._attempting = False
         self._logged: str | None = None
 
     def attempt(self) -> bool:
-        """Open the sink once; True if it is open. Never raises."""
-        try:
-            self._sink.open()
-        except Exception as error:
-            self._failed(error)
-            return False
+        """Open the sink once; True if it is open. Never raises. Called while another thread's
+        attempt is under way (start() beside the worker's first), it waits for that one's
+        outcome instead: the two would wait on the database one after the other."""
         with self.changed:
-            self.opened, self.error, self.wanted = True, None, False
-            self.attempts += 1
-            self.changed.notify_all()
+            if self._attempting:
+                while self._attempting:
+                    self.changed.wait(5.0)  # each attempt is bounded; this re-checks the flag
+                return self.opened
+            self._attempting = True
+        try:
+            try:
+                self._sink.open()
+            except Exception as error:
+                self._failed(error)
+                return False
+            with self.changed:
+                self.opened, self.error, self.wanted = True, None, False
+                self.attempts += 1
+        finally:
+            with self.changed:
+                self._attempting = False
+                self.changed.notify_all()
         if self._logged is not None:
             logger.info("queue %s: the sink is open", self._name)
             self._logged = None

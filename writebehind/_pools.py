@@ -20,13 +20,17 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from . import _watchdog
+
 logger = logging.getLogger("writebehind")
 
 __all__ = [
     "ConnectionUnavailable",
+    "IdleCheck",
     "SharedPool",
     "acquire",
     "connection_options",
+    "cut_after",
     "direct_connection",
     "opening_slot",
     "pooled",
@@ -42,14 +46,54 @@ _MAX_IDLE = 15.0
 _CHECK_AFTER_IDLE = 0.5
 
 
-def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
-    returned = getattr(conn, "_writebehind_returned_at", None)
-    if returned is None or time.monotonic() - returned > _CHECK_AFTER_IDLE:
-        ConnectionPool.check_connection(conn)
-
-
 class ConnectionUnavailable(psycopg.OperationalError):
-    """No connection within ``connect_timeout``; the message names the last connection error."""
+    """No connection within ``connect_timeout``, or none whose server answered a check within
+    ``write_timeout``; the message names the last connection error."""
+
+
+def cut_after(write_timeout: float) -> float:
+    """When the watchdog cuts the connection of a wait on the server still running: up to 5 s
+    past ``write_timeout``, the grace a cancel request gets."""
+    return write_timeout + min(5.0, write_timeout)
+
+
+class IdleCheck:
+    """Checks a connection idle for more than _CHECK_AFTER_IDLE seconds (or of unknown age)
+    before it is used, within ``write_timeout``: a server that stopped answering while the
+    connection was idle is cut off like a write, not waited for."""
+
+    def __init__(self, write_timeout: float, cancel_timeout: float) -> None:
+        self.write_timeout = write_timeout
+        self.cancel_timeout = cancel_timeout
+
+    def needed(self, conn: psycopg.Connection[Any]) -> bool:
+        returned = getattr(conn, "_writebehind_returned_at", None)
+        return returned is None or time.monotonic() - returned > _CHECK_AFTER_IDLE
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> bool:
+        """Check ``conn``: True if it answered, False if it is broken (it failed at once).
+        ConnectionUnavailable if its server did not answer within ``write_timeout``."""
+        with _watchdog.bounded(
+            conn,
+            "checking a connection idle for a while",
+            cancel_after=self.write_timeout,
+            cut_after=cut_after(self.write_timeout),
+            cancel_timeout=self.cancel_timeout,
+        ) as bound:
+            try:
+                ConnectionPool.check_connection(conn)
+            except psycopg.Error as error:
+                if not bound.expired:
+                    return False
+                raise ConnectionUnavailable(
+                    f"the server did not answer a connection check within write_timeout "
+                    f"({self.write_timeout:g}s): {_one_line(error)}"
+                ) from error
+        return True
+
+
+def _one_line(error: BaseException) -> str:
+    return str(error).strip().replace("\n", " ")
 
 
 def connection_options(conninfo: str, write_timeout: float) -> dict[str, Any]:
@@ -71,13 +115,21 @@ class SharedPool:
     """One pool and the sinks using it. ``connection()`` names the real cause of a failure to
     connect, where the pool alone would only say that it timed out."""
 
-    def __init__(self, key: tuple[Any, ...], conninfo: str, connect_timeout: float, **kwargs: Any):
+    def __init__(
+        self,
+        key: tuple[Any, ...],
+        conninfo: str,
+        connect_timeout: float,
+        write_timeout: float,
+        **kwargs: Any,
+    ):
         self.key = key
         self.sizes: list[tuple[int, int]] = []  # (pool_size, writers) of each sink using it
         self.last_error: BaseException | None = None
         self._conninfo = conninfo
         self._kwargs = kwargs
         self._connect_timeout = connect_timeout
+        self._check = IdleCheck(write_timeout, min(connect_timeout, 5.0))
         shared = self
 
         class RecordingConnection(psycopg.Connection[Any]):
@@ -93,9 +145,15 @@ class SharedPool:
                 shared.last_error = None
                 return conn
 
+        given = conninfo_to_dict(conninfo)
+        pool_kwargs = dict(kwargs)
+        if "connect_timeout" not in given:
+            # The pool connects on threads of its own: bounded, or a server that stops
+            # answering during a connection attempt would hold one of them for good.
+            pool_kwargs["connect_timeout"] = max(1, round(connect_timeout))
         self.pool: ConnectionPool[Any] = ConnectionPool(
             conninfo,
-            kwargs=kwargs,
+            kwargs=pool_kwargs,
             connection_class=RecordingConnection,
             min_size=0,
             max_size=1,
@@ -107,7 +165,6 @@ class SharedPool:
             # within seconds of the server's return.
             reconnect_timeout=connect_timeout,
             max_idle=_MAX_IDLE,
-            check=_check_if_idle,
         )
         self.pool.open(wait=False)
 
@@ -127,15 +184,8 @@ class SharedPool:
                 self.last_error = None  # the server answers: the pool may try again
                 yield conn
             return
-        with pooled(self.pool, self._connect_timeout, lambda: self.last_error) as conn:
+        with pooled(self.pool, self._connect_timeout, lambda: self.last_error, self._check) as conn:
             yield conn
-
-    def check(self) -> None:
-        """Replace the idle connections that broke (after a server restart every one has)."""
-        try:
-            self.pool.check()
-        except Exception:
-            logger.debug("pool check failed", exc_info=True)
 
     def _resize(self) -> None:
         # As many connections as sinks can write at once, up to the largest pool_size asked.
@@ -166,26 +216,51 @@ def pooled(
     pool: ConnectionPool[Any],
     timeout: float,
     last_error: Callable[[], BaseException | None] = lambda: None,
+    check: IdleCheck | None = None,
 ) -> Iterator[psycopg.Connection[Any]]:
     """A connection of ``pool`` for one transaction: committed if the block succeeds, else
-    rolled back. ConnectionUnavailable when none comes within ``timeout``, naming
-    ``last_error()``, the last connection error, if known."""
-    try:
-        conn = pool.getconn(timeout)
-    except PoolTimeout as timed_out:
-        cause = last_error()
-        if cause is None:
-            raise ConnectionUnavailable(
-                f"no connection within {timeout:g}s: the server did not answer in time"
-            ) from timed_out
-        text = str(cause).strip().replace("\n", " ")
-        raise ConnectionUnavailable(f"{timed_out}; last connection error: {text}") from cause
+    rolled back. With ``check``, a connection idle for a while is checked first: a broken one
+    is discarded and the next one taken, within ``timeout``. ConnectionUnavailable when none
+    comes within ``timeout`` (naming ``last_error()``, the last connection error, if known),
+    or when a checked one's server does not answer within the check's ``write_timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = _getconn(pool, max(0.0, deadline - time.monotonic()), timeout, last_error)
+        if check is None or not check.needed(conn):
+            break
+        try:
+            answered = check(conn)
+        except BaseException:
+            pool.putconn(conn)  # cut: the pool discards it
+            raise
+        if answered:
+            break
+        pool.putconn(conn)  # broken while idle (a restart): discarded, the next one is taken
     try:
         with conn:
             yield conn
     finally:
         conn._writebehind_returned_at = time.monotonic()
         pool.putconn(conn)
+
+
+def _getconn(
+    pool: ConnectionPool[Any],
+    remaining: float,
+    timeout: float,
+    last_error: Callable[[], BaseException | None],
+) -> Any:  # the pool's connection class, which the returned-at time is set on
+    try:
+        return pool.getconn(remaining)
+    except PoolTimeout as timed_out:
+        cause = last_error()
+        if cause is None:
+            raise ConnectionUnavailable(
+                f"no connection within {timeout:g}s: the server did not answer in time"
+            ) from timed_out
+        raise ConnectionUnavailable(
+            f"{timed_out}; last connection error: {_one_line(cause)}"
+        ) from (cause)
 
 
 _pools: dict[tuple[Any, ...], SharedPool] = {}
@@ -239,7 +314,9 @@ def acquire(
         shared = _pools.get(key)
         if shared is None:
             options = connection_options(conninfo, write_timeout)
-            shared = _pools[key] = SharedPool(key, conninfo, connect_timeout, **options)
+            shared = _pools[key] = SharedPool(
+                key, conninfo, connect_timeout, write_timeout, **options
+            )
         shared.sizes.append((pool_size, writers))
         shared._resize()
         return shared

@@ -25,7 +25,8 @@ The rule, by SQLSTATE (a client-side error without one is classed by its type):
   like rejected data; a part whose halves, and first and last rows alone, all fail the same way
   is given up together, with that error.
 
-An OSError without a SQLSTATE (a sink's own network error) is transient.
+An OSError without a SQLSTATE (a sink's own network error) is transient, and so is
+CommitInDoubt (a connection lost after COMMIT was sent).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from collections.abc import Callable
 
 import psycopg
 
-__all__ = ["Backoff", "ErrorKind", "RetryBudget", "classify", "same_failure"]
+from .errors import CommitInDoubt
+
+__all__ = ["Backoff", "ErrorKind", "RetryBudget", "classify", "connection_lost", "same_failure"]
 
 
 class ErrorKind(enum.Enum):
@@ -67,6 +70,8 @@ _DATA_CODES = frozenset({"40002"})
 
 def classify(error: BaseException) -> ErrorKind:
     """Classify an exception raised by a sink's write (see the module's docstring)."""
+    if isinstance(error, CommitInDoubt):  # a lost connection, at the worst moment
+        return ErrorKind.TRANSIENT
     sqlstate = getattr(error, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate:
         if sqlstate in _DATA_CODES or sqlstate[:2] in _DATA_CLASSES:
@@ -84,6 +89,19 @@ def classify(error: BaseException) -> ErrorKind:
     if isinstance(error, psycopg.DataError):
         return ErrorKind.REJECTED_DATA
     return ErrorKind.CLIENT
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` says the connection ended under a statement: no answer came (a
+    client-side OperationalError, the socket cut), or the server ended the session (class 08,
+    57P01-57P03), rather than answering the statement with an error of its own."""
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = getattr(error, "sqlstate", None)
+    return not sqlstate or sqlstate[:2] == "08" or sqlstate in _SESSION_ENDED
+
+
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
 
 
 def same_failure(one: BaseException, other: BaseException) -> bool:

@@ -56,10 +56,12 @@ def deadline(seconds: float, on_expiry: Callable[[], None]) -> Iterator[None]:
 
 
 class Bound:
-    """A write under way inside ``bounded``: ``interrupt()`` cancels it now."""
+    """A write under way inside ``bounded``: ``interrupt()`` cancels it now; ``expired`` says
+    whether a deadline passed (the write was cancelled, or its connection cut)."""
 
     def __init__(self, cancel: Callable[[], None]) -> None:
         self.interrupt = cancel
+        self.expired = False
 
 
 @contextmanager
@@ -78,11 +80,14 @@ def bounded(
     guard = threading.Lock()
     running = True
     cut = sever(conn, what)
+    bound: Bound | None = None
 
-    def guarded(action: Callable[[], None]) -> Callable[[], None]:
+    def guarded(action: Callable[[], None], expiry: bool = True) -> Callable[[], None]:
         def run() -> None:
             with guard:
                 if running:
+                    if expiry and bound is not None:
+                        bound.expired = True
                     action()
 
         return run
@@ -98,9 +103,10 @@ def bounded(
         with suppress(Exception):
             conn.cancel_safe(timeout=cancel_timeout)
 
+    bound = Bound(guarded(interrupt, expiry=False))
     with deadline(cancel_after, guarded(cancel)), deadline(cut_after, guarded(cut)):
         try:
-            yield Bound(guarded(interrupt))
+            yield bound
         finally:
             with guard:
                 running = False
@@ -155,7 +161,15 @@ def _watch() -> None:
                     action = _actions.pop(token)
                     break
                 _changed.wait(None if not _heap else _heap[0][0] - now)
-        try:
-            action()
-        except Exception:
-            logger.exception("writebehind watchdog: an expiry action failed")
+        # On a thread of its own: a cancel request to a server (or a pooler) that does not
+        # answer it must not hold back the cut that comes next, of this write or another.
+        threading.Thread(
+            target=_run, args=(action,), name="writebehind-expiry", daemon=True
+        ).start()
+
+
+def _run(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Exception:
+        logger.exception("writebehind watchdog: an expiry action failed")

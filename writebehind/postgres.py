@@ -24,19 +24,21 @@ from psycopg_pool import ConnectionPool
 from . import _watchdog
 from ._batch import Merger, Replaces
 from ._catalog import Column, TableInfo, WrittenColumns, check_key, read_table, written_columns
-from ._methods import METHODS, Writer, write_progress, writer_for
+from ._methods import METHODS, Writer, commit_was_sent, write_progress, writer_for
 from ._pools import (
     SharedPool,
     acquire,
     connection_options,
+    cut_after,
     direct_connection,
     pooled,
     release,
 )
 from ._progress_sql import ProgressTable, check_marks, check_prefix, is_conflict
+from ._retry import connection_lost
 from ._sink import Params, ProgressMark
 from ._statement import ConflictRule, insert_statement
-from .errors import ProgressConflict, SchemaError
+from .errors import CommitInDoubt, ProgressConflict, SchemaError
 
 __all__ = ["PostgresUpsert"]
 
@@ -176,7 +178,7 @@ class PostgresUpsert:
         self.write_timeout = _check_timeout("write_timeout", write_timeout)
         self.pool_size = _check_pool_size(pool_size)
         self._shared: SharedPool | None = None
-        self._cut_after = self.write_timeout + min(5.0, self.write_timeout)
+        self._cut_after = cut_after(self.write_timeout)
         self._what = f"a write to {self.table!r}"
         self.naive_timezone = _check_timezone(naive_timezone)
         self._lock = threading.Lock()
@@ -240,17 +242,17 @@ class PostgresUpsert:
                 psycopg_logger = logging.getLogger(logger_name)
                 if _psycopg_noise not in psycopg_logger.filters:
                     psycopg_logger.addFilter(_psycopg_noise)
+            connection: AbstractContextManager[psycopg.Connection[Any]]
             if self._conninfo is not None:
                 options = connection_options(self._conninfo, self.write_timeout)
-                with direct_connection(
+                connection = direct_connection(
                     self._conninfo, self.pool_size, self.connect_timeout, options
-                ) as conn:
-                    info = read_table(conn, self.table, self.schema)
-                    progress = self._progress_table(conn, info, own=True)
+                )
             else:
-                with self._borrowed_connection() as conn:
-                    info = read_table(conn, self.table, self.schema)
-                    progress = self._progress_table(conn, info, own=True)
+                connection = self._borrowed_connection()
+            with connection as conn, self._bound(conn, f"reading the catalog of {self.table!r}"):
+                info = read_table(conn, self.table, self.schema)
+                progress = self._progress_table(conn, info, own=True)
             self._configure_from(info, progress)
             if self._conninfo is not None:
                 self._shared = acquire(
@@ -534,19 +536,16 @@ class PostgresUpsert:
         table = self._progress_for(progress)
         if not rows and table is None:
             return
-        try:
-            with self._bounded_connection(self._what) as conn, _conflicts_raised():
-                if rows:
-                    writer.write(conn, rows, progress)
-                else:
-                    assert table is not None
-                    write_progress(conn, table, progress)
-        except psycopg.OperationalError:
-            # After a restart every idle connection is dead: replace them now rather than
-            # spend one retry on each.
-            if self._shared is not None:
-                self._shared.check()
-            raise
+        with (
+            self._bounded_connection(self._what) as conn,
+            _doubt_raised(conn),
+            _conflicts_raised(),
+        ):
+            if rows:
+                writer.write(conn, rows, progress)
+            else:
+                assert table is not None
+                write_progress(conn, table, progress)
 
     def _progress_for(self, progress: Sequence[ProgressMark]) -> ProgressTable | None:
         """The progress table to record ``progress`` in, None for no marks; checks them."""
@@ -605,22 +604,25 @@ class PostgresUpsert:
         """A connection of the sink's, in autocommit, for ``what``: cancelled at
         ``write_timeout`` (past a grace period its connection is cut, should the server have
         stopped answering altogether), and by interrupt()."""
-        with (
-            self._connection() as conn,
-            _autocommit(conn),
-            _watchdog.bounded(
-                conn,
-                what,
-                cancel_after=self.write_timeout,
-                cut_after=self._cut_after,
-                cancel_timeout=min(self.connect_timeout, 5.0),
-            ) as bound,
-        ):
+        with self._connection() as conn, _autocommit(conn), self._bound(conn, what) as bound:
             self._writes.add(bound)
             try:
                 yield conn
             finally:
                 self._writes.discard(bound)
+
+    def _bound(
+        self, conn: psycopg.Connection[Any], what: str
+    ) -> AbstractContextManager[_watchdog.Bound]:
+        """Every wait on the server under ``write_timeout``: cancelled then, and its connection
+        cut a grace period later (a server that stopped answering)."""
+        return _watchdog.bounded(
+            conn,
+            what,
+            cancel_after=self.write_timeout,
+            cut_after=self._cut_after,
+            cancel_timeout=min(self.connect_timeout, 5.0),
+        )
 
     def interrupt(self) -> None:
         """Cancel the writes under way (they fail with QueryCanceled): the queue's exit
@@ -833,6 +835,22 @@ def _autocommit(conn: psycopg.Connection[Any]) -> Iterator[None]:
 
 
 @contextmanager
+def _doubt_raised(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A write whose connection is lost once it got as far as committing fails as
+    CommitInDoubt: the server may have committed it."""
+    commit_was_sent(conn, reset=True)
+    try:
+        yield
+    except psycopg.OperationalError as error:
+        if commit_was_sent(conn) and connection_lost(error):
+            raise CommitInDoubt(
+                "the connection was lost after COMMIT was sent: the rows may or may not have "
+                f"been written ({_first_line(error)})"
+            ) from error
+        raise
+
+
+@contextmanager
 def _conflicts_raised() -> Iterator[None]:
     """A write whose progress marks did not match fails as ProgressConflict."""
     try:
@@ -845,6 +863,11 @@ def _conflicts_raised() -> Iterator[None]:
                 f"written: {error}"
             ) from None
         raise
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def _short(value: object, limit: int = 80) -> str:

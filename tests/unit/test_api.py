@@ -3,12 +3,21 @@ import inspect
 import queue
 
 import writebehind
-from writebehind import QueueClosed, QueueFull, RowsAbandoned, SchemaError, WriteBehindError
+from writebehind import (
+    CommitInDoubt,
+    QueueClosed,
+    QueueFull,
+    RowsAbandoned,
+    SchemaError,
+    WriteBehindError,
+)
+from writebehind.errors import CommitInDoubt as CommitInDoubtFromErrors
 
 
 def test_public_names() -> None:
     assert sorted(writebehind.__all__) == sorted(
         [
+            "CommitInDoubt",
             "EagerQueue",
             "FailureCallback",
             "Journal",
@@ -34,6 +43,8 @@ def test_exception_tree() -> None:
     assert issubclass(QueueClosed, RuntimeError) and issubclass(QueueClosed, WriteBehindError)
     assert issubclass(SchemaError, ValueError) and issubclass(SchemaError, WriteBehindError)
     assert issubclass(RowsAbandoned, WriteBehindError)
+    assert issubclass(CommitInDoubt, WriteBehindError) and CommitInDoubt is CommitInDoubtFromErrors
+    assert not issubclass(CommitInDoubt, OSError)  # not retried as a sink's own network error
 
 
 def test_the_package_is_typed() -> None:

@@ -14,6 +14,7 @@ COUNTERS = [
     "writebehind_enqueued_total",
     "writebehind_persisted_total",
     "writebehind_failed_total",
+    "writebehind_rows_in_doubt_total",
     "writebehind_abandoned_total",
     "writebehind_retries_total",
     "writebehind_batches_total",
@@ -96,5 +97,6 @@ def test_metrics_has_exactly_the_documented_fields() -> None:
         "total_replayed",
         "journal_bytes",
         "total_corrupt",
+        "total_in_doubt",
     ]
     assert Metrics.__dataclass_params__.frozen  # type: ignore[attr-defined]

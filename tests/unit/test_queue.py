@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes import POISON, FakeSink, row
 from tests.unit.conftest import Failure
-from writebehind import Params, QueueClosed, QueueFull, WriteBehindQueue
+from writebehind import CommitInDoubt, Params, QueueClosed, QueueFull, WriteBehindQueue
 
 
 def test_nothing_starts_before_the_first_put(make: Any, sink: FakeSink) -> None:
@@ -558,3 +558,50 @@ def test_put_many_from_on_failure_is_accepted_at_once(make: Any, sink: FakeSink)
     assert wb.flush(timeout=10)
     assert wb.flush(timeout=10)
     assert sink.table == {1: "fixed", 2: "fixed"}
+
+
+def test_rows_whose_commit_was_in_doubt_are_handed_over_as_in_doubt(
+    make: Any, sink: FakeSink, failures: list[Failure]
+) -> None:
+    lost = psycopg.OperationalError("server closed the connection unexpectedly")
+    doubt = CommitInDoubt("the connection was lost after COMMIT was sent")
+    doubt.__cause__ = lost
+    sink.failures.extend([doubt] * 3)
+    wb = make(max_retries=2, batch_size=4)
+    for i in range(4):
+        wb.put(row(i))
+    assert wb.flush(timeout=10)
+    assert [([r["id"] for r in rows], error) for rows, error in failures] == [([0, 1, 2, 3], doubt)]
+    assert failures[0][1].__cause__ is lost
+    m = wb.metrics()
+    assert (m.total_failed, m.total_in_doubt, m.total_retries) == (4, 4, 2)
+
+
+def test_a_row_refused_after_an_attempt_in_doubt_is_in_doubt_and_the_others_are_not(
+    make: Any, sink: FakeSink, failures: list[Failure]
+) -> None:
+    # Attempt 1 of rows 0-3 lost its COMMIT reply; the retry finds row 2 refused (say, by a
+    # unique index its own first attempt filled): it may well be in the table.
+    doubt = CommitInDoubt("the connection was lost after COMMIT was sent")
+    sink.failures.extend([doubt])
+    wb = make(batch_size=4)
+    for i in range(4):
+        wb.put(row(i, POISON if i == 2 else "v"))
+    assert wb.flush(timeout=10)
+    ((rows, error),) = failures
+    assert [r["id"] for r in rows] == [2]
+    assert isinstance(error, CommitInDoubt) and isinstance(error.__cause__, psycopg.Error)
+    m = wb.metrics()
+    assert (m.total_failed, m.total_in_doubt, m.total_persisted) == (1, 1, 3)
+
+
+def test_a_write_in_doubt_that_goes_through_on_retry_is_persisted(
+    make: Any, sink: FakeSink, failures: list[Failure]
+) -> None:
+    sink.failures.extend([CommitInDoubt("lost after COMMIT")])
+    wb = make()
+    wb.put(row(1))
+    assert wb.flush(timeout=10)
+    m = wb.metrics()
+    assert failures == [] and sink.table == {1: "v"}
+    assert (m.total_persisted, m.total_failed, m.total_in_doubt, m.total_retries) == (1, 0, 0, 1)

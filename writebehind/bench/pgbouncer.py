@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,7 @@ def running_pgbouncer(
     pool_size: int = 20,
     max_client_conn: int = 100,
     start_timeout: float = 10.0,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Start pgbouncer in front of the PostgreSQL named by ``dsn``; yield a conninfo that goes
     through it; stop it and delete its files on exit.
@@ -80,6 +81,8 @@ def running_pgbouncer(
     No prepared statement tracking (``max_prepared_statements = 0`` from 1.21, where it exists):
     a statement prepared by one client is not carried to another server connection, the hard
     case for a client library, and what PgBouncer before 1.21 and many hosted poolers do.
+    ``settings`` adds or overrides lines of its ini's ``[pgbouncer]`` section (say,
+    ``{"server_login_retry": "1"}``).
 
     Run as root (pgbouncer refuses it) it runs as an unprivileged user: the owner of the
     server's socket folder when that is not root (it may be the only user allowed in, as for
@@ -109,7 +112,7 @@ def running_pgbouncer(
         auth_file = _write(folder / "users.txt", _auth_line(server), account)
         for attempt in range(_START_ATTEMPTS):
             port = _free_port()
-            settings = {
+            ini_settings = {
                 "listen_addr": "127.0.0.1",
                 "listen_port": str(port),
                 "unix_socket_dir": "",  # TCP only: no socket file to collide with others'
@@ -122,8 +125,9 @@ def running_pgbouncer(
                 "logfile": "",  # stderr, which goes to the log file below
             }
             if version >= (1, 21):
-                settings["max_prepared_statements"] = "0"
-            ini = _write(folder / "pgbouncer.ini", _ini(server, settings), account)
+                ini_settings["max_prepared_statements"] = "0"
+            ini_settings.update(settings or {})
+            ini = _write(folder / "pgbouncer.ini", _ini(server, ini_settings), account)
             log_path = folder / f"pgbouncer-{attempt}.log"
             with open(log_path, "wb") as log:
                 process = _start(executable, ini, log, account)
