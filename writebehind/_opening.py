@@ -14,35 +14,21 @@ from .errors import SchemaError
 
 logger = logging.getLogger("writebehind")
 
-# Server messages at connection time that mean "not now" rather than "not you": the server
-# answered, but is starting, stopping, recovering or full.
-_TRANSIENT_FATAL = (
-    "starting up",
-    "shutting down",
-    "in recovery mode",
-    "not yet accepting connections",
-    "not accepting connections",
-    "too many clients",
-    "connection slots are reserved",
-    "administrator command",
-)
-
 
 def is_configuration_error(error: BaseException) -> bool:
     """Whether opening failed because the database refused this configuration (credentials,
     database, table, key), rather than because it could not be reached or answer now.
 
-    Connection failures carry no SQLSTATE: a message with the server's ``FATAL:`` means the
-    server answered and refused, unless it says it is starting, stopping or full.
+    By SQLSTATE alone, never by the message (which is in the server's language): a sink's
+    connection failure carries the SQLSTATE the server refused the login with (PostgresUpsert
+    reads it, see ``_refusal``). A psycopg error without one is an outage: no server answered,
+    or what it said cannot be read.
     """
     if isinstance(error, SchemaError):
         return True
     sqlstate = getattr(error, "sqlstate", None)
     if sqlstate:
         return classify(error) is ErrorKind.NOT_ROWS
-    if isinstance(error, psycopg.OperationalError):
-        text = str(error)
-        return "FATAL:" in text and not any(phrase in text for phrase in _TRANSIENT_FATAL)
     return not isinstance(error, psycopg.Error)
 
 

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import _watchdog
+from ._refusal import with_sqlstate
 
 logger = logging.getLogger("writebehind")
 
@@ -197,18 +198,35 @@ class SharedPool:
 
 @contextmanager
 def direct_connection(
-    conninfo: str, slots: int, connect_timeout: float, options: Mapping[str, Any]
+    conninfo: str,
+    slots: int,
+    connect_timeout: float,
+    options: Mapping[str, Any],
+    *,
+    read_sqlstate: bool = False,
 ) -> Iterator[psycopg.Connection[Any]]:
     """A connection of its own to ``conninfo`` (one attempt, bounded by ``connect_timeout``),
     in one of ``slots`` places (see opening_slot), for one transaction; closed afterwards. The
-    error of a failed attempt is psycopg's own, naming the cause."""
-    with (
-        opening_slot(conninfo, slots, connect_timeout),
-        psycopg.connect(
-            conninfo, connect_timeout=max(1, round(connect_timeout)), **options
-        ) as conn,
-    ):
-        yield conn
+    error of a failed attempt is psycopg's own, naming the cause; with ``read_sqlstate``, a
+    server's refusal of the login carries its SQLSTATE (see ``_refusal``), read with one more
+    attempt."""
+    timeout = max(1, round(connect_timeout))
+    with opening_slot(conninfo, slots, connect_timeout):
+        started = time.monotonic()
+        try:
+            conn = psycopg.connect(conninfo, connect_timeout=timeout, **options)
+        except psycopg.errors.ConnectionTimeout:
+            raise  # no server answered: nothing to read, and no time to spend asking again
+        except psycopg.OperationalError as error:
+            if not read_sqlstate:
+                raise
+            # A server that refused the login answers the second attempt as fast.
+            took = time.monotonic() - started
+            probe = min(connect_timeout, max(1.0, 2 * took))
+            with_sqlstate(error, make_conninfo(conninfo, connect_timeout=timeout, **options), probe)
+            raise
+        with conn:
+            yield conn
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool
 
@@ -146,6 +147,11 @@ class PostgresUpsert:
     ) -> None:
         if not isinstance(conninfo_or_pool, (str, ConnectionPool)):
             raise TypeError("conninfo_or_pool must be a conninfo string or a ConnectionPool")
+        if isinstance(conninfo_or_pool, str):
+            try:
+                conninfo_to_dict(conninfo_or_pool)  # its syntax, here rather than at open
+            except psycopg.ProgrammingError as error:
+                raise ValueError(f"conninfo_or_pool: {error}") from None
         self.table = _check_name("table", table)
         self.schema = None if schema is None else _check_name("schema", schema)
         self.key: tuple[str, ...] = (
@@ -246,7 +252,11 @@ class PostgresUpsert:
             if self._conninfo is not None:
                 options = connection_options(self._conninfo, self.write_timeout)
                 connection = direct_connection(
-                    self._conninfo, self.pool_size, self.connect_timeout, options
+                    self._conninfo,
+                    self.pool_size,
+                    self.connect_timeout,
+                    options,
+                    read_sqlstate=True,  # the SQLSTATE tells a refused login from an outage
                 )
             else:
                 connection = self._borrowed_connection()

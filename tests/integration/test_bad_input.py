@@ -187,3 +187,11 @@ def test_a_good_connect_timeout_bounds_the_wait_for_a_connection(
     with queue(dsn, table_name, connect_timeout=2) as wb:
         wb.put({"id": 1})
     assert select(db, table_name) == [(1,)]
+
+
+@pytest.mark.parametrize(
+    "conninfo", ["host=/tmp nosuchoption=1", "host=/tmp dbname", "postgresql://[::1"]
+)
+def test_a_conninfo_that_does_not_parse_is_refused_when_the_sink_is_built(conninfo: str) -> None:
+    with pytest.raises(ValueError, match="conninfo_or_pool"):
+        PostgresUpsert(conninfo, "t", "id")
