@@ -9,6 +9,41 @@ Params = tuple[Any, ...]
 """One row as the sink writes it: values in the sink's column order, converted at put()."""
 
 
+class RowLayout(NamedTuple):
+    """What the parameters of a row mean, as plain data: the table (schema-qualified), the
+    written columns in the order of the parameters, their types (the catalog's names), and
+    the key columns. A journal keeps it with the rows, so that a process running other code
+    (other ``columns=``, a migrated table) writes each value to the column it was put for."""
+
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    key: tuple[str, ...]
+
+
+class Target(Protocol):
+    """Where rows of one layout are written: a sink, or (``PostgresUpsert.target_for``) the
+    same table written with other columns, for rows replayed from a journal."""
+
+    @property
+    def replaces(self) -> Any:
+        """How a batch picks a key's row (see PostgresUpsert.replaces); None: the last put."""
+        ...
+
+    @property
+    def merger(self) -> Any:
+        """How a key's rows combine (see PostgresUpsert.merger); None: they do not."""
+        ...
+
+    def prepare(self, row: Mapping[str, Any]) -> tuple[Hashable, Params]:
+        """Check and convert one row of these columns, as Sink.prepare does."""
+        ...
+
+    def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
+        """Write rows of these columns (distinct keys) in one transaction."""
+        ...
+
+
 class ProgressMark(NamedTuple):
     """How far a journal lane's records are applied, written by a sink in the transaction of a
     batch: every record of ``source`` with a sequence number up to ``applied_seq``, and those in

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import math
 import threading
-import uuid
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from datetime import datetime, tzinfo
-from decimal import Decimal
-from operator import itemgetter
+from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.types.json import Json, Jsonb
 from psycopg_pool import ConnectionPool
 
 from . import _watchdog
 from ._batch import Merger, Replaces
-from ._catalog import Column, TableInfo, WrittenColumns, check_key, read_table, written_columns
-from ._methods import METHODS, Writer, commit_was_sent, write_progress, writer_for
+from ._catalog import TableInfo, read_table
+from ._layout import Layout, Rules, journaled, of_sink
+from ._methods import METHODS, Writer, commit_was_sent, write_progress
 from ._pools import (
     SharedPool,
     acquire,
@@ -37,19 +31,12 @@ from ._pools import (
 )
 from ._progress_sql import ProgressTable, check_marks, check_prefix, is_conflict
 from ._retry import connection_lost
-from ._sink import Params, ProgressMark
-from ._statement import ConflictRule, insert_statement
-from .errors import CommitInDoubt, ProgressConflict, SchemaError
+from ._sink import Params, ProgressMark, RowLayout, Target
+from .errors import CommitInDoubt, ProgressConflict
 
 __all__ = ["PostgresUpsert"]
 
 logger = logging.getLogger("writebehind")
-
-_JSON_TYPES = frozenset({"json", "jsonb"})
-# Compact separators: less to build and to send than json.dumps' default. NaN and Infinity
-# are not JSON: PostgreSQL would refuse them at write time, so they fail their put instead.
-_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_TZ_TYPES = frozenset({"timestamp with time zone"})
 
 
 class _PsycopgNoise(logging.Filter):
@@ -191,22 +178,12 @@ class PostgresUpsert:
         self._opened = False
         self._writes: set[_watchdog.Bound] = set()
         self._concurrent_writes = 1
-        # Set by open(): the written columns and what prepare() needs to convert a row.
-        self._names: tuple[str, ...] = ()
-        self._name_set: frozenset[str] = frozenset()
-        self._query: sql.Composed | None = None
-        self._writer: Writer | None = None
-        self._params_of: Callable[[Mapping[str, Any]], Params] = _not_open
-        self._key_of: Callable[[Params], Hashable] = _not_open
-        self.replaces: Replaces | None = None
-        """Which row of a key a batch keeps (None: the last put); set when the sink opens."""
-        self.merger: Merger | None = None
-        """How the rows of one key combine in a batch (with ``merge``); set when it opens."""
-        self._key_fixes: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
-        self._composite = len(self.key) > 1
-        self._null_key_error: str | None = None
-        self._json_positions: tuple[tuple[int, str], ...] = ()
-        self._tz_positions: tuple[tuple[int, str], ...] = ()
+        # Set by open(): the layout of the written columns (what prepare() needs, the
+        # statements), the catalog it was read from, and layouts for journaled rows.
+        self._layout: Layout | None = None
+        self._info: TableInfo | None = None
+        self._targets: dict[tuple[str, ...], Target] = {}
+        self._prepare: Callable[[Mapping[str, Any]], tuple[Hashable, Params]] = _unopened
         self.records_progress = False
         """Whether open() keeps the progress table (set by track_progress())."""
         self._progress: ProgressTable | None = None
@@ -225,7 +202,7 @@ class PostgresUpsert:
     @property
     def written_columns(self) -> tuple[str, ...]:
         """Columns each row must give, in table order (empty until the sink opens)."""
-        return self._names
+        return () if self._layout is None else self._layout.names
 
     def open(self) -> None:
         """Read the table's catalog, build the upsert statement and take a pool.
@@ -291,125 +268,41 @@ class PostgresUpsert:
             progress.ensure(conn)
         return progress
 
-    def _configure_from(self, info: TableInfo, progress: ProgressTable | None = None) -> None:
-        """Check the table, key and columns against the catalog (SchemaError) and get ready."""
-        if self.key:
-            check_key(info, self.key)
-        columns = written_columns(info, self.key, self.columns)
-        names = [column.name for column in columns]
-        set_by_update = (
-            *(self.update_columns or ()),
-            *self.merge,
-            *filter(None, [self.version_column]),
-        )
-        for name in set_by_update:
-            if name not in names:
-                raise SchemaError(
-                    f"column {name!r} is not written to {info.qualified_name} (writes {names}), "
-                    "so an update cannot set it"
-                )
-        for column in columns:
-            if self.merge.get(column.name) == "add" and column.type_name not in _ADDABLE:
-                raise SchemaError(
-                    f"merge {{{column.name!r}: 'add'}}: column {column.name!r} of "
-                    f"{info.qualified_name} is {column.type_name}, not a number"
-                )
-        self._configure_key(info, columns)
-        self._progress = progress
-        self._configure(info.schema, info.name, columns)
-
-    def _configure_key(self, info: TableInfo, columns: Sequence[Column]) -> None:
-        """Key values are compared in Python to merge rows of one key; make values PostgreSQL
-        holds equal compare equal (a uuid in either letter case, citext, NaN), and refuse a
-        NULL that ON CONFLICT could never match."""
-        if not self.key:  # append-only: every row is its own
-            self._key_fixes, self._null_key_error = (), None
-            return
-        positions = {name: index for index, name in enumerate(self.key)}
-        by_name = {column.name: column for column in columns}
-        fixes = []
-        for name, index in positions.items():
-            fix = _KEY_CANONICAL.get(by_name[name].type_name.rpartition(".")[2])
-            if fix is not None:
-                fixes.append((index, fix))
-        self._key_fixes = tuple(fixes)
-        not_null = [name for name in self.key if by_name[name].not_null]
-        if not_null:
-            self._null_key_error = f"key column {not_null[0]!r} is NOT NULL"
-        elif frozenset(self.key) not in info.nulls_not_distinct:
-            self._null_key_error = (
-                "a NULL key never matches an existing row in a unique index (unless it is "
-                "NULLS NOT DISTINCT), so the row could never be updated"
-            )
-        else:
-            self._null_key_error = None
-
-    def _configure(self, schema: str, table: str, columns: Sequence[Column]) -> None:
-        self._names = tuple(column.name for column in columns)
-        self._name_set = frozenset(self._names)
-        getter = itemgetter(*self._names)
-        self._params_of = (lambda row: (getter(row),)) if len(self._names) == 1 else getter
-        positions = {name: index for index, name in enumerate(self._names)}
-        key_positions = [positions[name] for name in self.key]
-        if not key_positions:
-            numbers = itertools.count()
-            self._key_of = lambda _params: next(numbers)  # distinct: no row replaces another
-        else:
-            self._key_of = (
-                itemgetter(key_positions[0])
-                if len(key_positions) == 1
-                else itemgetter(*key_positions)
-            )
-        self.replaces = self._replace_rule(positions)
-        self._json_positions = tuple(
-            (i, c.name) for i, c in enumerate(columns) if c.type_name in _JSON_TYPES
-        )
-        self._tz_positions = tuple(
-            (i, c.name) for i, c in enumerate(columns) if c.type_name in _TZ_TYPES
-        )
-        updated = self.update_columns or tuple(n for n in self._names if n not in self.key)
-        rule = ConflictRule(
+    def _rules(self) -> Rules:
+        return Rules(
+            self.table,
             self.key,
-            self.on_conflict == "ignore",
-            updated,
+            self.columns,
+            self.on_conflict,
+            self.update_columns,
             self.version_column,
             tuple(self.merge.items()),
+            self.method,
+            self.naive_timezone,
         )
-        # A column the update leaves alone keeps the value the key's first row inserted, as
-        # the rows put one after another would leave it.
-        kept = [name for name in self._names if name not in self.key and name not in updated]
-        if self.on_conflict == "ignore" or not (self.merge or kept):
-            self.merger = None
-        else:
-            self.merger = _RowMerger(self._names, self.merge, kept, self.replaces)
-        self._query = insert_statement(schema, table, self._names, rule)
-        self._writer = writer_for(self.method, schema, table, columns, rule, self._progress)
-        # The table's other columns, so that a row naming one is told why it is not written.
-        table_columns = columns.table_columns if isinstance(columns, WrittenColumns) else ()
-        self._left_out: dict[str, Column] = {
-            c.name: c for c in table_columns if c.name not in self._name_set
-        }
-        self._table_order = tuple(c.name for c in table_columns)
 
-    def _replace_rule(self, positions: Mapping[str, int]) -> Replaces | None:
-        """Which row of a key a batch keeps, as the statement would leave it: the first put
-        when conflicts are ignored, the highest version with a version column (the first of
-        equal ones), else None: the last put."""
-        if self.on_conflict == "ignore":
-            return _keep_first
-        if self.version_column is None:
-            return None
-        at = positions[self.version_column]
+    def _configure_from(self, info: TableInfo, progress: ProgressTable | None = None) -> None:
+        """Check the table, key and columns against the catalog (SchemaError) and get ready."""
+        layout = of_sink(info, self._rules(), progress)
+        self._progress = progress
+        self._info, self._layout, self._targets = info, layout, {}
+        self._prepare = layout.prepare
 
-        def newer(kept: Params, row: Params) -> bool:
-            if row[at] is None:
-                return False
-            try:
-                return bool(kept[at] is None or row[at] > kept[at])
-            except TypeError:  # versions that do not compare: the database decides
-                return True
+    @property
+    def replaces(self) -> Replaces | None:
+        """Which row of a key a batch keeps (None: the last put); set when the sink opens."""
+        return None if self._layout is None else self._layout.replaces
 
-        return newer
+    @property
+    def merger(self) -> Merger | None:
+        """How the rows of one key combine in a batch (with ``merge``); set when it opens."""
+        return None if self._layout is None else self._layout.merger
+
+    @property
+    def layout(self) -> RowLayout | None:
+        """The written columns as plain data (None until the sink opens): what a journal
+        keeps with each row."""
+        return None if self._layout is None else self._layout.row_layout
 
     def prepare(self, row: Mapping[str, Any]) -> tuple[Hashable, Params]:
         """Check ``row`` against the written columns; return its key and parameters.
@@ -419,88 +312,27 @@ class PostgresUpsert:
         ``timestamptz`` column (PostgreSQL would read it in the session time zone), a str for a
         json column that is not JSON text, or NaN or Infinity in a json value.
         """
-        if type(row) is not dict and not isinstance(row, Mapping):  # the ABC check is slow
-            raise TypeError(f"row must be a Mapping of column -> value, got {type(row).__name__}")
-        if row.keys() != self._name_set:
-            raise ValueError(self._shape_error(row))
-        params: Params = self._params_of(row)
-        if self._json_positions or self._tz_positions:
-            params = self._convert(params)
-        key = self._key_of(params)
-        if self._key_fixes or key is None or (self._composite and None in key):  # type: ignore[operator]
-            key = self._fix_key(key)
-        try:
-            hash(key)
-        except TypeError:
-            raise TypeError(f"key {self.key!r} has an unhashable value: {_short(key)}") from None
-        return key, params
+        return self._prepare(row)
 
-    def _fix_key(self, key: Any) -> Hashable:
-        values = list(key) if len(self.key) > 1 else [key]
-        if self._null_key_error is not None and None in values:
-            column = self.key[values.index(None)]
-            raise ValueError(f"key column {column!r} is None: {self._null_key_error}")
-        for index, fix in self._key_fixes:
-            values[index] = fix(values[index])
-        return tuple(values) if len(self.key) > 1 else values[0]
-
-    def _shape_error(self, row: Mapping[str, Any]) -> str:
-        if self._query is None:
-            return "the sink is not open; call open() (the queue does at its first put)"
-        missing = [name for name in self._names if name not in row]
-        extra = [name for name in row if name not in self._name_set]
-        unknown = [name for name in extra if name not in self._left_out]
-        left_out = [self._left_out[name] for name in extra if name in self._left_out]
-        problems = []
-        if missing:
-            problems.append(f"missing column(s) {', '.join(map(repr, missing))}")
-        if unknown:
-            problems.append(f"unknown column(s) {', '.join(map(repr, unknown))}")
-        # Columns of the table that are not written: say why, and how to write them.
-        defaulted = {c.name for c in left_out if not c.generated}
-        listed = [n for n in self._table_order if n in defaulted or n in self._name_set]
-        for column in left_out:
-            if column.generated:
-                problems.append(f"column {column.name!r} is generated and cannot be written")
-            elif self.columns is None:
-                suggested = [name for name in listed if name not in self.key]
-                problems.append(
-                    f"column {column.name!r} has a default: list it in columns={suggested} "
-                    "to write it"
-                )
-            else:
-                problems.append(
-                    f"column {column.name!r} is not in columns={list(self.columns)}: add it "
-                    "there to write it"
-                )
-        return f"row for {self.table!r}: {'; '.join(problems)} (writes {list(self._names)})"
-
-    def _convert(self, params: Params) -> Params:
-        values = list(params)
-        for index, name in self._json_positions:
-            value = values[index]
-            if value is None or isinstance(value, (Json, Jsonb)):
-                continue
-            # Serialized (or checked) here, in the producer, so that a bad value fails its own
-            # put; the text goes out untyped and the server reads it as the column's json type.
-            try:
-                if isinstance(value, str):
-                    _json_text.decode(value)  # JSON text already, as psycopg takes a str
-                else:
-                    values[index] = _to_json(value)
-            except (TypeError, ValueError) as error:
-                raise _json_error(name, value, error) from None
-        for index, name in self._tz_positions:
-            value = values[index]
-            if isinstance(value, datetime) and value.tzinfo is None:
-                if self.naive_timezone is not None:
-                    values[index] = value.replace(tzinfo=self.naive_timezone)
-                    continue
-                raise ValueError(
-                    f"column {name!r} is timestamptz but got a naive datetime ({value}); "
-                    "give it a tzinfo"
-                )
-        return tuple(values)
+    def target_for(self, columns: Sequence[str]) -> Target:
+        """Where rows of ``columns`` (names, any order) are written: this sink if they are its
+        written columns, else the same table written with those columns, by the same rules,
+        for rows a journal kept from a process with other ``columns=`` or another table.
+        SchemaError naming the column if such rows cannot be written: one the table does not
+        have, or a NOT NULL one without a default (or the key) that they lack."""
+        layout, info = self._layout, self._info
+        if layout is None or info is None:
+            raise RuntimeError("the sink is not open; call open() first")
+        wanted = tuple(sorted(columns))
+        if frozenset(wanted) == layout.name_set:
+            return self
+        with self._lock:
+            target = self._targets.get(wanted)
+            if target is None:
+                target = _Journaled(self, journaled(info, self._rules(), self._progress, wanted))
+                if len(self._targets) < 64:
+                    self._targets[wanted] = target
+            return target
 
     def configure(self, conn: psycopg.Connection[Any]) -> None:
         """Read the catalog through ``conn`` (a connection of the caller's, left open) and get
@@ -522,10 +354,10 @@ class PostgresUpsert:
         """Upsert ``rows`` (distinct keys, from prepare()) and record the ``progress`` marks
         (as write() does) on ``conn``, inside whatever transaction the caller has open there:
         neither commits nor rolls back."""
-        assert self._query is not None, "open() or configure() the sink first"
+        assert self._layout is not None, "open() or configure() the sink first"
         table = self._progress_for(progress)
         with conn.cursor() as cur:
-            cur.executemany(self._query, rows)
+            cur.executemany(self._layout.query, rows)
         if table is not None:
             with _conflicts_raised():
                 write_progress(conn, table, progress)
@@ -541,8 +373,12 @@ class PostgresUpsert:
         marks that are malformed or out of bigint's range, or given to a sink that does not
         track progress.
         """
-        writer = self._writer
-        assert writer is not None, "open() the sink first"
+        assert self._layout is not None, "open() the sink first"
+        self._write_with(self._layout.writer, rows, progress)
+
+    def _write_with(
+        self, writer: Writer, rows: Sequence[Params], progress: Sequence[ProgressMark]
+    ) -> None:
         table = self._progress_for(progress)
         if not rows and table is None:
             return
@@ -603,7 +439,7 @@ class PostgresUpsert:
             return table.forget(conn, prefix)
 
     def _tracked(self) -> ProgressTable:
-        if not self._opened or self._writer is None:
+        if not self._opened or self._layout is None:
             raise RuntimeError("the sink is not open; call open() first")
         if self._progress is None:
             raise RuntimeError("the sink does not record progress: call track_progress() first")
@@ -685,63 +521,6 @@ class PostgresUpsert:
         self._concurrent_writes = writers
 
 
-_ADDABLE = frozenset(
-    {"smallint", "integer", "bigint", "numeric", "real", "double precision", "money", "interval"}
-)
-
-
-class _RowMerger:
-    """Combines rows of one key as the statement combines them with the existing row: ``add``
-    sums, ``max`` and ``min`` keep the greatest or least; a None is no value. A column the
-    update does not set keeps the first row's value (the one an INSERT of it would leave);
-    the other columns take the value put last, or, given ``replaces``, the newer row's only
-    where that rule says it replaces the one kept (a higher version)."""
-
-    def __init__(
-        self,
-        names: Sequence[str],
-        merge: Mapping[str, str],
-        not_updated: Sequence[str] = (),
-        replaces: Replaces | None = None,
-    ) -> None:
-        self._names = tuple(names)
-        combine = {"add": _add, "max": _greatest, "min": _least}
-        self._merged = tuple(
-            (index, combine[merge[name]]) for index, name in enumerate(names) if name in merge
-        )
-        self._first = tuple(index for index, name in enumerate(names) if name in not_updated)
-        self._replaces = replaces
-
-    def merge(self, kept: Params, newer: Params) -> Params:
-        if self._replaces is not None and not self._replaces(kept, newer):
-            return kept
-        values = list(newer)
-        for index in self._first:
-            values[index] = kept[index]
-        for index, combine in self._merged:
-            values[index] = combine(kept[index], newer[index])
-        return tuple(values)
-
-    def row_of(self, params: Params) -> Mapping[str, Any]:
-        return dict(zip(self._names, params, strict=True))
-
-
-def _add(kept: Any, newer: Any) -> Any:
-    return newer if kept is None else kept if newer is None else kept + newer
-
-
-def _greatest(kept: Any, newer: Any) -> Any:
-    return newer if kept is None else kept if newer is None else max(kept, newer)
-
-
-def _least(kept: Any, newer: Any) -> Any:
-    return newer if kept is None else kept if newer is None else min(kept, newer)
-
-
-def _keep_first(_kept: Params, _row: Params) -> bool:
-    return False
-
-
 def _check_conflict_options(sink: PostgresUpsert) -> None:
     if sink.on_conflict not in ("update", "ignore"):
         raise ValueError(f"on_conflict must be 'update' or 'ignore', got {sink.on_conflict!r}")
@@ -779,54 +558,10 @@ def _check_conflict_options(sink: PostgresUpsert) -> None:
         )
 
 
-def _not_open(_value: object) -> Any:
-    raise RuntimeError("the sink is not open; call open() (the queue does at its first put)")
-
-
-def _uuid_key(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            return value  # the database will refuse it, and the row be isolated
-    return value
-
-
-def _citext_key(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
-
-
-class _NaN:
-    """PostgreSQL holds NaN equal to NaN (numeric and float), Python does not."""
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _NaN)
-
-    def __hash__(self) -> int:
-        return 0x7FF8
-
-    def __repr__(self) -> str:
-        return "NaN"
-
-
-_NAN_KEY = _NaN()
-
-
-def _nan_key(value: Any) -> Any:
-    if isinstance(value, float):
-        return _NAN_KEY if math.isnan(value) else value
-    if isinstance(value, Decimal):
-        return _NAN_KEY if value.is_nan() else value  # a signaling NaN raises on comparison
-    return value
-
-
-_KEY_CANONICAL: dict[str, Callable[[Any], Any]] = {
-    "uuid": _uuid_key,
-    "citext": _citext_key,
-    "numeric": _nan_key,
-    "double precision": _nan_key,
-    "real": _nan_key,
-}
+def _unopened(row: Mapping[str, Any]) -> tuple[Hashable, Params]:
+    if not isinstance(row, Mapping):
+        raise TypeError(f"row must be a Mapping of column -> value, got {type(row).__name__}")
+    raise ValueError("the sink is not open; call open() (the queue does at its first put)")
 
 
 @contextmanager
@@ -880,11 +615,6 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
-def _short(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
-
-
 def _check_pool_size(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"pool_size must be an int, got {type(value).__name__}")
@@ -921,40 +651,6 @@ def _check_names(argument: str, values: object) -> tuple[str, ...]:
     return names
 
 
-class _NotJSONConstant(ValueError):
-    """NaN, Infinity or -Infinity in JSON text: Python reads them, PostgreSQL refuses them."""
-
-
-def _refuse_constant(constant: str) -> Any:
-    raise _NotJSONConstant(constant)
-
-
-_json_text = json.JSONDecoder(parse_constant=_refuse_constant)
-
-
-def _json_error(column: str, value: object, error: Exception) -> Exception:
-    """The error for a json column's value that is not JSON, naming the column."""
-    if isinstance(error, _NotJSONConstant):
-        return ValueError(
-            f"column {column!r}: the JSON text holds {error}: NaN and Infinity are not JSON, "
-            "PostgreSQL refuses them"
-        )
-    if "Out of range float" in str(error):
-        return ValueError(
-            f"column {column!r}: the value holds a NaN or Infinity float: NaN and Infinity are "
-            "not JSON, PostgreSQL refuses them"
-        )
-    if isinstance(error, json.JSONDecodeError) and isinstance(value, str):
-        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
-        return ValueError(
-            f"column {column!r}: a str is taken as JSON text, and {shown} is not JSON "
-            f'({error}); to store a JSON string, wrap it: psycopg.types.json.Jsonb("hello"), '
-            'or pass json.dumps("hello")'
-        )
-    kind = TypeError if isinstance(error, TypeError) else ValueError
-    return kind(f"column {column!r}: value is not JSON: {error}")
-
-
 def _check_timeout(argument: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
@@ -963,3 +659,22 @@ def _check_timeout(argument: str, value: object) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{argument} must be a positive finite number of seconds, got {value!r}")
     return float(value)
+
+
+class _Journaled:
+    """The sink's table written with other columns: rows replayed from a journal that kept
+    other ones (a Target)."""
+
+    def __init__(self, sink: PostgresUpsert, layout: Layout) -> None:
+        self._sink = sink
+        self._layout = layout
+        self.prepare = layout.prepare
+        self.replaces = layout.replaces
+        self.merger = layout.merger
+        self.written_columns = layout.names
+
+    def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
+        self._sink._write_with(self._layout.writer, rows, progress)
+
+    def __repr__(self) -> str:
+        return f"<{self._sink.table!r} written as {list(self._layout.names)}>"

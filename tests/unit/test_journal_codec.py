@@ -24,10 +24,10 @@ from psycopg.types.json import Json, Jsonb
 
 from writebehind import PostgresUpsert
 from writebehind._catalog import Column, TableInfo
+from writebehind._keys import NAN_KEY as _NAN_KEY
 from writebehind.bench.workload import COLUMNS, make_rows
 from writebehind.journal import codec
 from writebehind.journal.codec import FORMAT_VERSION, MAX_DEPTH, decode, encode
-from writebehind.postgres import _NAN_KEY
 
 
 class Color(enum.Enum):
@@ -443,8 +443,7 @@ def test_a_bench_row_through_prepare_comes_back_exactly() -> None:
         for name, kind in zip(COLUMNS, types, strict=True)
     )
     sink = PostgresUpsert("host=/nonexistent", "bench", "id")
-    sink._configure_key(TableInfo("public", "bench", columns, (frozenset({"id"}),)), columns)
-    sink._configure("public", "bench", columns)
+    sink._configure_from(TableInfo("public", "bench", columns, (frozenset({"id"}),)))
     for row in make_rows(50, seed=3, prefix="u", updated=datetime.now(timezone.utc)):
         key, params = sink.prepare(row)
         assert isinstance(params[-1], str)  # json arrives as JSON text

@@ -14,8 +14,7 @@ def sink_for(key_type: str, *, not_null: bool = True) -> PostgresUpsert:
     columns = (Column("k", key_type, False, False, not_null), Column("v", "integer", False, False))
     info = TableInfo("public", "t", columns, (frozenset({"k"}),))
     sink = PostgresUpsert("host=/nonexistent", "t", "k")
-    sink._configure_key(info, columns)
-    sink._configure("public", "t", columns)
+    sink._configure_from(info)
     return sink
 
 

@@ -54,8 +54,8 @@ from psycopg.types import multirange, numeric
 from psycopg.types import range as pg_range
 from psycopg.types.json import Json, Jsonb
 
+from .._keys import NAN_KEY, NaN
 from .._sink import Params
-from ..postgres import _NAN_KEY, _NaN
 
 __all__ = ["FORMAT_VERSION", "MAX_DEPTH", "decode", "encode"]
 
@@ -544,7 +544,7 @@ def _encode_key_item(item: Any, params: Params, out: _Out) -> None:
         if value is item:
             out += _BH.pack(_T_KEY_REF, position)
             return
-    if type(item) is _NaN:  # the sink's stand-in for a NaN key value (NaN == NaN there)
+    if type(item) is NaN:  # the sink's stand-in for a NaN key value (NaN == NaN there)
         out.append(_T_NAN_KEY)
     else:
         _encode_value(item, out, 1)
@@ -910,7 +910,7 @@ def _decode_key_item(data: bytes, pos: int, params: Params) -> _Decoded:
         (column,) = _H.unpack_from(data, pos + 1)
         return params[column], pos + 3
     if tag == _T_NAN_KEY:
-        return _NAN_KEY, pos + 1
+        return NAN_KEY, pos + 1
     return _decode_value(data, pos, 1)
 
 
