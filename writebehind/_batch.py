@@ -21,12 +21,22 @@ class Entry(NamedTuple):
     """How many accepted rows this one stands for (itself and the rows combined into it)."""
     marks: tuple[Done, ...] = ()
     """With a journal: the records this row stands for (its own and those combined into it)."""
+    target: Any = None
+    """None: the sink's row. A replayed row of other columns: the Target it is written to
+    (``PostgresUpsert.target_for``), or Refused (it cannot be written)."""
 
 
 new_entry: Callable[
-    [tuple[Hashable, Params, Mapping[str, Any], float, int, tuple[Done, ...]]], Entry
+    [tuple[Hashable, Params, Mapping[str, Any], float, int, tuple[Done, ...], Any]], Entry
 ] = partial(tuple.__new__, Entry)
 """Entry from a plain tuple, without the Python-level __new__ of a NamedTuple (on put's path)."""
+
+
+class Refused(NamedTuple):
+    """The target of a replayed row that cannot be written as the table is now: handed to
+    ``on_failure`` with ``error`` (a SchemaError naming the column, say), never retried."""
+
+    error: BaseException
 
 
 class Coalesced(NamedTuple):

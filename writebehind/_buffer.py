@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -180,7 +181,10 @@ class RowBuffer:
                 marks = record(payloads, lanes)
                 if marks is not None:
                     self._append_all(
-                        [new_entry((*e[:5], (m,))) for e, m in zip(entries, marks, strict=True)]
+                        [
+                            new_entry((*e[:5], (m,), None))
+                            for e, m in zip(entries, marks, strict=True)
+                        ]
                     )
                     return
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -208,7 +212,9 @@ class RowBuffer:
                     self._wait_for_room(1, block, deadline)
                 mark = record(payload, lane)
                 if mark is not None:
-                    entry = new_entry((entry[0], entry[1], entry[2], entry[3], entry[4], (mark,)))
+                    entry = new_entry(
+                        (entry[0], entry[1], entry[2], entry[3], entry[4], (mark,), None)
+                    )
                     target = self.intake if lane < 0 else self.lanes[lane]
                     if self.combine is None or not self._combined(target, entry):
                         self._append(target, entry)
@@ -426,6 +432,13 @@ class RowBuffer:
     def _take(self, lane: _Lane, intake: bool) -> list[Entry]:
         # Under the mutex.
         count = min(self.batch_size, len(lane.rows))
+        if lane is self.replay and count:
+            # One batch, one target: replayed rows of other columns go in batches of their own.
+            target = lane.rows[0].target
+            for index, entry in enumerate(itertools.islice(lane.rows, count)):
+                if entry.target is not target:
+                    count = index
+                    break
         popleft = lane.rows.popleft
         if self.combine is not None and not intake:
             waiting = lane.waiting

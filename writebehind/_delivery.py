@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
 from ._batch import Coalesced, Entry, Merger, Replaces, coalesce
 from ._metrics import QueueStats
@@ -185,18 +185,20 @@ class Delivery:
         """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``,
         whatever goes wrong. ``on_read`` hears how far the sink has read into each attempt."""
         # A sink may say which row of a key a batch keeps (PostgresUpsert.replaces), known
-        # once it has read its table.
-        replaces: Replaces | None = getattr(self._sink, "replaces", None)
-        merger: Merger | None = getattr(self._sink, "merger", None)
+        # once it has read its table; replayed rows of other columns have a target of their
+        # own (one per batch), with its rules.
+        target: Any = (entries[0].target if entries else None) or self._sink
+        replaces: Replaces | None = getattr(target, "replaces", None)
+        merger: Merger | None = getattr(target, "merger", None)
         try:
             batch = coalesce(entries, replaces, merger)
         except Exception as error:  # coalesce raises for no key Python can hash; still settle
             logger.exception("queue %s: could not assemble a batch", self._name)
             batch = Coalesced(list(entries), [entry.weight for entry in entries])
-            run = _Run(self, batch, on_read)
+            run = _Run(self, batch, on_read, target)
             run.reject(list(range(len(entries))), error, "unexpected error")
             return run.report()
-        run = self._current = _Run(self, batch, on_read)
+        run = self._current = _Run(self, batch, on_read, target)
         try:
             run.write_all()
         except _Abandoned:
@@ -221,24 +223,29 @@ class Delivery:
         """Hand ``entries`` (put order, not written) to ``give_up`` with ``error``, counted and
         logged with their keys."""
         if entries:
-            run = _Run(self, Coalesced(list(entries), [e.weight for e in entries]), lambda _: None)
+            batch = Coalesced(list(entries), [e.weight for e in entries])
+            run = _Run(self, batch, lambda _: None, self._sink)
             run.reject(list(range(len(entries))), error, why)
 
     def abandon_all(self, entries: Sequence[Entry]) -> None:
         """Hand ``entries`` (not written) to ``give_up`` as abandoned at the exit deadline,
         counted and logged with their keys."""
         if entries:
-            run = _Run(self, Coalesced(list(entries), [e.weight for e in entries]), lambda _: None)
+            batch = Coalesced(list(entries), [e.weight for e in entries])
+            run = _Run(self, batch, lambda _: None, self._sink)
             run.abandon(list(range(len(entries))))
 
 
 class _Run:
     """The delivery of one coalesced batch; rows are named by their index in it."""
 
-    def __init__(self, delivery: Delivery, batch: Coalesced, on_read: ReadProgress) -> None:
+    def __init__(
+        self, delivery: Delivery, batch: Coalesced, on_read: ReadProgress, target: Any
+    ) -> None:
         self.d = delivery
         self.batch = batch
         self.on_read = on_read
+        self.write: Callable[..., None] = target.write  # the sink's, or a replayed layout's
         self.settled = [False] * len(batch.entries)
         self.retries = 0
         self.failed = 0
@@ -272,14 +279,14 @@ class _Run:
                     assert journal is not None
                     marks = journal.tracker.marks(done)
                     try:
-                        self.d._write_marked(paced, progress=marks)
+                        self.write(paced, progress=marks)
                     except ProgressConflict:
                         if not self.d._written_elsewhere(done):
                             continue  # written again, against the progress as it is now
                     else:
                         journal.tracker.wrote(marks)
                 else:
-                    self.d._sink.write(paced)
+                    self.write(paced)
             except Exception as error:
                 self.d._budget.failed(self.d._clock())
                 if isinstance(error, CommitInDoubt):

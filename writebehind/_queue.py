@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import _lifecycle
-from ._batch import Entry, combine, new_entry, seconds_until_due
+from ._batch import Entry, Refused, combine, new_entry, seconds_until_due
 from ._buffer import INTAKE, REPLAY, RowBuffer
 from ._callbacks import FailureCallbacks
 from ._delivery import Delivery, FailureHandler
@@ -210,6 +210,7 @@ class WriteBehindQueue:
         if forked and self._journal is not None:
             self._journal.forget_after_fork()  # the parent's, still locked by the parent
         self._journal = None  # made by the first put: nothing is created before a fork
+        self._layout_number = 0  # the journal's number for the sink's layout, once known
         self._replay: Replay | None = None
         max_retries, max_retry_time, retry_backoff, retry_backoff_max = self._retry_options
         self._abandon = threading.Event()
@@ -406,14 +407,15 @@ class WriteBehindQueue:
         else:
             key, params = self._prepare(row)
         buffer = self._buffer
-        entry = new_entry((key, params, row, self._clock(), 1, ()))
+        entry = new_entry((key, params, row, self._clock(), 1, (), None))
         journal = self._journal
         if journal is not None:
             if threading.get_ident() in self._own_threads:
                 self._put_recorded([entry], block, timeout)
             else:
                 lane = buffer.lane_index(entry)
-                payload = encode_record(lane, key, params, row)
+                layout = self._layout_number or self._number_layout(journal, params)
+                payload = encode_record(lane, key, params, row, layout)
                 size = len(payload)
                 buffer.put_recorded_one(
                     entry,
@@ -439,7 +441,11 @@ class WriteBehindQueue:
         journal = self._journal
         assert journal is not None
         buffer = self._buffer
-        payloads = [encode_record(buffer.lane_index(e), e.key, e.params, e.row) for e in entries]
+        converted = next((entry.params for entry in entries if entry.params), ())
+        layout = self._layout_number or self._number_layout(journal, converted)
+        payloads = [
+            encode_record(buffer.lane_index(e), e.key, e.params, e.row, layout) for e in entries
+        ]
         size = sum(map(len, payloads))
         buffer.put_recorded(
             entries,
@@ -452,6 +458,17 @@ class WriteBehindQueue:
         )
         if journal.options.sync == "always":
             journal.sync()
+
+    def _number_layout(self, journal: QueueJournal, params: Params) -> int:
+        """The journal's number for the layout of converted rows' params (0: rows not
+        converted yet, or a sink that says no layout), kept once known."""
+        if not params:
+            return 0
+        layout = getattr(self._sink, "layout", None)
+        if layout is None:
+            return 0
+        number = self._layout_number = journal.layout_number(layout)
+        return number
 
     def put_many(
         self, rows: Iterable[Mapping[str, Any]], block: bool = True, timeout: float | None = None
@@ -482,7 +499,7 @@ class WriteBehindQueue:
                 raise
             except (TypeError, ValueError) as error:
                 raise type(error)(f"row {index}: {error}") from None
-            entries.append(new_entry((key, params, row, self._clock(), 1, ())))
+            entries.append(new_entry((key, params, row, self._clock(), 1, (), None)))
         if self._journal is not None:
             self._put_recorded(entries, block, timeout)
         elif threading.get_ident() in self._own_threads:
@@ -811,6 +828,10 @@ class WriteBehindQueue:
                 released = target
 
         try:
+            refused = entries[0].target
+            if isinstance(refused, Refused):  # replayed, and not writable as the table is now
+                writer.delivery.give_up_all(entries, refused.error, "refused at replay")
+                return
             unchecked = any(not entry.params for entry in entries)
             checked = self._check_unchecked(writer, entries) if unchecked else entries
             if checked:

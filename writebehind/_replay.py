@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
 
 from ._batch import Entry, new_entry
 from ._buffer import RowBuffer
 from ._metrics import QueueStats
-from ._sink import Params, Sink
-from .journal.keeper import QueueJournal, decode_record, lane_name, lane_of, lanes_of
+from ._remap import Remapper
+from ._sink import Sink
+from .journal.keeper import (
+    QueueJournal,
+    decode_layout,
+    decode_record,
+    lane_name,
+    lane_of,
+    lanes_of,
+)
 from .journal.progress import Done, covers
-from .journal.segments import JournalVersionError, Orphan
+from .journal.segments import META_SEQ, JournalVersionError, Orphan
 
 __all__ = ["Replay"]
 
@@ -119,7 +126,7 @@ class Replay:
         for source, (applied, extras) in progress.items():
             tracker.seed(source, applied, extras)
         sources: dict[int, str] = {}  # lane number -> source
-        columns = tuple(getattr(self.sink, "written_columns", ()))
+        remapper = Remapper(self.sink)
         batch = max(1, self.buffer.batch_size)
         chunk: list[Entry] = []
         replayed = skipped = unreadable = 0
@@ -127,6 +134,9 @@ class Replay:
         try:
             for record in orphan.records():
                 seq = record.seq
+                if seq == META_SEQ:
+                    unreadable += self._learn(remapper, orphan, record.payload)
+                    continue
                 try:
                     number = lane_of(record.payload)
                     if number not in sources:
@@ -135,7 +145,7 @@ class Replay:
                     if covers(progress.get(source), seq):
                         skipped += 1  # written before its process died: not even decoded
                         continue
-                    row = decode_record(record.payload)
+                    key, params, mapping, target = remapper.row(decode_record(record.payload))
                 except ValueError as error:
                     unreadable += 1
                     logger.error(
@@ -146,9 +156,8 @@ class Replay:
                         error,
                     )
                     continue
-                mapping = row.row if row.row is not None else WrittenRow(columns, row.params)
                 done = (_done((source, seq)),)
-                chunk.append(new_entry((row.key, row.params, mapping, now, 1, done)))
+                chunk.append(new_entry((key, params, mapping, now, 1, done, target)))
                 if len(chunk) >= batch:
                     self._queue(chunk)
                     replayed += len(chunk)
@@ -172,6 +181,21 @@ class Replay:
                 skipped,
                 corrupt,
             )
+
+    def _learn(self, remapper: Remapper, orphan: Orphan, payload: bytes) -> int:
+        """Read a meta record (a layout); 1 if it cannot be (counted as damage), else 0."""
+        try:
+            remapper.learn(*decode_layout(payload))
+        except ValueError as error:
+            logger.error(
+                "queue %s: journal %s has a layout record that cannot be read (%s); rows of "
+                "that layout are set aside, unless another copy of it is found",
+                self.name,
+                orphan.path,
+                error,
+            )
+            return 1
+        return 0
 
     def _queue(self, chunk: list[Entry]) -> None:
         """Track and queue ``chunk`` (read in put order), as put at this moment."""
@@ -232,34 +256,6 @@ class Replay:
 
 def _prefix(queue: str, orphan: Orphan) -> str:
     return f"{queue}/{orphan.path.name}/"
-
-
-class WrittenRow(Mapping[str, Any]):
-    """A replayed row as on_failure gets it: the written columns and their values (converted,
-    as the journal kept them), made into a mapping only when asked."""
-
-    __slots__ = ("_columns", "_params")
-
-    def __init__(self, columns: tuple[str, ...], params: Params) -> None:
-        self._columns = columns
-        self._params = params
-
-    def _as_dict(self) -> dict[str, Any]:
-        if len(self._columns) == len(self._params):
-            return dict(zip(self._columns, self._params, strict=True))
-        return {"params": self._params}
-
-    def __getitem__(self, column: str) -> Any:
-        return self._as_dict()[column]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._as_dict())
-
-    def __len__(self) -> int:
-        return len(self._as_dict())
-
-    def __repr__(self) -> str:
-        return repr(self._as_dict())
 
 
 _done: Callable[[tuple[str, int]], Done] = partial(tuple.__new__, Done)

@@ -3,6 +3,8 @@ progress table kept by the queue."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,9 @@ import psycopg
 import pytest
 
 from tests.conftest import create, named
-from writebehind import Journal, PostgresUpsert, QueueFull, WriteBehindQueue
+from writebehind import Journal, PostgresUpsert, QueueFull, SchemaError, WriteBehindQueue
+from writebehind.journal.keeper import encode_record
+from writebehind.journal.segments import HEADER_SIZE, SegmentWriter
 
 
 def counters(dsn: str, table: str, journal: Journal, **options: Any) -> WriteBehindQueue:
@@ -82,3 +86,47 @@ def test_a_full_journal_holds_put_back_until_its_rows_are_written(
     assert 100 < accepted < 10_000
     total = db.execute(named("SELECT sum(n) FROM {}", table_name)).fetchone()
     assert total == (accepted + 1,)
+
+
+def journal_of_0_2(root: Path, rows: list[tuple[Any, ...]]) -> None:
+    """A journal as writebehind 0.2 left it: version 1 segments of records that give their
+    values by position only (lane 0), of a queue named "counters"."""
+    with SegmentWriter(root, "counters") as writer:
+        writer.append([encode_record(0, params[0], params, {}) for params in rows])
+        directory = writer.path
+    for segment in directory.glob("*.seg"):
+        data = bytearray(segment.read_bytes())
+        body = struct.pack("<8sHHQ", b"wbjournl", 1, 0, struct.unpack_from("<Q", data, 12)[0])
+        data[:HEADER_SIZE] = body + struct.pack("<I", zlib.crc32(body))
+        segment.write_bytes(bytes(data))
+
+
+def test_a_journal_of_0_2_is_replayed_by_position_when_the_columns_match(
+    dsn: str, db: psycopg.Connection[Any], table_name: str, tmp_path: Path
+) -> None:
+    create(db, table_name, "k integer PRIMARY KEY, n bigint NOT NULL")
+    journal_of_0_2(tmp_path, [(k, 5) for k in range(10)])
+    wb = counters(dsn, table_name, Journal(tmp_path))
+    wb.start()
+    assert wb.flush(timeout=60)
+    wb.close(timeout=30)
+    assert wb.metrics().total_replayed == 10
+    assert db.execute(named("SELECT count(*), sum(n) FROM {}", table_name)).fetchone() == (10, 50)
+
+
+def test_a_journal_of_0_2_whose_values_do_not_fit_the_columns_is_handed_over_not_retried(
+    dsn: str, db: psycopg.Connection[Any], table_name: str, tmp_path: Path
+) -> None:
+    create(db, table_name, "k integer PRIMARY KEY, n bigint NOT NULL")
+    journal_of_0_2(tmp_path, [(k, 5, "extra") for k in range(10)])
+    given_up: list[tuple[Any, BaseException]] = []
+    wb = counters(
+        dsn, table_name, Journal(tmp_path), on_failure=lambda r, e: given_up.append((r, e))
+    )
+    wb.start()
+    assert wb.flush(timeout=60)
+    wb.close(timeout=30)
+    m = wb.metrics()
+    assert (m.total_failed, m.total_retries) == (10, 0)
+    assert all(isinstance(error, SchemaError) for _, error in given_up)
+    assert "3 values" in str(given_up[0][1])

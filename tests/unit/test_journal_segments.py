@@ -230,11 +230,65 @@ def test_a_newer_format_version_raises_and_sets_nothing_aside(tmp_path: Path) ->
     (path,) = segment_files(directory)
     import zlib
 
-    body = struct.pack("<8sHHQ", b"wbjournl", 2, 0, 1)
+    body = struct.pack("<8sHHQ", b"wbjournl", 3, 0, 1)
     path.write_bytes(body + struct.pack("<I", zlib.crc32(body)) + path.read_bytes()[HEADER_SIZE:])
-    with pytest.raises(JournalVersionError, match="version 2"):
+    with pytest.raises(JournalVersionError, match="version 3"):
         read_all(directory)
     assert not list(directory.glob("*.corrupt"))
+
+
+def test_a_version_1_segment_is_still_read(tmp_path: Path) -> None:
+    directory = written(tmp_path, 3)
+    (path,) = segment_files(directory)
+    import zlib
+
+    body = struct.pack("<8sHHQ", b"wbjournl", 1, 0, 1)  # as 0.2 wrote them
+    path.write_bytes(body + struct.pack("<I", zlib.crc32(body)) + path.read_bytes()[HEADER_SIZE:])
+    records, stats = read_all(directory)
+    assert [r.seq for r in records] == [1, 2, 3] and stats.corrupt_regions == 0
+
+
+def test_meta_records_precede_the_records_after_them_in_every_segment(tmp_path: Path) -> None:
+    segment = HEADER_SIZE + 4 * (RECORD_OVERHEAD + 40)
+    with SegmentWriter(tmp_path, "q", segment_bytes=segment, max_bytes=1 << 20) as j:
+        j.append([payload(1)])
+        j.describe(b"meta-a")
+        j.describe(b"meta-a")  # the same again: nothing more
+        for seq in range(2, 12):
+            j.append([payload(seq)])
+        j.describe(b"meta-b")
+        j.append_one_nowait(payload(12))
+        j.append_one_nowait(payload(13))
+        directory = j.path
+    records, stats = read_all(directory)
+    assert [r.seq for r in records if r.seq] == list(range(1, 14))
+    assert stats.corrupt_regions == stats.lost_sequences == 0
+    # Read segment by segment, each record is preceded in its own segment by the metas
+    # described before it.
+    for path in segment_files(directory):
+        seen: list[bytes] = []
+        data = path.read_bytes()
+        offset = HEADER_SIZE
+        while offset < len(data):
+            length, _crc, seq = struct.unpack_from("<IIQ", data, offset)
+            body = data[offset + RECORD_OVERHEAD : offset + RECORD_OVERHEAD + length]
+            if seq == 0:
+                seen.append(body)
+            elif seq >= 2:
+                assert b"meta-a" in seen, (path.name, seq)
+            if seq >= 13:
+                assert b"meta-b" in seen, (path.name, seq)
+            offset += RECORD_OVERHEAD + length
+    metas = [r.payload for r in records if r.seq == 0]
+    assert metas[:2] == [b"meta-a", b"meta-a"] and b"meta-b" in metas
+    # A meta record damaged is set aside like any other record.
+    last = segment_files(directory)[-1]
+    damaged = bytearray(last.read_bytes())
+    damaged[HEADER_SIZE + RECORD_OVERHEAD] ^= 0x01  # the first meta record's payload
+    last.write_bytes(bytes(damaged))
+    records, stats = read_all(directory)
+    assert stats.corrupt_regions == 1 and stats.lost_sequences == 0
+    assert [r.seq for r in records if r.seq] == list(range(1, 14))
 
 
 def test_release_upto_deletes_only_whole_segments_at_or_below(journal: SegmentWriter) -> None:

@@ -1,8 +1,18 @@
 """A queue's journal in one process: the records of the rows it accepts, and what is done of them.
 
-Each accepted row is one record: a short header (the lane the row went to, whether it was
-converted) and the codec's payload. The lane names the record's source, the unit of progress
-(one writer writes a lane, in order). Segments are released once every record in them is done.
+Each accepted row is one record: a short header (its kind, the lane the row went to, and the
+layout of its values) and the codec's payload. The lane names the record's source, the unit of
+progress (one writer writes a lane, in order). Segments are released once every record in them
+is done.
+
+Records describe themselves. A converted row's values follow a *layout* (the sink's
+``RowLayout``: table, column names, types, key), numbered in the journal and kept as a meta
+record of its own, ahead of the rows in every segment that holds them: a process that replays
+the journal maps the values by name, whatever its own ``columns=`` and the table's column order.
+A row accepted before the sink could read its catalog is kept with its column names.
+
+Kinds: 0, converted values without a layout (a sink that has none, and journals of 0.2); 1, a
+row as put (names and values); 2, converted values of a layout; 3, a layout (a meta record).
 """
 
 from __future__ import annotations
@@ -10,13 +20,14 @@ from __future__ import annotations
 import errno
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .._sink import Params
+from .._sink import Params, RowLayout
 from . import codec
 from .options import Journal
 from .progress import Done, ProgressTracker
@@ -26,6 +37,7 @@ __all__ = [
     "INTAKE_LANE",
     "QueueJournal",
     "Replayed",
+    "decode_layout",
     "decode_record",
     "lane_name",
     "lane_of",
@@ -38,27 +50,42 @@ INTAKE_LANE = 0xFFFF
 """The lane number recorded for a row accepted before the sink could convert it."""
 
 _HEADER = struct.Struct("<BH")
-_CONVERTED = 0  # key and params, as prepare() made them
+_LAID_OUT_HEADER = struct.Struct("<BHH")  # kind, lane, layout number
+_CONVERTED = 0  # key and params, as prepare() made them, in a layout the record does not say
 _UNCHECKED = 1  # the row as put(): column names and values, converted when it is written
+_LAID_OUT = 2  # key and params, as prepare() made them, of the layout numbered in the header
+_LAYOUT = 3  # a layout: its number, then (table, columns, types, key)
 
 
 class Replayed:
-    """One record read back: its lane, and the key and params (or the row, if unchecked)."""
+    """One record read back: its lane, and the key and params (or the row, if unchecked), and
+    the number of the layout of the params (0: none said)."""
 
-    __slots__ = ("key", "lane", "params", "row")
+    __slots__ = ("key", "lane", "layout", "params", "row")
 
     def __init__(
-        self, lane: int, key: Hashable, params: Params, row: Mapping[str, Any] | None
+        self,
+        lane: int,
+        key: Hashable,
+        params: Params,
+        row: Mapping[str, Any] | None,
+        layout: int = 0,
     ) -> None:
         self.lane = lane
         self.key = key
         self.params = params
         self.row = row
+        self.layout = layout
 
 
-def encode_record(lane: int, key: Hashable, params: Params, row: Mapping[str, Any]) -> bytes:
-    """The record of a row going to ``lane``; TypeError for a value the journal cannot hold."""
+def encode_record(
+    lane: int, key: Hashable, params: Params, row: Mapping[str, Any], layout: int = 0
+) -> bytes:
+    """The record of a row going to ``lane``, its params of the layout numbered ``layout``
+    (0: none); TypeError for a value the journal cannot hold."""
     try:
+        if params and layout:
+            return _LAID_OUT_HEADER.pack(_LAID_OUT, lane, layout) + codec.encode(key, params)
         if params:
             return _HEADER.pack(_CONVERTED, lane) + codec.encode(key, params)
         names = tuple(row)
@@ -82,6 +109,12 @@ def decode_record(payload: bytes) -> Replayed:
     if len(payload) < _HEADER.size:
         raise ValueError(f"journal record of {len(payload)} bytes is too short")
     kind, lane = _HEADER.unpack_from(payload)
+    if kind == _LAID_OUT:
+        if len(payload) < _LAID_OUT_HEADER.size:
+            raise ValueError(f"journal record of {len(payload)} bytes is too short")
+        layout = _LAID_OUT_HEADER.unpack_from(payload)[2]
+        key, params = codec.decode(memoryview(payload)[_LAID_OUT_HEADER.size :])
+        return Replayed(lane, key, params, None, layout)
     key, params = codec.decode(memoryview(payload)[_HEADER.size :])
     if kind == _CONVERTED:
         return Replayed(lane, key, params, None)
@@ -90,6 +123,30 @@ def decode_record(payload: bytes) -> Replayed:
         if isinstance(names, tuple) and isinstance(values, tuple) and len(names) == len(values):
             return Replayed(lane, None, (), dict(zip(names, values, strict=True)))
     raise ValueError(f"journal record of unknown kind {kind}")
+
+
+def encode_layout(number: int, layout: RowLayout) -> bytes:
+    """The meta record saying what the params of layout ``number`` are."""
+    return _HEADER.pack(_LAYOUT, number) + codec.encode(None, tuple(layout))
+
+
+def decode_layout(payload: bytes) -> tuple[int, RowLayout]:
+    """The number and the layout a meta record holds; ValueError for one that is not."""
+    if len(payload) < _HEADER.size:
+        raise ValueError(f"journal meta record of {len(payload)} bytes is too short")
+    kind, number = _HEADER.unpack_from(payload)
+    if kind != _LAYOUT or not number:
+        raise ValueError(f"journal meta record of unknown kind {kind}")
+    _key, fields = codec.decode(memoryview(payload)[_HEADER.size :])
+    if len(fields) != 4 or not isinstance(fields[0], str):
+        raise ValueError("journal layout record is not (table, columns, types, key)")
+    table, columns, types, key = fields
+    for names in (columns, types, key):
+        if not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)):
+            raise ValueError("journal layout record is not (table, columns, types, key)")
+    if len(columns) != len(types):
+        raise ValueError("journal layout record has as many types as columns")
+    return number, RowLayout(table, columns, types, key)
 
 
 _LANES_FILE = "lanes"
@@ -135,6 +192,9 @@ class QueueJournal:
         # Made with the first record, not before: a process started on a full disk replays
         # the journals of dead ones (which frees it) before it needs room of its own.
         self._writer: SegmentWriter | None = None
+        self._layouts: dict[RowLayout, int] = {}
+        self._metas: list[bytes] = []
+        self._layout_lock = threading.Lock()  # numbers a layout, or makes the writer
         self._said_full = False
         self._said_stuck = False  # a release failed, and was logged
 
@@ -144,6 +204,11 @@ class QueueJournal:
             return self._writer
         options = self.options
         assert options.segment_bytes is not None  # chosen by Journal when not given
+        with self._layout_lock:
+            return self._writer or self._make(options)
+
+    def _make(self, options: Journal) -> SegmentWriter | None:
+        assert options.segment_bytes is not None
         try:
             writer = SegmentWriter(
                 options.root,
@@ -168,8 +233,26 @@ class QueueJournal:
                 f"{error.strerror}",
                 error.filename,
             ) from None
+        for meta in self._metas:  # layouts numbered before the first record
+            writer.describe(meta)
         self._writer = writer
         return writer
+
+    def layout_number(self, layout: RowLayout) -> int:
+        """The number records of ``layout`` carry (from 1), kept in the journal with it from
+        now on: before any record that carries it."""
+        with self._layout_lock:
+            number = self._layouts.get(layout)
+            if number is None:
+                number = len(self._layouts) + 1
+                if number > 0xFFFF:
+                    raise ValueError("a journal holds at most 65535 layouts")
+                meta = encode_layout(number, layout)
+                if self._writer is not None:
+                    self._writer.describe(meta)
+                self._metas.append(meta)
+                self._layouts[layout] = number
+            return number
 
     @property
     def disk_bytes(self) -> int:

@@ -17,9 +17,16 @@ standard library, and CRC-32 detects every burst error up to 32 bits and any odd
 bits, which is what torn writes and bit rot produce; the cost is small next to the system calls.
 
 Sequence numbers are per instance, start at 1, and increase by one per record. They are
-contiguous, so the reader counts a gap as records lost. After a failed ``fdatasync`` the records
-not known to be synced are written again into a new segment; the reader yields a sequence number
-once (the first copy), so the duplicate is harmless.
+contiguous, so the reader counts a gap as records lost. A record numbered 0 is a *meta* record
+(version 2): a payload that describes the records after it (the queue's: what the columns of
+its rows are), given to :meth:`SegmentWriter.describe`. Every segment holds, right after its
+header, each meta record described before it was made, and one described later is written
+before the next record: so every record is preceded, in its own segment, by the meta records
+it may need, whatever segments are released. Version 1 segments have none.
+
+After a failed ``fdatasync`` the records not known to be synced are written again into a new
+segment; the reader yields a sequence number once (the first copy), so the duplicate is
+harmless.
 
 Nothing here knows what a payload is; the queue encodes rows.
 """
@@ -67,7 +74,10 @@ logger = logging.getLogger("writebehind.journal")
 SyncMode = Literal["process", "interval", "always"]
 
 MAGIC = b"wbjournl"
-VERSION = 1
+VERSION = 2
+_READ_VERSIONS = (1, 2)  # version 1 (no meta records) is still read
+META_SEQ = 0
+"""The sequence number of a meta record (see the module's docstring)."""
 _HEADER = struct.Struct("<8sHHQI")
 _HEADER_BODY = struct.Struct("<8sHHQ")
 HEADER_SIZE = _HEADER.size
@@ -146,7 +156,7 @@ def _header_first_seq(data: bytes) -> int | None:
     magic, version, _flags, first_seq, crc = _HEADER.unpack_from(data)
     if magic != MAGIC or zlib.crc32(data[: _HEADER_BODY.size]) != crc:
         return None
-    if version != VERSION:
+    if version not in _READ_VERSIONS:
         raise JournalVersionError(
             f"journal segment format version {version} is not supported (this writebehind reads "
             f"version {VERSION}); it was written by a newer writebehind"
@@ -165,7 +175,7 @@ def _record_at(data: bytes, off: int, after: int) -> tuple[int, int]:
     if off + RECORD_OVERHEAD > n:
         return _INCOMPLETE, 0
     length, crc, seq = _RECORD.unpack_from(data, off)
-    if length > MAX_PAYLOAD or seq <= after:
+    if length > MAX_PAYLOAD or (seq <= after and seq != META_SEQ):
         return _BAD, 0
     end = off + RECORD_OVERHEAD + length
     if end > n:
@@ -180,7 +190,7 @@ def _resync(data: bytes, start: int, after: int) -> int | None:
     """The offset of the next valid record from ``start`` on, or None."""
     for off in range(start, len(data) - RECORD_OVERHEAD + 1):
         seq, _end = _record_at(data, off, after)
-        if seq > 0:
+        if seq >= 0:
             return off
     return None
 
@@ -203,9 +213,9 @@ def _scan(data: bytes, after: int) -> _Scan:
     last = after
     while off < len(data):
         seq, end = _record_at(data, off, last)
-        if seq > 0:
+        if seq >= 0:
             records.append((seq, off, end))
-            last = seq
+            last = max(last, seq)
             off = end
             continue
         nxt = _resync(data, off + 1, last)
@@ -252,7 +262,7 @@ def _first_seq(path: Path, number: int) -> int:
             first = _header_first_seq(f.read(HEADER_SIZE))
         if first is None:
             scan = _scan(path.read_bytes(), 0)
-            first = scan.records[0][0] if scan.records else None
+            first = next((seq for seq, _s, _e in scan.records if seq != META_SEQ), None)
     except OSError:
         first = None  # unreadable: the reader sets it aside in its turn
     except JournalVersionError:
@@ -281,7 +291,8 @@ class SegmentReader:
         self.stats = ReadStats()
 
     def records(self, after: int = 0) -> Iterator[Record]:
-        """Yield the records with seq > ``after``, each sequence number once, in order."""
+        """Yield the records with seq > ``after``, each sequence number once, in order, and
+        the meta records (seq 0) where they stand, each copy of them."""
         segments = _segments(self.directory)
         newest = max((number for number, _path in segments), default=0)
         last = after
@@ -303,6 +314,9 @@ class SegmentReader:
             scan = _scan(data, 0)
             self._settle(path, data, scan, is_last)
             for seq, start, end in scan.records:
+                if seq == META_SEQ:  # a description of the records after it: each copy
+                    yield Record(seq, data[start + RECORD_OVERHEAD : end])
+                    continue
                 if seq <= last:
                     continue  # released, skipped by the caller, or rewritten after a failed sync
                 # Sequence numbers are contiguous: a gap after a known one is records lost.
@@ -363,7 +377,7 @@ class SegmentReader:
         lost = sum(end - start for start, end in damaged)
         self.stats.corrupt_regions += len(damaged)
         self.stats.corrupt_bytes += lost
-        seqs = [seq for seq, _s, _e in scan.records]
+        seqs = [seq for seq, _s, _e in scan.records if seq != META_SEQ]
         logger.error(
             "journal %s: %d damaged bytes in %d places (at offsets %s) set aside as %s; "
             "%d valid records kept (sequence %s); the reader counts the sequence numbers lost",
@@ -626,6 +640,8 @@ class SegmentWriter:
         self._sync_error: JournalSyncError | None = None
         # Frames written but not yet known synced, kept to write them again if a sync fails.
         self._unsynced: list[tuple[int, bytes]] = []
+        self._metas: list[bytes] = []  # every meta payload described, in order
+        self._pending_meta = b""  # meta records to write before the next record
         self._last_sync = clock()
         try:
             self._open_segment(1)
@@ -706,6 +722,7 @@ class SegmentWriter:
             if (
                 not self._closed
                 and self._sync_error is None
+                and not self._pending_meta
                 and self._disk_bytes + size + HEADER_SIZE <= self.max_bytes
                 and current.size + size <= self.segment_bytes
             ):
@@ -755,6 +772,16 @@ class SegmentWriter:
         with self._cond:
             self._check_usable()
             self._sync_until(self._written_seq)
+
+    def describe(self, meta: bytes) -> None:
+        """Keep ``meta`` as a meta record (seq 0): before the next record appended, and at the
+        start of every segment made from now on. Describing the same bytes again does
+        nothing."""
+        with self._cond:
+            if meta in self._metas:
+                return
+            self._metas.append(meta)
+            self._pending_meta += encode_record(META_SEQ, meta)
 
     def release_upto(self, seq: int) -> int:
         """Delete the closed segments whose records all have sequence numbers <= ``seq``;
@@ -859,7 +886,11 @@ class SegmentWriter:
         number = self._segments[-1].number + 1 if self._segments else 1
         path = self.path / _segment_name(number)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        header = encode_header(first_seq)
+        # The meta records every segment starts with, so that its records never need those
+        # of a segment released before it.
+        header = encode_header(first_seq) + b"".join(
+            encode_record(META_SEQ, meta) for meta in self._metas
+        )
         try:
             self._write_all(fd, header)
             if self.sync_mode != "process":
@@ -873,6 +904,7 @@ class SegmentWriter:
         self._fd = fd
         self._segments.append(_Segment(number, path, first_seq, first_seq - 1, len(header)))
         self._disk_bytes += len(header)
+        self._pending_meta = b""  # the new segment has them all
 
     def _write_all(self, fd: int, data: bytes) -> None:
         written = self._write(fd, data)
@@ -903,7 +935,9 @@ class SegmentWriter:
                 os.close(old)
                 continue
             first = self._next_seq
-            group = b"".join(encode_record(first + i, p) for i, p in enumerate(payloads))
+            group = self._pending_meta + b"".join(
+                encode_record(first + i, p) for i, p in enumerate(payloads)
+            )
             try:
                 self._write_all(self._fd, group)
             except OSError as exc:
@@ -914,6 +948,7 @@ class SegmentWriter:
                 self._wait(deadline, "disk full", _ENOSPC_RETRY)
                 continue
             break
+        self._pending_meta = b""
         last = first + len(payloads) - 1
         current.size += len(group)
         self._disk_bytes += len(group)
