@@ -45,6 +45,7 @@ _MAX_IDLE = 15.0
 # server may have ended it meanwhile (a restart, pg_terminate_backend, idle_session_timeout),
 # and a retry after a backoff would otherwise fail again on it. Back-to-back writes skip it.
 _CHECK_AFTER_IDLE = 0.5
+_READ_ONLY = "25006"  # read_only_sql_transaction
 
 
 class ConnectionUnavailable(psycopg.OperationalError):
@@ -257,6 +258,12 @@ def pooled(
     try:
         with conn:
             yield conn
+    except psycopg.Error as error:
+        if getattr(error, "sqlstate", None) == _READ_ONLY:
+            # On a server that is a standby now (a failover): the next attempt connects
+            # again, and a multi-host conninfo's target_session_attrs finds the primary.
+            conn.close()
+        raise
     finally:
         conn._writebehind_returned_at = time.monotonic()
         pool.putconn(conn)

@@ -224,3 +224,27 @@ def test_connections_killed_faster_than_the_backoff_do_not_stall_the_queue(
     assert (m.total_persisted, m.total_failed) == (20_000, 0)
     assert dict(select(db, table_name)) == {k: 15_000 + k for k in range(5000)}
     assert took < 45, f"{took:.1f}s for 20,000 rows"
+
+
+def test_a_connection_to_a_server_that_turned_read_only_is_dropped_for_a_new_one(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    # As a primary demoted to a standby in a failover: its connections refuse writes
+    # (25006); the next attempt must connect again (where target_session_attrs finds the
+    # new primary), not retry on the same connection for ever.
+    role = f"wb_ro_{os.getpid()}"
+    create(db, table_name, "id int PRIMARY KEY, v int")
+    db.execute(named("CREATE ROLE {} LOGIN", role))
+    try:
+        db.execute(named("GRANT ALL ON {} TO {}", table_name, role))
+        db.execute(named("ALTER ROLE {} SET default_transaction_read_only = on", role))
+        sink = PostgresUpsert(make_conninfo(dsn, user=role), table_name, "id")
+        with WriteBehindQueue(sink, registry=None, retry_backoff_max=0.1) as wb:
+            wb.put({"id": 1, "v": 1})
+            assert wait_until(lambda: wb.metrics().total_retries >= 2)
+            db.execute(named("ALTER ROLE {} SET default_transaction_read_only = off", role))
+            assert wb.flush(timeout=30)
+        assert select(db, table_name) == [(1, 1)]
+    finally:
+        db.execute(named("DROP OWNED BY {}", role))
+        db.execute(named("DROP ROLE {}", role))
