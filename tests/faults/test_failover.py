@@ -38,6 +38,12 @@ def cluster() -> Iterator[Formation]:
         yield made
 
 
+def clock() -> str:
+    """The wall-clock time as the producers' log shows it, to read the two side by side."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
+
+
 def highest(conninfo: str, table: str) -> int | None:
     """The highest value written so far, read on the primary (None: none can be reached)."""
     try:
@@ -88,13 +94,15 @@ def test_two_switchovers_and_a_killed_primary_lose_no_row_under_load(
             assert before is not None and before >= 0
             old = cluster.wait_steady()
             started = time.monotonic()
+            print(f"{clock()} {fault}: begins (primary {old})")
             if fault.startswith("switchover"):
                 cluster.perform_failover()
             else:
                 cluster.kill_postmaster(old)
             resume[fault] = resumed_after(cluster, table, started, before)
+            print(f"{clock()} {fault}: writes resumed after {resume[fault]:.1f} s")
             new = cluster.wait_steady(timeout=180)
-            print(f"{time.strftime('%H:%M:%S')} {fault}: primary {old} -> {new}")
+            print(f"{clock()} {fault}: steady, primary {old} -> {new}")
         time.sleep(2)
     finally:
         results = []
