@@ -63,14 +63,14 @@ def resume_after_restart(server: PrivateServer, settings: dict[str, str]) -> tup
         db.execute("DROP TABLE IF EXISTS items")
         create(db, "items", "k int PRIMARY KEY, v int NOT NULL")
     with running_pgbouncer(server.dsn, settings=settings) as conninfo:
+        failed: list[Any] = []
         wb = WriteBehindQueue(
             PostgresUpsert(conninfo, "items", "k", connect_timeout=2),
             registry=None,
             flush_interval=0.05,
             retry_backoff_max=0.25,
+            on_failure=lambda rows, error: failed.extend(rows),
         )
-        failed: list[Any] = []
-        wb.on_failure = lambda rows, error: failed.extend(rows)
         wb.start()
         try:
             with producing(wb) as put:
@@ -93,7 +93,7 @@ def resume_after_restart(server: PrivateServer, settings: dict[str, str]) -> tup
     assert metrics.total_failed == 0 and metrics.total_abandoned == 0
     assert metrics.total_persisted == metrics.total_enqueued == len(put)
     with psycopg.connect(server.dsn) as db:
-        stored = dict(db.execute("SELECT k, v FROM items").fetchall())
+        stored: dict[int, int] = dict(db.execute("SELECT k, v FROM items").fetchall())
     last = {v % 50: v for v in put}
     assert stored == last
     return resumed - stopped, resumed - back
