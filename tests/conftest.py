@@ -21,6 +21,25 @@ from writebehind.embedded import database
 DSN_VARIABLE = "WRITEBEHIND_TEST_DSN"
 
 
+def require(missing: str | None) -> None:
+    """Skip a test whose system part is missing (``missing`` says why), or fail it under CI,
+    whose ``.ci/run`` installs every such part."""
+    if missing is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing}, and CI is set: .ci/run installs it")
+    pytest.skip(missing)
+
+
+def pgbouncer_missing() -> str | None:
+    """Why no real PgBouncer can run here, or None."""
+    from writebehind.bench.pgbouncer import pgbouncer_path
+
+    if pgbouncer_path() is None:
+        return "pgbouncer is not installed (apt-get install pgbouncer)"
+    return None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--soak",
@@ -40,12 +59,9 @@ def dsn() -> Iterator[str]:
 def bouncer_dsn(dsn: str) -> Iterator[str]:
     """Conninfo through a real PgBouncer in transaction mode in front of the test server.
     Skipped where pgbouncer is not installed; under CI (which installs it) that fails."""
-    from writebehind.bench.pgbouncer import pgbouncer_path, running_pgbouncer
+    from writebehind.bench.pgbouncer import running_pgbouncer
 
-    if pgbouncer_path() is None:
-        if os.environ.get("CI"):
-            pytest.fail("pgbouncer is not installed, and CI is set: .ci/run installs it")
-        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    require(pgbouncer_missing())
     with running_pgbouncer(dsn) as conninfo:
         yield conninfo
 

@@ -7,7 +7,6 @@ within seconds of each promotion."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import psycopg
 import pytest
 
 from tests.auto_failover import Formation, formation, missing
+from tests.conftest import require
 from tests.faults.conftest import KEY
 
 pytestmark = pytest.mark.fault
@@ -29,11 +29,7 @@ KEYS = 500
 
 @pytest.fixture
 def cluster() -> Iterator[Formation]:
-    why = missing()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}, and CI is set: .ci/run installs it")
-        pytest.skip(why)
+    require(missing())
     with formation() as made:
         yield made
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.conftest import PrivateServer, create, wait_until
+from tests.conftest import PrivateServer, create, pgbouncer_missing, require, wait_until
 from tests.faults.conftest import (
     Failures,
     Producers,
@@ -29,7 +29,7 @@ from tests.faults.conftest import (
 )
 from writebehind import PostgresUpsert, WriteBehindQueue
 from writebehind._pools import _CHECK_AFTER_IDLE
-from writebehind.bench.pgbouncer import pgbouncer_path, running_pgbouncer
+from writebehind.bench.pgbouncer import running_pgbouncer
 
 pytestmark = pytest.mark.fault
 
@@ -168,10 +168,7 @@ def test_a_frozen_server_is_an_outage_the_retry_budget_counts_and_put_never_wait
 
 @pytest.fixture
 def private_bouncer(dsn: str) -> Iterator[str]:
-    if pgbouncer_path() is None:
-        if os.environ.get("CI"):
-            pytest.fail("pgbouncer is not installed, and CI is set: .ci/run installs it")
-        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    require(pgbouncer_missing())
     with running_pgbouncer(dsn) as conninfo:
         yield conninfo
 

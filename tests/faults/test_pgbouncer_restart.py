@@ -6,7 +6,6 @@ section, which tells users to set ``server_login_retry = 1``."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import PrivateServer, create, wait_until
+from tests.conftest import PrivateServer, create, pgbouncer_missing, require, wait_until
 from writebehind import PostgresUpsert, WriteBehindQueue
-from writebehind.bench.pgbouncer import pgbouncer_path, running_pgbouncer
+from writebehind.bench.pgbouncer import running_pgbouncer
 
 pytestmark = pytest.mark.fault
 
@@ -103,10 +102,7 @@ def resume_after_restart(server: PrivateServer, settings: dict[str, str]) -> tup
 def test_a_restart_behind_pgbouncer_stalls_writes_for_server_login_retry(
     private_server: PrivateServer,
 ) -> None:
-    if pgbouncer_path() is None:
-        if os.environ.get("CI"):
-            pytest.fail("pgbouncer is not installed, and CI is set: .ci/run installs it")
-        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    require(pgbouncer_missing())
     quick_stall, quick = resume_after_restart(private_server, {"server_login_retry": "1"})
     default_stall, default = resume_after_restart(private_server, {})
     print(

@@ -5,7 +5,6 @@ and put(). The SQLSTATE decides, never the message."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.conftest import create, wait_until
+from tests.conftest import create, require, wait_until
 from tests.system_server import SystemServer, missing
 from writebehind import PostgresUpsert, WriteBehindQueue
 
@@ -31,11 +30,7 @@ def german_locale_missing() -> str | None:
 
 @pytest.fixture
 def german() -> Iterator[SystemServer]:
-    why = missing() or german_locale_missing()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}, and CI is set: .ci/run installs postgresql-15 and locales")
-        pytest.skip(why)
+    require(missing() or german_locale_missing())
     server = SystemServer(
         {
             "lc_messages": f"'{GERMAN}'",
