@@ -157,6 +157,9 @@ def test_a_kill_between_creating_a_segment_and_writing_its_header_loses_nothing(
     assert len(empty) == 1, sorted(p.name for p in instance.iterdir())
     returned = [int(line) for line in log.read_text().split("\n")[:-1]]
     assert len(returned) > 100  # three segments' worth of rows
+    # The child may have written some of them before it died; the replay writes the others.
+    found = db.execute(named("SELECT count(*) FROM {}", table_name)).fetchone()
+    written_before = found[0] if found else 0
     drain = start("drain", dsn, table_name, str(journal))
     stdout, stderr = drain.communicate(timeout=300)
     assert drain.returncode == 0, stderr
@@ -165,4 +168,4 @@ def test_a_kill_between_creating_a_segment_and_writing_its_header_loses_nothing(
     assert not [line for line in stderr.splitlines() if line.startswith("ERROR")], stderr
     assert not (journal / table_name / ".corrupt").exists()
     check(db, table_name, [Run(returned, returned[-1] + 1)])
-    assert metrics["total_replayed"] >= len(returned)
+    assert metrics["total_replayed"] >= len(returned) - written_before > 0

@@ -133,6 +133,9 @@ def test_metrics_server_serves_what_the_dashboard_queries(dsn: str, clean: list[
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C's default, even where the tests run with SIGINT ignored (started with `&` by a
+        # shell without job control), which Python would keep from raising KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stdout is not None
@@ -149,7 +152,12 @@ def test_metrics_server_serves_what_the_dashboard_queries(dsn: str, clean: list[
         assert queried_names() <= served
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        try:
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     assert process.returncode == 0, err
     assert "stopped: Metrics(total_enqueued=2000, total_persisted=1996, total_failed=4" in out
 

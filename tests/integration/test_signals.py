@@ -30,7 +30,8 @@ ROWS = 1000
 
 SCRIPT = textwrap.dedent(
     """
-    import atexit, signal, sys, threading
+    import atexit, faulthandler, signal, sys, threading
+    faulthandler.register(signal.SIGUSR1)  # the test asks for the stacks of a script that hangs
     from writebehind import PostgresUpsert, WriteBehindQueue, drain_on_signals
 
     dsn, table, mode, batch_size, flush_interval = sys.argv[1:6]
@@ -93,7 +94,12 @@ def running(
         yield proc
     finally:
         if proc.poll() is None:
+            # Still running, so the test failed: show where the script hangs before it goes.
+            proc.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)  # time to write the stacks; it does not end by itself
             proc.kill()
+            print(rest(proc))
         proc.wait(timeout=60)
         assert proc.stdout is not None
         proc.stdout.close()
