@@ -12,12 +12,12 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from . import _watchdog
 from ._batch import Merger, Replaces
 from ._catalog import TableInfo, read_table
+from ._conninfo import conninfo_problem
 from ._layout import Layout, Rules, journaled, of_sink
 from ._methods import METHODS, Writer, commit_was_sent, write_progress
 from ._pools import (
@@ -135,10 +135,9 @@ class PostgresUpsert:
         if not isinstance(conninfo_or_pool, (str, ConnectionPool)):
             raise TypeError("conninfo_or_pool must be a conninfo string or a ConnectionPool")
         if isinstance(conninfo_or_pool, str):
-            try:
-                conninfo_to_dict(conninfo_or_pool)  # its syntax, here rather than at open
-            except psycopg.ProgrammingError as error:
-                raise ValueError(f"conninfo_or_pool: {error}") from None
+            problem = conninfo_problem(conninfo_or_pool)  # here rather than at open
+            if problem is not None:
+                raise ValueError(f"conninfo_or_pool: {problem}")
         self.table = _check_name("table", table)
         self.schema = None if schema is None else _check_name("schema", schema)
         self.key: tuple[str, ...] = (

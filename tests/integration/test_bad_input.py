@@ -190,8 +190,32 @@ def test_a_good_connect_timeout_bounds_the_wait_for_a_connection(
 
 
 @pytest.mark.parametrize(
-    "conninfo", ["host=/tmp nosuchoption=1", "host=/tmp dbname", "postgresql://[::1"]
+    "conninfo",
+    [
+        "host=/tmp nosuchoption=1",
+        "host=/tmp dbname",
+        "postgresql://[::1",
+        "host=a,b port=1,2 target_session_attrs=readwrite",
+        "host=/tmp sslmode=on",
+        "host=a,b,c port=5432,5433",
+        "host=a,b hostaddr=127.0.0.1",
+    ],
 )
-def test_a_conninfo_that_does_not_parse_is_refused_when_the_sink_is_built(conninfo: str) -> None:
+def test_a_conninfo_libpq_would_refuse_is_refused_when_the_sink_is_built(conninfo: str) -> None:
     with pytest.raises(ValueError, match="conninfo_or_pool"):
         PostgresUpsert(conninfo, "t", "id")
+    with pytest.raises(psycopg.Error):  # libpq refuses it too, at connection time
+        psycopg.connect(conninfo, connect_timeout=1)
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "host=127.0.0.1,127.0.0.1 port=5432,5433 target_session_attrs=read-write",
+        "host=a,b port=5432 sslmode=prefer",
+        "host=a,b hostaddr=127.0.0.1,127.0.0.1 load_balance_hosts=random",
+        "port=5432,5433",
+    ],
+)
+def test_a_multi_host_conninfo_is_taken(conninfo: str) -> None:
+    PostgresUpsert(conninfo, "t", "id")
