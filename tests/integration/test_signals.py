@@ -30,7 +30,7 @@ ROWS = 1000
 
 SCRIPT = textwrap.dedent(
     """
-    import atexit, faulthandler, signal, sys, threading
+    import atexit, faulthandler, signal, sys, time
     faulthandler.register(signal.SIGUSR1)  # the test asks for the stacks of a script that hangs
     from writebehind import PostgresUpsert, WriteBehindQueue, drain_on_signals
 
@@ -58,7 +58,11 @@ SCRIPT = textwrap.dedent(
         wb.put({"k": i, "v": i})
     print("put done", flush=True)
     if mode != "ends":
-        threading.Event().wait()  # until a signal ends the process
+        # Until a signal ends the process. Not one endless wait: the kernel may hand the signal
+        # to another thread, and CPython runs its handler in the main thread only once that
+        # thread runs again, which a wait without a timeout never does.
+        while True:
+            time.sleep(0.05)
     """
 ).replace("ROWS", str(ROWS))
 
