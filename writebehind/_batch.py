@@ -6,7 +6,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import partial
 from typing import Any, NamedTuple, Protocol
 
-from ._sink import Params
+from ._sink import Deletion, Params
 from .journal.progress import Done
 
 
@@ -72,7 +72,8 @@ def combine(
     ``coalesce``; it keeps the time ``kept`` was put (how long the key has waited)."""
     weight = kept.weight + newer.weight
     marks = kept.marks + newer.marks
-    if merger is not None:
+    deleting = type(newer.params) is Deletion or type(kept.params) is Deletion
+    if merger is not None and not deleting:  # a delete merges with nothing
         params = merger.merge(kept.params, newer.params)
         return Entry(kept.key, params, merger.row_of(params), kept.enqueued_at, weight, marks)
     if replaces is not None and not replaces(kept.params, newer.params):
@@ -93,7 +94,7 @@ def coalesce(
     deadlocking.
     """
     if merger is not None:
-        winners, weights = _coalesce_merging(entries, merger)
+        winners, weights = _coalesce_merging(entries, merger, replaces)
     elif replaces is not None:
         winners, weights = _coalesce_by(entries, replaces)
     else:
@@ -130,7 +131,9 @@ def _coalesce_by(entries: Sequence[Entry], replaces: Replaces) -> tuple[list[Ent
     return winners, [counts[entry.key] for entry in winners]
 
 
-def _coalesce_merging(entries: Sequence[Entry], merger: Merger) -> tuple[list[Entry], list[int]]:
+def _coalesce_merging(
+    entries: Sequence[Entry], merger: Merger, replaces: Replaces | None
+) -> tuple[list[Entry], list[int]]:
     merged: dict[Hashable, Entry] = {}
     counts: dict[Hashable, int] = {}
     for entry in entries:
@@ -139,11 +142,35 @@ def _coalesce_merging(entries: Sequence[Entry], merger: Merger) -> tuple[list[En
             merged[entry.key] = entry
             counts[entry.key] = entry.weight
             continue
+        counts[entry.key] += entry.weight
+        if type(entry.params) is Deletion or type(held.params) is Deletion:
+            # A delete merges with nothing: the newest write stands, by the rule of versions.
+            if replaces is None or replaces(held.params, entry.params):
+                merged[entry.key] = entry
+            continue
         params = merger.merge(held.params, entry.params)
         merged[entry.key] = entry._replace(params=params, row=merger.row_of(params))
-        counts[entry.key] += entry.weight
     winners = list(merged.values())
     return winners, [counts[entry.key] for entry in winners]
+
+
+def split_at_rewrites(entries: Sequence[Entry]) -> list[Sequence[Entry]]:
+    """``entries`` (put order) cut before each row put after a delete of its key in the same
+    part, so that each part can be one statement: a delete and a later upsert of one key cannot
+    be (the upsert would meet the row the statement deletes), and a delete then a put must
+    leave the put alone, not merged into the deleted row or ignored because of it."""
+    parts: list[Sequence[Entry]] = []
+    deleted: set[Hashable] = set()
+    start = 0
+    for index, entry in enumerate(entries):
+        if type(entry.params) is Deletion:
+            deleted.add(entry.key)
+        elif deleted and entry.key in deleted:
+            parts.append(entries[start:index])
+            start = index
+            deleted = set()
+    parts.append(entries[start:] if start else entries)
+    return parts
 
 
 def _in_key_order(entries: list[Entry], weights: list[int]) -> Coalesced:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from ._batch import Entry, new_entry
+from ._sink import Deletion
 from .errors import QueueClosed, QueueFull
 from .journal.progress import Done
 
@@ -84,6 +85,8 @@ class RowBuffer:
         self.held = 0
         self.put_count = 0
         self.closed = False
+        self.deletes = False
+        """Whether a delete was ever taken in: batches may hold deletes (Delivery.deletes)."""
 
     def lane_of(self, key: Hashable, params: tuple[Any, ...]) -> _Lane:
         """The lane of a row: the intake while its key is unknown, else its key's."""
@@ -257,6 +260,8 @@ class RowBuffer:
                     return False
                 self.replay_taken.wait(remaining)
             lane = self.replay
+            if not self.deletes and Deletion in {type(entry.params) for entry in entries}:
+                self.deletes = True
             lane.rows.extend(entries)
             lane.put_count += len(entries)
             self.put_count += len(entries)
@@ -311,6 +316,8 @@ class RowBuffer:
         cell = lane.waiting.get(entry.key) if entry.params else None
         if cell is None:
             return False
+        if type(cell[0].params) is Deletion and type(entry.params) is not Deletion:
+            return False  # a put after a delete is written after it: a cell of its own
         assert self.combine is not None
         cell[0] = self.combine(cell[0], entry)
         lane.put_count += 1
@@ -446,7 +453,8 @@ class RowBuffer:
             for _ in range(count):
                 cell = popleft()
                 entry = cell[0]
-                del waiting[entry.key]
+                if waiting.get(entry.key) is cell:  # else a put after a delete waits behind
+                    del waiting[entry.key]
                 entries.append(entry)
         else:
             entries = [popleft() for _ in range(count)]

@@ -7,10 +7,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
-from ._batch import Coalesced, Entry, Merger, Replaces, coalesce
+from ._batch import Coalesced, Entry, Merger, Replaces, coalesce, split_at_rewrites
 from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
-from ._sink import Params, Sink
+from ._sink import Deletion, Params, Sink
 from .errors import CommitInDoubt, ProgressConflict, RowsAbandoned
 from .journal.keeper import QueueJournal
 from .journal.progress import Done, covers
@@ -136,6 +136,8 @@ class Delivery:
         # write not end; its rows are settled under this lock, each once.
         self._current: _Run | None = None
         self._settling = threading.Lock()
+        self.deletes = False
+        """Whether the queue has taken a delete: batches may then hold some."""
 
     def _written_elsewhere(self, done: Sequence[Done]) -> bool:
         """After a ProgressConflict: read the progress of ``done``'s sources again (what the
@@ -183,7 +185,21 @@ class Delivery:
 
     def deliver(self, entries: Sequence[Entry], on_read: ReadProgress = lambda _: None) -> Report:
         """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``,
-        whatever goes wrong. ``on_read`` hears how far the sink has read into each attempt."""
+        whatever goes wrong. ``on_read`` hears how far the sink has read into each attempt.
+        Rows put after a delete of their key are written after it, as a batch of their own."""
+        if self.deletes:
+            parts = split_at_rewrites(entries)
+            if len(parts) > 1:
+                reports = [self._deliver(part, on_read) for part in parts]
+                return Report(
+                    sum(report.rows for report in reports),
+                    sum(report.attempts for report in reports),
+                    sum(report.failed for report in reports),
+                    next((r.error for r in reversed(reports) if r.error is not None), None),
+                )
+        return self._deliver(entries, on_read)
+
+    def _deliver(self, entries: Sequence[Entry], on_read: ReadProgress) -> Report:
         # A sink may say which row of a key a batch keeps (PostgresUpsert.replaces), known
         # once it has read its table; replayed rows of other columns have a target of their
         # own (one per batch), with its rules.
@@ -307,7 +323,10 @@ class _Run:
                     raise _Abandoned
                 for i in rows:
                     self.settled[i] = True
-            self.d._stats.written(sum(self.batch.weights[i] for i in rows))
+            deleted = 0
+            if self.d.deletes:
+                deleted = sum(type(entries[i].params) is Deletion for i in rows)
+            self.d._stats.written(sum(self.batch.weights[i] for i in rows), deleted)
             if journal is not None:
                 journal.settle(done)
             return None

@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from ._delivery import describe
 from ._metrics import Metrics, QueueStats
 from ._queue import FailureCallback
-from ._sink import Params
+from ._sink import Deletion, Params
 from .errors import QueueClosed
 from .postgres import PostgresUpsert
 
@@ -168,6 +168,7 @@ class EagerQueue:
         accepted for the queue's signature (nothing ever waits for room)."""
         if not self._started or self._closed:
             self.start()
+        row = self._sink.as_row(row)
         key, params = self._sink.prepare(row)
         self._write(row, key, params)
 
@@ -182,11 +183,41 @@ class EagerQueue:
         prepared = []
         for index, row in enumerate(rows):
             try:
+                row = self._sink.as_row(row)
                 prepared.append((row, *self._sink.prepare(row)))
             except (TypeError, ValueError) as error:
                 raise type(error)(f"row {index}: {error}") from None
         for row, key, params in prepared:
             self._write(row, key, params)
+
+    def delete(self, key: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Check the delete of ``key`` as a queue does (see WriteBehindQueue.delete), and write
+        it now."""
+        self.delete_many([key])
+
+    def delete_nowait(self, key: Any) -> None:
+        """The same as delete()."""
+        self.delete_many([key])
+
+    def delete_many(
+        self, keys: Iterable[Any], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Check every delete as delete() does (the error names the first bad key's index when
+        there are several), then write them one by one."""
+        keys = list(keys)
+        if not self._started or self._closed:
+            self.start()
+        prepared = []
+        for index, key in enumerate(keys):
+            try:
+                row = self._sink.key_row(key)
+                prepared.append((row, *self._sink.prepare_delete(row)))
+            except (TypeError, ValueError) as error:
+                if len(keys) == 1:
+                    raise
+                raise type(error)(f"key {index}: {error}") from None
+        for row, found, params in prepared:
+            self._write(row, found, params)
 
     def _write(self, row: Mapping[str, Any], key: Hashable, params: Params) -> None:
         started = time.monotonic()
@@ -201,7 +232,7 @@ class EagerQueue:
         else:
             with self._lock:
                 self._enqueued += 1
-            self._stats.written(1)
+            self._stats.written(1, int(type(params) is Deletion))
         self._stats.batch_done(0, 1, time.monotonic() - started)
 
     def put_nowait(self, row: Mapping[str, Any]) -> None:

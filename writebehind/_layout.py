@@ -26,8 +26,8 @@ from ._keys import KEY_CANONICAL
 from ._merging import ADDABLE, RowMerger, keep_first
 from ._methods import Writer, writer_for
 from ._progress_sql import ProgressTable
-from ._sink import Params, RowLayout
-from ._statement import ConflictRule, insert_statement
+from ._sink import Deletion, Params, RowLayout
+from ._statement import ConflictRule, delete_statement, insert_statement
 from .errors import SchemaError
 
 __all__ = ["Layout", "Rules", "journaled", "of_sink"]
@@ -185,6 +185,16 @@ class Layout:
             self.merger = RowMerger(self.names, merge, kept, self.replaces)
         self.query: sql.Composed = insert_statement(info.schema, info.name, self.names, rule)
         """The INSERT of one row (``executemany``, and writes inside a caller's transaction)."""
+        self.delete_query: sql.Composed | None = (
+            delete_statement(info.schema, info.name, key, rules.version_column) if key else None
+        )
+        """The DELETE of one key (None: append-only)."""
+        self._delete_names = (*key, *filter(None, [rules.version_column]))
+        self._delete_tz = tuple(
+            (index, name)
+            for index, name in enumerate(self._delete_names)
+            if name in self.name_set and self._type_of(columns, name) in _TZ_TYPES
+        )
         self.writer: Writer = writer_for(
             rules.method, info.schema, info.name, columns, rule, progress
         )
@@ -214,6 +224,58 @@ class Layout:
                 f"key {self.rules.key!r} has an unhashable value: {short(key)}"
             ) from None
         return key, params
+
+    @staticmethod
+    def _type_of(columns: Sequence[Column], name: str) -> str:
+        return next(column.type_name for column in columns if column.name == name)
+
+    def prepare_delete(self, row: Mapping[str, Any]) -> tuple[Hashable, Deletion]:
+        """Check a delete's ``row`` (the key columns, and the version column with one); return
+        its key, as prepare() returns an upsert's, and its params (see
+        PostgresUpsert.prepare_delete)."""
+        rules = self.rules
+        if not rules.key:
+            raise TypeError(
+                f"{rules.table!r} is written append-only (key=None): there is no key to delete by"
+            )
+        if type(row) is not dict and not isinstance(row, Mapping):
+            raise TypeError(f"a delete must name its key, got {type(row).__name__}")
+        names = self._delete_names
+        if row.keys() != set(names):
+            missing = [name for name in names if name not in row]
+            extra = [name for name in row if name not in names]
+            problems = []
+            if missing:
+                problems.append(f"missing column(s) {', '.join(map(repr, missing))}")
+            if extra:
+                problems.append(f"column(s) {', '.join(map(repr, extra))} not of the key")
+            version = rules.version_column
+            needs = f" and the version column {version!r}" if version else ""
+            raise ValueError(
+                f"delete from {rules.table!r}: {'; '.join(problems)} (a delete gives the key "
+                f"{list(rules.key)}{needs})"
+            )
+        values = [row[name] for name in names]
+        for index, name in self._delete_tz:
+            value = values[index]
+            if isinstance(value, datetime) and value.tzinfo is None:
+                if rules.naive_timezone is None:
+                    raise ValueError(
+                        f"column {name!r} is timestamptz but got a naive datetime ({value}); "
+                        "give it a tzinfo"
+                    )
+                values[index] = value.replace(tzinfo=rules.naive_timezone)
+        if None in values:
+            name = names[values.index(None)]
+            what = "version column" if name == rules.version_column else "key column"
+            raise ValueError(f"{what} {name!r} of a delete is None: it would match no row")
+        width = len(rules.key)
+        key = self._fix_key(tuple(values[:width]) if width > 1 else values[0])
+        try:
+            hash(key)
+        except TypeError:
+            raise TypeError(f"key {rules.key!r} has an unhashable value: {short(key)}") from None
+        return key, Deletion(values)
 
     def _fix_key(self, key: Any) -> Hashable:
         names = self.rules.key
@@ -313,20 +375,28 @@ def _replace_rule(rules: Rules, positions: Mapping[str, int]) -> Replaces | None
     conflicts are ignored, the highest version with a version column (the first of equal
     ones), else None: the last put."""
     if rules.on_conflict == "ignore":
-        return keep_first
+        return _first_or_delete
     if rules.version_column is None:
         return None
     at = positions[rules.version_column]
 
     def newer(kept: Params, row: Params) -> bool:
-        if row[at] is None:
+        # A delete's version is its last param; it applies only to lower versions, as a put.
+        new = row[-1] if type(row) is Deletion else row[at]
+        old = kept[-1] if type(kept) is Deletion else kept[at]
+        if new is None:
             return False
         try:
-            return bool(kept[at] is None or row[at] > kept[at])
+            return bool(old is None or new > old)
         except TypeError:  # versions that do not compare: the database decides
             return True
 
     return newer
+
+
+def _first_or_delete(kept: Params, row: Params) -> bool:
+    """DO NOTHING keeps the first put of a key; a delete after it is the newest write."""
+    return type(row) is Deletion or keep_first(kept, row)
 
 
 def short(value: object, limit: int = 80) -> str:

@@ -12,6 +12,10 @@ so each works through PgBouncer in transaction mode.
   costs a little each batch; the COPY is the cheapest way in for large batches.
 - ``executemany``: one prepared INSERT per row, pipelined by psycopg, in a transaction.
 
+Deletes (``Deletion`` params among the rows) go in the same transaction: a data-modifying CTE
+in front of the INSERT (unnest), one statement more before it (copy), or one prepared DELETE per
+key (executemany). A batch's keys are distinct, so the two never meet the same row.
+
 Given progress marks (a queue with a journal), each writes them to the progress table in the
 transaction of the batch, in the round trips it makes anyway: as a data-modifying CTE in front
 of the INSERT (unnest, copy), or one more statement before the COMMIT (executemany).
@@ -30,10 +34,24 @@ from psycopg import sql
 from ._catalog import Column
 from ._columns import EncodedColumn, encode_columns
 from ._progress_sql import ProgressTable, params
-from ._sink import Params, ProgressMark
-from ._statement import ConflictRule, insert_from, insert_statement
+from ._sink import Deletion, Params, ProgressMark
+from ._statement import (
+    ConflictRule,
+    delete_from,
+    delete_statement,
+    insert_from,
+    insert_statement,
+)
 
-__all__ = ["METHODS", "Writer", "commit_was_sent", "committing", "write_progress", "writer_for"]
+__all__ = [
+    "METHODS",
+    "Writer",
+    "commit_was_sent",
+    "committing",
+    "split_deletes",
+    "write_progress",
+    "writer_for",
+]
 
 METHODS = ("auto", "unnest", "copy", "executemany")
 
@@ -68,7 +86,11 @@ def writer_for(
     records marks in ``progress`` (None: a write is given none)."""
     if method == "executemany":
         names = [column.name for column in columns]
-        return Executemany(insert_statement(schema, table, names, rule), progress)
+        return Executemany(
+            insert_statement(schema, table, names, rule),
+            progress,
+            delete_statement(schema, table, rule.key, rule.version_column) if rule.key else None,
+        )
     unnest = Unnest(schema, table, columns, rule, progress)
     if method == "unnest":
         return unnest
@@ -135,11 +157,36 @@ def _table(progress: ProgressTable | None) -> ProgressTable:
     return progress
 
 
-class Executemany:
-    """One prepared INSERT per row, pipelined by psycopg, in a transaction."""
+def split_deletes(rows: Sequence[Params]) -> tuple[Sequence[Params], list[Params]]:
+    """The upserts and the deletes (``Deletion`` params) of a batch; ``rows`` itself as the
+    upserts when there is no delete."""
+    every = rows[:]  # a PacedRows gives its list, without reporting progress
+    if Deletion not in set(map(type, every)):
+        return rows, []
+    return (
+        [row for row in every if type(row) is not Deletion],
+        [row for row in every if type(row) is Deletion],
+    )
 
-    def __init__(self, query: sql.Composed, progress: ProgressTable | None = None) -> None:
+
+def _no_deletes(query: sql.Composed | None) -> sql.Composed:
+    if query is None:
+        raise TypeError("an append-only sink (key=None) cannot delete")
+    return query
+
+
+class Executemany:
+    """One prepared INSERT per row, pipelined by psycopg, in a transaction; one prepared DELETE
+    per key deleted."""
+
+    def __init__(
+        self,
+        query: sql.Composed,
+        progress: ProgressTable | None = None,
+        delete_query: sql.Composed | None = None,
+    ) -> None:
         self.query = query
+        self.delete_query = delete_query
         self._progress = progress
 
     def write(
@@ -148,8 +195,12 @@ class Executemany:
         rows: Sequence[Params],
         progress: Sequence[ProgressMark] = (),
     ) -> None:
+        upserts, deletes = split_deletes(rows)
         with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(self.query, rows)
+            if upserts:
+                cur.executemany(self.query, upserts)
+            if deletes:
+                cur.executemany(_no_deletes(self.delete_query), deletes)
             if progress:  # a round trip more, inside the transaction
                 write_progress(conn, _table(self._progress), progress)
             committing(conn)  # the block's end sends COMMIT
@@ -189,6 +240,62 @@ def _select_list(
         for part in parts
     ]
     return sql.SQL(", ").join(values)
+
+
+def _unnested(
+    columns: Sequence[Column], encoded: Sequence[EncodedColumn], source: str
+) -> sql.Composed:
+    """``SELECT`` the batch's values as ``columns`` ``FROM unnest(...)`` of its arrays."""
+    sent = [index for index, column in enumerate(encoded) if not column.all_null]
+    values = _select_list(columns, encoded, source)
+    if not sent:
+        return sql.SQL("SELECT {} FROM generate_series(1, {}) AS {}").format(
+            values, sql.Placeholder(), sql.Identifier(source)
+        )
+    return sql.SQL("SELECT {} FROM unnest({}) AS {}({})").format(
+        values,
+        sql.SQL(", ").join(sql.Placeholder(format="b") for _ in sent),
+        sql.Identifier(source),
+        sql.SQL(", ").join(_alias(index) for index in sent),
+    )
+
+
+def _arrays(encoded: Sequence[EncodedColumn], rows: int) -> list[Any]:
+    arrays: list[Any] = [column.values for column in encoded if not column.all_null]
+    return arrays or [rows]  # rows of NULLs only: no array to count them, so a series does
+
+
+class _Deletes:
+    """The DELETE of a batch's deleted keys, from binary arrays as unnest sends upserts."""
+
+    def __init__(
+        self, schema: str, table: str, columns: Sequence[Column], rule: ConflictRule
+    ) -> None:
+        by_name = {column.name: column for column in columns}
+        names = [*rule.key, *filter(None, [rule.version_column])]
+        self._columns = tuple(by_name[name] for name in names)
+        self._string_columns = _string_columns(self._columns)
+        self._target = (schema, table, rule.key, rule.version_column)
+        self._statements = _Statements(self._statement)
+
+    def statement(
+        self, conn: psycopg.Connection[Any], deletes: Sequence[Params]
+    ) -> tuple[bytes, list[Any]]:
+        """The DELETE of ``deletes`` and its parameters."""
+        if not self._target[2]:
+            raise TypeError("an append-only sink (key=None) cannot delete")
+        encoded = encode_columns(deletes, conn, self._string_columns)
+        return self._statements.get(encoded), _arrays(encoded, len(deletes))
+
+    def _statement(self, encoded: list[EncodedColumn]) -> bytes:
+        source = _unnested(self._columns, encoded, "v")
+        return delete_from(*self._target, source).as_bytes(None)
+
+
+def _with(prefix: bytes, name: bytes, statement: bytes) -> bytes:
+    """``prefix`` (``WITH ...`` or nothing) with one more CTE, ``name AS (statement)``."""
+    cte = name + b" AS (" + statement + b") "
+    return prefix.rstrip() + b", " + cte if prefix else b"WITH " + cte
 
 
 def _string_columns(columns: Sequence[Column]) -> frozenset[int]:
@@ -233,6 +340,7 @@ class Unnest:
         self._columns = tuple(columns)
         self._string_columns = _string_columns(columns)
         self._statements = _Statements(self._statement)
+        self._deletes = _Deletes(schema, table, columns, rule)
         self._progress = progress
 
     def write(
@@ -241,31 +349,29 @@ class Unnest:
         rows: Sequence[Params],
         progress: Sequence[ProgressMark] = (),
     ) -> None:
-        encoded = encode_columns(rows, conn, self._string_columns)
-        arrays: list[Any] = [column.values for column in encoded if not column.all_null]
-        if not arrays:  # rows of NULLs only: no array to count them, so a series does
-            arrays = [len(rows)]
-        statement = self._statements.get(encoded)
+        upserts, deletes = split_deletes(rows)
+        prefix, arrays = b"", []
         if progress:  # still one statement: the marks' upsert as a CTE, its values first
-            statement = _table(self._progress).cte(progress) + statement
-            arrays = params(progress) + arrays
+            prefix, arrays = _table(self._progress).cte(progress), params(progress)
+        if deletes:  # and the deletes as one more, or the statement itself
+            delete, delete_arrays = self._deletes.statement(conn, deletes)
+            arrays += delete_arrays
+            if not upserts:
+                committing_first(conn)
+                conn.execute(prefix + delete, arrays, prepare=False)
+                return
+            prefix = _with(prefix, b"writebehind_deleted", delete)
+        encoded = encode_columns(upserts, conn, self._string_columns)
+        statement = self._statements.get(encoded)
+        if prefix:
+            statement = prefix + statement
+        arrays += _arrays(encoded, len(upserts))
         # Not prepared: a prepared statement is server state that PgBouncer cannot follow.
         committing_first(conn)  # one statement in autocommit: it commits itself
         conn.execute(statement, arrays, prepare=False)
 
     def _statement(self, encoded: list[EncodedColumn]) -> bytes:
-        sent = [index for index, column in enumerate(encoded) if not column.all_null]
-        values = _select_list(self._columns, encoded, "v")
-        if sent:
-            source = sql.SQL("SELECT {} FROM unnest({}) AS v({})").format(
-                values,
-                sql.SQL(", ").join(sql.Placeholder(format="b") for _ in sent),
-                sql.SQL(", ").join(_alias(index) for index in sent),
-            )
-        else:
-            source = sql.SQL("SELECT {} FROM generate_series(1, {}) AS v").format(
-                values, sql.Placeholder()
-            )
+        source = _unnested(self._columns, encoded, "v")
         return insert_from(*self._target, source).as_bytes(None)
 
 
@@ -286,6 +392,7 @@ class Copy:
         self._copy = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(_STAGE).as_bytes(None)
         self._stages = _Statements(self._stage)
         self._inserts = _Statements(self._insert)
+        self._deletes = _Deletes(schema, table, columns, rule)
         self._progress = progress
 
     def write(
@@ -294,7 +401,16 @@ class Copy:
         rows: Sequence[Params],
         progress: Sequence[ProgressMark] = (),
     ) -> None:
-        encoded = encode_columns(rows, conn, self._string_columns)
+        upserts, deletes = split_deletes(rows)
+        if not upserts:  # deletes only: one statement, as unnest sends it
+            delete, arrays = self._deletes.statement(conn, deletes)
+            if progress:
+                delete = _table(self._progress).cte(progress) + delete
+                arrays = params(progress) + arrays
+            committing_first(conn)
+            conn.execute(delete, arrays, prepare=False)
+            return
+        encoded = encode_columns(upserts, conn, self._string_columns)
         insert = self._inserts.get(encoded)
         if progress:
             # "INSERT ...; COMMIT" goes as one string, without parameters: values written in.
@@ -306,6 +422,9 @@ class Copy:
                     copy.set_types([column.wire_type for column in encoded])
                     for row in zip(*(column.values for column in encoded), strict=True):
                         copy.write_row(row)
+                if deletes:  # a round trip more, inside the transaction
+                    delete, arrays = self._deletes.statement(conn, deletes)
+                    cur.execute(delete, arrays, prepare=False)
                 committing(conn)  # "INSERT ...; COMMIT"
                 cur.execute(insert)
             except BaseException:

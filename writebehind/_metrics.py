@@ -54,6 +54,9 @@ class Metrics:
     total_in_doubt: int = 0
     """Rows given up (counted in ``total_failed`` too) with CommitInDoubt: an attempt to write
     them lost its connection after COMMIT was sent, so they may be in the table."""
+    total_deleted: int = 0
+    """Deletes written (counted in ``total_persisted`` too; a delete that replaced other
+    writes of its key in a batch counts once here, and with them there)."""
 
 
 _BATCH_ROWS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -87,6 +90,12 @@ class _Families:
             "writebehind_rows_in_doubt",
             "Rows given up that may have been written: a write of them lost its connection "
             "after COMMIT was sent (counted in writebehind_failed too).",
+            label,
+            registry=registry,
+        )
+        self.deleted = Counter(
+            "writebehind_rows_deleted",
+            "Deletes written (counted in writebehind_persisted too).",
             label,
             registry=registry,
         )
@@ -154,6 +163,7 @@ class _Families:
         return (
             self.enqueued,
             self.persisted,
+            self.deleted,
             self.failed,
             self.in_doubt,
             self.abandoned,
@@ -236,6 +246,7 @@ class QueueStats:
         self.persisted = 0
         self.failed = 0
         self.in_doubt = 0
+        self.deleted = 0
         self.abandoned = 0
         self.retries = 0
         self.batches = 0
@@ -259,6 +270,7 @@ class QueueStats:
             self._persisted_series = families.persisted.labels(queue=name)
             self._failed_series = families.failed.labels(queue=name)
             self._in_doubt_series = families.in_doubt.labels(queue=name)
+            self._deleted_series = families.deleted.labels(queue=name)
             self._abandoned_series = families.abandoned.labels(queue=name)
             self._oldest_series = families.oldest_row_age.labels(queue=name)
             self._retries_series = families.retries.labels(queue=name)
@@ -305,13 +317,17 @@ class QueueStats:
             self._retries_series.inc()
             self.sync()  # the worker is about to wait: show the rows piling up meanwhile
 
-    def written(self, rows: int) -> None:
-        """A batch (or part of one) standing for ``rows`` accepted rows was committed."""
+    def written(self, rows: int, deleted: int = 0) -> None:
+        """A batch (or part of one) standing for ``rows`` accepted rows was committed,
+        ``deleted`` of its writes deletes."""
         with self.progress:
             self.persisted += rows
+            self.deleted += deleted
             self.batches += 1
         if self._exported:
             self._persisted_series.inc(rows)
+            if deleted:
+                self._deleted_series.inc(deleted)
             self._batches_series.inc()
             self.sync()
 
@@ -357,6 +373,7 @@ class QueueStats:
             persisted, failed, abandoned = self.persisted, self.failed, self.abandoned
             retries, batches = self.retries, self.batches
             replayed, corrupt, in_doubt = self.replayed, self.corrupt, self.in_doubt
+            deleted = self.deleted
         enqueued = self._enqueued_count()
         oldest = self._oldest_row_age()
         self.sync()
@@ -374,4 +391,5 @@ class QueueStats:
             journal_bytes=self.journal_bytes(),
             total_corrupt=corrupt,
             total_in_doubt=in_doubt,
+            total_deleted=deleted,
         )

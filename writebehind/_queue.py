@@ -25,7 +25,7 @@ from ._metrics import Metrics, QueueStats
 from ._opening import SinkOpener
 from ._replay import Replay
 from ._retry import Backoff, RetryBudget
-from ._sink import Params, Sink
+from ._sink import Deletion, Params, Sink
 from ._tracing import FlushTracer
 from .errors import QueueClosed, SchemaError
 from .journal.keeper import QueueJournal, encode_record
@@ -36,6 +36,8 @@ __all__ = ["FailureCallback", "WriteBehindQueue"]
 
 UNCHECKED: Params = ()
 """The params of a row accepted before the sink could read the catalog: checked later."""
+UNCHECKED_DELETE: Params = Deletion(())
+"""The same for a delete."""
 
 logger = logging.getLogger("writebehind")
 
@@ -176,6 +178,7 @@ class WriteBehindQueue:
         self.stuck_after = float(stuck_after)
         self._sink = sink
         self._prepare = sink.prepare
+        self._as_row: Callable[[Any], Mapping[str, Any]] | None = getattr(sink, "as_row", None)
         self._maxsize = maxsize
         self._requested_batch_size = batch_size
         self._flush_interval = float(flush_interval)
@@ -402,6 +405,8 @@ class WriteBehindQueue:
             self._after_fork()
         if not self._started:
             self._start_writers()
+        if type(row) is not dict and self._as_row is not None and not isinstance(row, Mapping):
+            row = self._as_row(row)  # a model instance: the Mapping of its columns
         if not self._opener.opened:
             key, params = self._put_unopened(row, block, timeout)
         else:
@@ -489,8 +494,11 @@ class WriteBehindQueue:
         if not self._started:
             self._start_writers()
         entries = []
+        as_row = self._as_row
         for index, row in enumerate(rows):
             try:
+                if as_row is not None and not isinstance(row, Mapping):
+                    row = as_row(row)
                 if self._opener.opened:
                     key, params = self._prepare(row)
                 else:
@@ -509,7 +517,11 @@ class WriteBehindQueue:
         self._stats.sync()
 
     def _put_unopened(
-        self, row: Mapping[str, Any], block: bool, timeout: float | None
+        self,
+        row: Mapping[str, Any],
+        block: bool,
+        timeout: float | None,
+        deleting: bool = False,
     ) -> tuple[Any, Params]:
         if self._closed:
             raise QueueClosed(f"queue {self.name!r} is closed")
@@ -518,7 +530,7 @@ class WriteBehindQueue:
             wait = self._first_open_wait if block else 0.0
             opener.wait_first(wait if timeout is None else min(wait, timeout))
         if opener.opened:
-            return self._prepare(row)
+            return self._prepare_delete(row) if deleting else self._prepare(row)
         error = opener.error
         if error is not None and opener.configuration_error:
             opener.want()
@@ -526,11 +538,74 @@ class WriteBehindQueue:
             raise error.with_traceback(None)
         if not isinstance(row, Mapping):
             raise TypeError(f"row must be a Mapping of column -> value, got {type(row).__name__}")
-        return None, UNCHECKED
+        return None, UNCHECKED_DELETE if deleting else UNCHECKED
 
     def put_nowait(self, row: Mapping[str, Any]) -> None:
         """put() without waiting: QueueFull when ``maxsize`` rows are waiting."""
         self.put(row, block=False)
+
+    def delete(self, key: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Accept the delete of ``key``'s row for writing, and return, as put() does.
+
+        ``key`` is the key's value (a scalar for a one-column key, a tuple for a composite
+        one), a Mapping holding the key columns, or an instance of the sink's model. A delete
+        is a write of its key: it is applied in put order with that key's upserts (a put then
+        a delete leaves no row, a delete then a put leaves the put), in the statement of its
+        batch; ``coalesce`` takes it as the key's newest write. With a ``version_column`` the
+        Mapping gives the version too, and the delete applies only to a row of a lower
+        version. A refused delete reaches ``on_failure`` as the Mapping of its key columns.
+        Backpressure, ``timeout``, QueueFull and QueueClosed as for put(). TypeError for an
+        append-only sink (``key=None``) or a sink that cannot delete; ValueError for a key of
+        the wrong shape.
+        """
+        self._delete([key], block, timeout, many=False)
+
+    def delete_nowait(self, key: Any) -> None:
+        """delete() without waiting: QueueFull when ``maxsize`` rows are waiting."""
+        self._delete([key], False, None, many=False)
+
+    def delete_many(
+        self, keys: Iterable[Any], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Accept the deletes of all of ``keys``, or none of them, in one step (as put_many()
+        accepts rows; an error names the index of the key that does not fit)."""
+        self._delete(list(keys), block, timeout, many=True)
+
+    def _delete(self, keys: list[Any], block: bool, timeout: float | None, many: bool) -> None:
+        key_row = getattr(self._sink, "key_row", None)
+        if key_row is None or not hasattr(self._sink, "prepare_delete"):
+            raise TypeError(f"the sink of queue {self.name!r} cannot delete")
+        if not keys:
+            return
+        self._check_process()
+        if not self._started:
+            self._start_writers()
+        entries = []
+        for index, key in enumerate(keys):
+            try:
+                row = key_row(key)
+                if self._opener.opened:
+                    found, params = self._prepare_delete(row)
+                else:
+                    found, params = self._put_unopened(row, block, timeout, deleting=True)
+            except SchemaError:
+                raise
+            except (TypeError, ValueError) as error:
+                if not many:
+                    raise
+                raise type(error)(f"key {index}: {error}") from None
+            entries.append(new_entry((found, params, row, self._clock(), 1, (), None)))
+        self._buffer.deletes = True
+        if self._journal is not None:
+            self._put_recorded(entries, block, timeout)
+        elif threading.get_ident() in self._own_threads:
+            self._buffer.put_now(entries)
+        else:
+            self._buffer.put_all(entries, block, timeout)
+        self._stats.sync()
+
+    def _prepare_delete(self, row: Mapping[str, Any]) -> tuple[Any, Params]:
+        return self._sink.prepare_delete(row)  # type: ignore[attr-defined,no-any-return]
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write out every row put before this call, partial batches included.
@@ -827,6 +902,8 @@ class WriteBehindQueue:
                 self._buffer.release(target - released)
                 released = target
 
+        if self._buffer.deletes and not writer.delivery.deletes:
+            writer.delivery.deletes = True
         try:
             refused = entries[0].target
             if isinstance(refused, Refused):  # replayed, and not writable as the table is now
@@ -861,7 +938,10 @@ class WriteBehindQueue:
                 checked.append(entry)
                 continue
             try:
-                key, params = self._prepare(entry.row)
+                if type(entry.params) is Deletion:
+                    key, params = self._prepare_delete(entry.row)
+                else:
+                    key, params = self._prepare(entry.row)
             except (TypeError, ValueError) as error:
                 writer.delivery.give_up_all([entry], error, "refused when checked")
                 continue

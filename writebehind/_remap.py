@@ -15,7 +15,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 from ._batch import Refused
-from ._sink import Params, RowLayout, Sink
+from ._sink import Deletion, Params, RowLayout, Sink
 from .errors import SchemaError
 from .journal.keeper import Replayed
 
@@ -46,6 +46,8 @@ class Remapper:
     def row(self, record: Replayed) -> Row:
         """Key, params, on_failure's row and target of ``record``; ValueError for a record
         whose layout was never read (its meta record lost with damage)."""
+        if record.deleted:
+            return self._deleted(record.row or {})
         if record.row is not None:  # accepted before the sink could read its catalog
             return self._by_name(record.row)
         if not record.layout:  # a journal of 0.2, or a sink without a layout: by position
@@ -69,6 +71,19 @@ class Remapper:
         if isinstance(plan, Refused):
             return record.key, record.params, mapping, plan
         return self._prepared(plan, dict(mapping), record.key, record.params)
+
+    def _deleted(self, row: Mapping[str, Any]) -> Row:
+        """A delete, checked against the key as it is now: a SchemaError naming the column if
+        the key changed (a column it has not, or lacks)."""
+        prepare_delete = getattr(self._sink, "prepare_delete", None)
+        if prepare_delete is None:
+            error = SchemaError(f"a journaled delete of {dict(row)!r}: the sink cannot delete")
+            return None, Deletion(()), row, Refused(error)
+        try:
+            key, params = prepare_delete(row)
+        except (TypeError, ValueError) as error:
+            return None, Deletion(()), row, Refused(SchemaError(f"a journaled delete: {error}"))
+        return key, params, row, None
 
     def _plan(self, layout: RowLayout) -> Any:
         if layout == self._own:

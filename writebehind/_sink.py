@@ -9,6 +9,14 @@ Params = tuple[Any, ...]
 """One row as the sink writes it: values in the sink's column order, converted at put()."""
 
 
+class Deletion(tuple[Any, ...]):
+    """The params of a delete, as a sink's ``prepare_delete`` makes them: the key's values in
+    key order, then the version (with a ``version_column``). A batch given to ``write`` holds
+    them beside the params of upserts; its keys are distinct."""
+
+    __slots__ = ()
+
+
 class RowLayout(NamedTuple):
     """What the parameters of a row mean, as plain data: the table (schema-qualified), the
     written columns in the order of the parameters, their types (the catalog's names), and

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-__all__ = ["ConflictRule", "insert_statement", "insert_from"]
+__all__ = ["ConflictRule", "delete_from", "delete_statement", "insert_from", "insert_statement"]
 
 # The name the target table goes by in ON CONFLICT ... WHERE: the existing row.
 _EXISTING = sql.Identifier("existing")
@@ -72,6 +72,55 @@ def insert_from(
     return sql.SQL("{} WHERE {}.{} IS NULL OR {}.{} < EXCLUDED.{}").format(
         update, _EXISTING, version, _EXISTING, version, version
     )
+
+
+def delete_statement(
+    schema: str, table: str, key: Sequence[str], version_column: str | None
+) -> sql.Composed:
+    """``DELETE FROM schema.table WHERE`` the key is ``%s, ...`` (and, with
+    ``version_column``, the existing version is lower than one more ``%s``)."""
+    matches: list[sql.Composable] = [
+        sql.SQL("{}.{} = {}").format(_EXISTING, sql.Identifier(name), sql.Placeholder())
+        for name in key
+    ]
+    if version_column is not None:
+        matches.append(_older(version_column, sql.Placeholder()))
+    return sql.SQL("DELETE FROM {} AS {} WHERE {}").format(
+        sql.Identifier(schema, table), _EXISTING, sql.SQL(" AND ").join(matches)
+    )
+
+
+def delete_from(
+    schema: str,
+    table: str,
+    key: Sequence[str],
+    version_column: str | None,
+    source: sql.Composable,
+) -> sql.Composed:
+    """``DELETE FROM schema.table`` the rows whose key is in ``source`` (a SELECT giving the
+    key columns in order, then the version with ``version_column``: a row is deleted only
+    where its version is lower, as an update only applies to a lower version)."""
+    names = [sql.Identifier(f"d{index}") for index in range(len(key))]
+    matches: list[sql.Composable] = [
+        sql.SQL("{}.{} = d.{}").format(_EXISTING, sql.Identifier(column), alias)
+        for column, alias in zip(key, names, strict=True)
+    ]
+    if version_column is not None:
+        names.append(sql.Identifier("dv"))
+        matches.append(_older(version_column, sql.SQL("d.dv")))
+    return sql.SQL("DELETE FROM {} AS {} USING ({}) AS d({}) WHERE {}").format(
+        sql.Identifier(schema, table),
+        _EXISTING,
+        source,
+        sql.SQL(", ").join(names),
+        sql.SQL(" AND ").join(matches),
+    )
+
+
+def _older(version_column: str, than: sql.Composable) -> sql.Composable:
+    # The version rule of updates: strictly older, or no version at all.
+    version = sql.SQL("{}.{}").format(_EXISTING, sql.Identifier(version_column))
+    return sql.SQL("({} IS NULL OR {} < {})").format(version, version, than)
 
 
 def _new_value(column: str, how: str | None) -> sql.Composable:

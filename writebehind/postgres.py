@@ -18,8 +18,9 @@ from . import _watchdog
 from ._batch import Merger, Replaces
 from ._catalog import TableInfo, read_table
 from ._conninfo import conninfo_problem
+from ._deferred import check_deferred_now
 from ._layout import Layout, Rules, journaled, of_sink
-from ._methods import METHODS, Writer, commit_was_sent, write_progress
+from ._methods import METHODS, Writer, commit_was_sent, split_deletes, write_progress
 from ._pools import (
     SharedPool,
     acquire,
@@ -31,10 +32,21 @@ from ._pools import (
 )
 from ._progress_sql import ProgressTable, check_marks, check_prefix, is_conflict
 from ._retry import connection_lost
-from ._sink import Params, ProgressMark, RowLayout, Target
+from ._sink import Deletion, Params, ProgressMark, RowLayout, Target
 from .errors import CommitInDoubt, ProgressConflict
+from .models import KINDS, ModelTable, describe
+from .models._rows import ModelRows
 
-__all__ = ["PostgresUpsert"]
+__all__ = ["PRIMARY_KEY", "PostgresUpsert"]
+
+
+class _PrimaryKey:
+    def __repr__(self) -> str:
+        return "PRIMARY_KEY"
+
+
+PRIMARY_KEY: Any = _PrimaryKey()
+"""``key``'s default: the primary key of a model or SQLAlchemy Table given as ``table``."""
 
 logger = logging.getLogger("writebehind")
 
@@ -83,8 +95,12 @@ class PostgresUpsert:
 
     ``conninfo_or_pool`` is a conninfo string, from which a pool is created when the sink opens
     and closed by close(); or a ``psycopg_pool.ConnectionPool``, which is borrowed, never
-    closed. ``key`` names the conflict target: a column, or several, covered exactly by the
-    primary key or a unique index. ``columns`` picks the written columns (the key is always
+    closed. ``table`` is a table name, or a model: a SQLAlchemy ``Table`` or mapped class, or a
+    Django model class; a model sink takes the model's instances as rows, and gives a column a
+    row leaves out the model's Python-side default (see prepare()). ``key`` names the conflict
+    target: a column, or several, covered exactly by the primary key or a unique index; for a
+    model it defaults to the primary key, for a table name it must be given (``key=None``:
+    append-only, plain INSERTs). ``columns`` picks the written columns (the key is always
     written); by default every column without a default value. ``schema`` qualifies ``table``,
     which is otherwise found along the search_path. ``naive_timezone`` (a zone name or tzinfo)
     is given to naive datetimes for ``timestamptz`` columns, which are refused without it.
@@ -117,8 +133,8 @@ class PostgresUpsert:
     def __init__(
         self,
         conninfo_or_pool: str | ConnectionPool[Any],
-        table: str,
-        key: str | Sequence[str] | None,
+        table: str | Any,
+        key: str | Sequence[str] | None = PRIMARY_KEY,
         *,
         columns: Sequence[str] | None = None,
         schema: str | None = None,
@@ -138,11 +154,28 @@ class PostgresUpsert:
             problem = conninfo_problem(conninfo_or_pool)  # here rather than at open
             if problem is not None:
                 raise ValueError(f"conninfo_or_pool: {problem}")
-        self.table = _check_name("table", table)
+        model = describe(table)  # TypeError for what is neither a name nor a model
+        self.model: ModelTable | None = model
+        """The model ``table`` was given as (None: a table name)."""
+        if model is None:
+            if key is PRIMARY_KEY:
+                raise TypeError(
+                    f"PostgresUpsert({table!r}) needs key=: the column(s) of a unique index to "
+                    "upsert on, or key=None to append every row (a model or SQLAlchemy Table "
+                    "brings its primary key)"
+                )
+            self.table = _check_name("table", table)
+        else:
+            self.table = model.table
+            if schema is None:
+                schema = model.schema
+            if key is PRIMARY_KEY:
+                key = model.primary_key
         self.schema = None if schema is None else _check_name("schema", schema)
         self.key: tuple[str, ...] = (
             () if key is None else _check_names("key", [key] if isinstance(key, str) else key)
         )
+        self._model_rows: ModelRows | None = None
         self.columns = None if columns is None else _check_names("columns", columns)
         self.on_conflict = on_conflict
         self.update_columns = (
@@ -286,6 +319,9 @@ class PostgresUpsert:
         self._progress = progress
         self._info, self._layout, self._targets = info, layout, {}
         self._prepare = layout.prepare
+        if self.model is not None:
+            self._model_rows = ModelRows(self.model, layout.names, self.key)
+            self._prepare = self._model_rows.preparer(layout.prepare)
 
     @property
     def replaces(self) -> Replaces | None:
@@ -303,8 +339,17 @@ class PostgresUpsert:
         keeps with each row."""
         return None if self._layout is None else self._layout.row_layout
 
-    def prepare(self, row: Mapping[str, Any]) -> tuple[Hashable, Params]:
+    def prepare(self, row: Mapping[str, Any] | Any) -> tuple[Hashable, Params]:
         """Check ``row`` against the written columns; return its key and parameters.
+
+        For a model sink ``row`` may also be an instance of the model (its columns by column
+        name, a Django ForeignKey as ``site_id``; unset ones left out), and a written column it
+        leaves out gets the model's Python-side default, made now: SQLAlchemy's
+        ``Column(default=...)``, Django's ``default=``, ``auto_now``/``auto_now_add`` (an
+        aware now). Columns the database fills (server defaults, identity) are not written
+        unless ``columns`` names them. TypeError for an instance of another class; ValueError
+        for an instance whose key is unset and generated by the database (an upsert needs
+        its key: use a natural key, or ``key=None``).
 
         TypeError if ``row`` is not a Mapping, a key value is unhashable or a json value cannot
         be serialized; ValueError naming missing or unknown columns, a naive datetime for a
@@ -312,6 +357,58 @@ class PostgresUpsert:
         json column that is not JSON text, or NaN or Infinity in a json value.
         """
         return self._prepare(row)
+
+    def as_row(self, value: Any) -> Mapping[str, Any]:
+        """``value`` as put() keeps it: a Mapping as it is, an instance of the model as the
+        Mapping of its columns (defaults filled once the sink is open). TypeError for others."""
+        if type(value) is dict or isinstance(value, Mapping):
+            return value
+        if self.model is None:
+            raise TypeError(f"row must be a Mapping of column -> value, got {type(value).__name__}")
+        if self._model_rows is not None:
+            return self._model_rows.row(value)
+        row = self.model.row_of(value)
+        if self.columns is not None:  # not open yet: the columns it was told to write
+            row = {name: row[name] for name in row if name in self.columns or name in self.key}
+        return row
+
+    def key_row(self, key: Any) -> dict[str, Any]:
+        """The Mapping of the key columns that ``key`` names, for a delete: a scalar (a
+        one-column key), a tuple (a composite one, in key order), a Mapping holding the key
+        columns (and the version column, with one), or an instance of the model. TypeError
+        for an append-only sink, ValueError for a key of another length."""
+        names = self.key
+        if not names:
+            raise TypeError(
+                f"{self.table!r} is written append-only (key=None): there is no key to delete by"
+            )
+        if isinstance(key, Mapping):
+            return dict(key)
+        if self.model is not None and self.model.is_instance(key):
+            values = self.model.row_of(key)
+            wanted = (*names, *filter(None, [self.version_column]))
+            return {name: values[name] for name in wanted if name in values}
+        if len(names) == 1:
+            if isinstance(key, tuple) and len(key) == 1:
+                key = key[0]
+            return {names[0]: key}
+        if not isinstance(key, tuple) or len(key) != len(names):
+            raise ValueError(
+                f"the key of {self.table!r} has {len(names)} columns {list(names)}: give a "
+                f"tuple of {len(names)} values or a Mapping, got {key!r}"
+            )
+        return dict(zip(names, key, strict=True))
+
+    def prepare_delete(self, row: Mapping[str, Any]) -> tuple[Hashable, Deletion]:
+        """Check a delete: ``row`` is the Mapping of the key columns (key_row() makes one),
+        with the version column for a sink with ``version_column`` (the delete applies only
+        to a row of a lower version); return its key, as prepare() returns an upsert's, and
+        its params. TypeError for an append-only sink; ValueError naming a missing or
+        unknown column, or a None in the key."""
+        layout = self._layout
+        if layout is None:
+            raise ValueError("the sink is not open; call open() (the queue does at its first put)")
+        return layout.prepare_delete(row)
 
     def target_for(self, columns: Sequence[str]) -> Target:
         """Where rows of ``columns`` (names, any order) are written: this sink if they are its
@@ -355,14 +452,29 @@ class PostgresUpsert:
         neither commits nor rolls back."""
         assert self._layout is not None, "open() or configure() the sink first"
         table = self._progress_for(progress)
+        upserts, deletes = split_deletes(rows)
         with conn.cursor() as cur:
-            cur.executemany(self._layout.query, rows)
+            if upserts:
+                cur.executemany(self._layout.query, upserts)
+            if deletes:
+                if self._layout.delete_query is None:
+                    raise TypeError("an append-only sink (key=None) cannot delete")
+                cur.executemany(self._layout.delete_query, deletes)
         if table is not None:
             with _conflicts_raised():
                 write_progress(conn, table, progress)
 
+    def check_deferred_on(self, conn: psycopg.Connection[Any]) -> None:
+        """Check now, inside the transaction open on ``conn``, the deferrable constraints of
+        the table (and of tables referencing it), which would otherwise wait for COMMIT: after
+        write_on() in a savepoint, so that a row refused by a deferred foreign key is refused
+        there. Those initially deferred are deferred again after."""
+        assert self._info is not None, "open() or configure() the sink first"
+        check_deferred_now(conn, self._info.schema, self._info.name)
+
     def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
-        """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``.
+        """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``;
+        ``Deletion`` params among them (from prepare_delete()) delete their key instead.
 
         ``progress`` (after track_progress()): marks ``(source, applied_seq, applied_extra)``
         with distinct sources, each upserted into the progress table in the same transaction
@@ -634,7 +746,10 @@ def _check_timezone(value: object) -> tzinfo | None:
 
 
 def _check_name(argument: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
+        kinds = KINDS if argument == "table" else "a non-empty string"
+        raise TypeError(f"{argument} must be {kinds}, got {type(value).__name__} {value!r}")
+    if not value:
         raise ValueError(f"{argument} must be a non-empty string, got {value!r}")
     return value
 

@@ -98,5 +98,6 @@ def test_metrics_has_exactly_the_documented_fields() -> None:
         "journal_bytes",
         "total_corrupt",
         "total_in_doubt",
+        "total_deleted",
     ]
     assert Metrics.__dataclass_params__.frozen  # type: ignore[attr-defined]

@@ -17,7 +17,8 @@ __all__ = ["DjangoConnection"]
 class DjangoConnection:
     """Writes through ``django.db.connections[alias]`` (the calling thread's), each row in
     ``transaction.atomic()``: a savepoint inside the test's transaction under ``TestCase``, a
-    transaction of its own otherwise. A refused row rolls back its savepoint only."""
+    transaction of its own otherwise. A refused row rolls back its savepoint only; deferred
+    constraints (Django's foreign keys) are checked in the savepoint, as a COMMIT would."""
 
     def __init__(self, alias: str = DEFAULT_DB_ALIAS) -> None:
         self.alias = alias
@@ -28,7 +29,11 @@ class DjangoConnection:
 
     def write(self, sink: PostgresUpsert, params: Params) -> None:
         with transaction.atomic(using=self.alias):
-            sink.write_on(self._raw_connection(), [params])
+            raw = self._raw_connection()
+            sink.write_on(raw, [params])
+            # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: checked here, in the
+            # savepoint, not at a COMMIT that a TestCase never reaches.
+            sink.check_deferred_on(raw)
 
     def _raw_connection(self) -> psycopg.Connection[Any]:
         connection = connections[self.alias]

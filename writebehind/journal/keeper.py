@@ -12,7 +12,8 @@ the journal maps the values by name, whatever its own ``columns=`` and the table
 A row accepted before the sink could read its catalog is kept with its column names.
 
 Kinds: 0, converted values without a layout (a sink that has none, and journals of 0.2); 1, a
-row as put (names and values); 2, converted values of a layout; 3, a layout (a meta record).
+row as put (names and values); 2, converted values of a layout; 3, a layout (a meta record);
+4, a delete (the key columns' names and values, as given: a replay maps them by name).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .._sink import Params, RowLayout
+from .._sink import Deletion, Params, RowLayout
 from . import codec
 from .options import Journal
 from .progress import Done, ProgressTracker
@@ -55,13 +56,14 @@ _CONVERTED = 0  # key and params, as prepare() made them, in a layout the record
 _UNCHECKED = 1  # the row as put(): column names and values, converted when it is written
 _LAID_OUT = 2  # key and params, as prepare() made them, of the layout numbered in the header
 _LAYOUT = 3  # a layout: its number, then (table, columns, types, key)
+_DELETE = 4  # a delete: the key columns' names and values (as put), made params when written
 
 
 class Replayed:
     """One record read back: its lane, and the key and params (or the row, if unchecked), and
     the number of the layout of the params (0: none said)."""
 
-    __slots__ = ("key", "lane", "layout", "params", "row")
+    __slots__ = ("deleted", "key", "lane", "layout", "params", "row")
 
     def __init__(
         self,
@@ -70,12 +72,15 @@ class Replayed:
         params: Params,
         row: Mapping[str, Any] | None,
         layout: int = 0,
+        deleted: bool = False,
     ) -> None:
         self.lane = lane
         self.key = key
         self.params = params
         self.row = row
         self.layout = layout
+        self.deleted = deleted
+        """A delete: ``row`` is its key columns by name."""
 
 
 def encode_record(
@@ -84,6 +89,11 @@ def encode_record(
     """The record of a row going to ``lane``, its params of the layout numbered ``layout``
     (0: none); TypeError for a value the journal cannot hold."""
     try:
+        if type(params) is Deletion:  # by name: a replay maps it to the key as it is then
+            names = tuple(row)
+            return _HEADER.pack(_DELETE, lane if params else INTAKE_LANE) + codec.encode(
+                None, (names, tuple(row[name] for name in names))
+            )
         if params and layout:
             return _LAID_OUT_HEADER.pack(_LAID_OUT, lane, layout) + codec.encode(key, params)
         if params:
@@ -118,10 +128,11 @@ def decode_record(payload: bytes) -> Replayed:
     key, params = codec.decode(memoryview(payload)[_HEADER.size :])
     if kind == _CONVERTED:
         return Replayed(lane, key, params, None)
-    if kind == _UNCHECKED and len(params) == 2:
+    if kind in (_UNCHECKED, _DELETE) and len(params) == 2:
         names, values = params
         if isinstance(names, tuple) and isinstance(values, tuple) and len(names) == len(values):
-            return Replayed(lane, None, (), dict(zip(names, values, strict=True)))
+            row = dict(zip(names, values, strict=True))
+            return Replayed(lane, None, (), row, deleted=kind == _DELETE)
     raise ValueError(f"journal record of unknown kind {kind}")
 
 

@@ -1,0 +1,103 @@
+"""Django: a model class (``app_label.ModelName`` resolved by the settings)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+from django.db import models
+from django.db.models.fields import NOT_PROVIDED
+
+from ._model import ModelTable
+
+try:  # Django 5.0+
+    from django.db.models.expressions import DatabaseDefault
+except ImportError:  # pragma: no cover - Django 4.2
+    DatabaseDefault = ()  # type: ignore[assignment,misc]
+
+__all__ = ["describe", "model_named"]
+
+
+def describe(value: object) -> ModelTable | None:
+    """The model of a Django model class; None for anything else."""
+    if not (isinstance(value, type) and issubclass(value, models.Model)):
+        return None
+    meta = value._meta
+    name = f"{meta.app_label}.{value.__name__}"
+    if meta.abstract:
+        raise TypeError(f"the Django model {name} is abstract: it has no table")
+    fields = [field for field in meta.concrete_fields if field.column]
+    defaults: dict[str, Callable[[], Any]] = {}
+    generated: set[str] = set()
+    for field in fields:
+        column = str(field.column)
+        if getattr(field, "db_default", NOT_PROVIDED) is not NOT_PROVIDED or _is_auto(field):
+            generated.add(column)
+        now = _now_of(field)
+        if now is not None:
+            defaults[column] = now
+        elif field.has_default():
+            defaults[column] = field.get_default
+    pk = meta.pk
+    assert pk is not None
+    key_fields = getattr(pk, "fields", None) or [pk]  # Django 5.2's CompositePrimaryKey
+    return ModelTable(
+        name=name,
+        table=meta.db_table,
+        schema=None,
+        primary_key=tuple(field.column for field in key_fields),
+        model=value,
+        values=_values_of(fields),
+        defaults=defaults,
+        generated=frozenset(generated),
+    )
+
+
+def model_named(label: str) -> type | None:
+    """The model ``app_label.ModelName`` (as ``AUTH_USER_MODEL`` names one), or None."""
+    from django.apps import apps
+
+    if label.count(".") != 1:
+        return None
+    try:
+        return apps.get_model(label)
+    except (LookupError, ValueError):
+        return None
+
+
+def _is_auto(field: Any) -> bool:
+    return isinstance(field, models.AutoField | models.BigAutoField | models.SmallAutoField)
+
+
+def _now_of(field: Any) -> Callable[[], Any] | None:
+    if not (getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)):
+        return None
+    if isinstance(field, models.DateTimeField):
+        return lambda: datetime.datetime.now(datetime.timezone.utc)
+    if isinstance(field, models.DateField):
+        return datetime.date.today
+    return lambda: datetime.datetime.now().time()
+
+
+def _values_of(fields: list[Any]) -> Callable[[Any], dict[str, Any]]:
+    def values(instance: Any) -> dict[str, Any]:
+        deferred = instance.get_deferred_fields()  # reading one would query the database
+        row = {}
+        for field in fields:
+            if field.attname in deferred:
+                continue
+            value = getattr(instance, field.attname)  # a ForeignKey's is its id: site_id
+            if value is None and (_is_auto(field) or _now_of(field) is not None):
+                continue  # unset: the database's, or now
+            if isinstance(value, DatabaseDefault):
+                continue  # db_default: the database's
+            if hasattr(value, "resolve_expression"):
+                raise TypeError(
+                    f"column {field.column!r} holds a query expression ({value!r}), which "
+                    "only Django's own save() evaluates: give it a value"
+                )
+            row[field.column] = value
+        return row
+
+    return values

@@ -1,0 +1,59 @@
+"""What a sink takes from a model: one shape for every ORM."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ModelTable", "NoDefault"]
+
+
+class NoDefault(Exception):
+    """A column's default cannot be made in Python (a SQL expression): the message says what
+    to do."""
+
+
+@dataclass(frozen=True)
+class ModelTable:
+    """A table as a model describes it.
+
+    ``values(instance)`` gives the column values an instance has set (unset ones left out);
+    ``defaults`` the Python-side default of each column that has one, as a function making the
+    value (a fresh one per row for a callable default, an aware now for ``auto_now``);
+    ``generated`` the columns the database fills (identity, serial, server defaults).
+    """
+
+    name: str
+    """What to call the model in messages: ``module.Class`` or the table's name."""
+    table: str
+    schema: str | None
+    primary_key: tuple[str, ...]
+    model: type | None
+    """The class whose instances are rows (None for a bare SQLAlchemy Table)."""
+    values: Callable[[Any], dict[str, Any]]
+    defaults: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    generated: frozenset[str] = frozenset()
+
+    def is_instance(self, value: object) -> bool:
+        """Whether ``value`` is a row of this model (an instance of it or of a subclass)."""
+        return self.model is not None and isinstance(value, self.model)
+
+    def row_of(self, value: object) -> dict[str, Any]:
+        """The row an instance stands for: its set columns; TypeError for anything else."""
+        if self.is_instance(value):
+            return self.values(value)
+        if self.model is None:
+            raise TypeError(
+                f"a row for {self.name} must be a Mapping of column -> value, "
+                f"got {type(value).__name__}"
+            )
+        raise TypeError(
+            f"a row for {self.name} must be a Mapping of column -> value or an instance of "
+            f"{self.model.__qualname__}, got {_named(value)}"
+        )
+
+
+def _named(value: object) -> str:
+    kind = type(value)
+    return f"an instance of {kind.__module__}.{kind.__qualname__}"
