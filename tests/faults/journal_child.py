@@ -11,6 +11,9 @@ Row ``i`` is ``{"k": i % KEYS, "v": i, "n": 1}``, written with ``merge={"n": "ad
 last value put for the key, ``n`` counts the puts of the key. Logs go to stderr, a line each,
 starting with their level.
 
+``journal_child.py mixed ...`` (the arguments of ``run``): the same, but every fourth operation
+of each key is ``delete(i % KEYS)`` instead of a put (``is_delete``).
+
 With ``KILL_AT_NEW_SEGMENT=N`` in its environment, a ``run`` process keeps small segments and
 kills itself with SIGKILL when it has created its ``N``-th segment file, before writing its header.
 """
@@ -47,6 +50,12 @@ def die_at_a_new_segment(number: int) -> None:
     segments.encode_header = encode_header_or_die
 
 
+def is_delete(i: int) -> bool:
+    """Whether operation ``i`` of a ``mixed`` run deletes its key: every fourth of each key,
+    at another turn for each key."""
+    return (i // KEYS + i) % 4 == 3
+
+
 def main(argv: list[str]) -> int:
     from writebehind import Journal, PostgresUpsert, WriteBehindQueue
 
@@ -56,8 +65,9 @@ def main(argv: list[str]) -> int:
     if mode == "run" and os.environ.get(KILL_AT_NEW_SEGMENT):
         die_at_a_new_segment(int(os.environ[KILL_AT_NEW_SEGMENT]))
         options = {"segment_bytes": 4096, "max_bytes": 1 << 20}
-    writers = int(argv[6]) if mode == "run" else 1
-    coalesce = argv[7] == "1" if mode == "run" else False
+    running = mode in ("run", "mixed")
+    writers = int(argv[6]) if running else 1
+    coalesce = argv[7] == "1" if running else False
     sink = PostgresUpsert(dsn, table, "k", merge={"n": "add"}, pool_size=2)
     wb = WriteBehindQueue(
         sink,
@@ -78,7 +88,10 @@ def main(argv: list[str]) -> int:
     print("ready", flush=True)
     i = first
     while True:
-        wb.put({"k": i % KEYS, "v": i, "n": 1})
+        if mode == "mixed" and is_delete(i):
+            wb.delete(i % KEYS)
+        else:
+            wb.put({"k": i % KEYS, "v": i, "n": 1})
         os.write(log, b"%d\n" % i)
         i += 1
 

@@ -48,9 +48,7 @@ def _expected(ops: list[Op], rule: str) -> list[tuple[Any, ...]]:
         if kind == "delete":
             if held is not None and (rule != "version" or held[1] < row["ver"]):
                 del table[k]
-        elif held is None:
-            table[k] = (row["n"], row["ver"])
-        elif rule == "update":
+        elif held is None or rule == "update":
             table[k] = (row["n"], row["ver"])
         elif rule == "add":
             table[k] = (held[0] + row["n"], row["ver"])
@@ -82,7 +80,7 @@ def test_puts_and_deletes_leave_what_applying_them_one_by_one_leaves(
         failures: list[Failure] = []
         sink = PostgresUpsert(dsn, table_name, "k", **RULES[rule])
         options = {"batch_size": batch_size, "coalesce": coalesce, "flush_interval": 60}
-        with queue(sink, on_failure=lambda r, e: failures.append((r, e)), **options) as wb:
+        with queue(sink, on_failure=lambda r, e, f=failures: f.append((r, e)), **options) as wb:
             for kind, row in ops:
                 if kind == "put":
                     wb.put(row)
@@ -179,9 +177,7 @@ def test_a_delete_the_database_refuses_reaches_on_failure_as_its_key_alone(
     own error, and the other writes of its batch are written."""
     create(db, table_name, "k int PRIMARY KEY, v text")
     child = f"{table_name}_child"
-    db.execute(
-        named("CREATE TABLE {} (k int REFERENCES {} ON DELETE RESTRICT)", child, table_name)
-    )
+    db.execute(named("CREATE TABLE {} (k int REFERENCES {} ON DELETE RESTRICT)", child, table_name))
     try:
         failures: list[Failure] = []
         with queue(
