@@ -23,7 +23,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ._eager import EagerConnection, EagerQueue, OwnConnection
 from ._queue import WriteBehindQueue, _check_registry
-from .postgres import PostgresUpsert
+from .errors import SchemaError
+from .postgres import PRIMARY_KEY, PostgresUpsert
 
 __all__ = ["CLOSE_TIMEOUT", "ProcessQueues", "Queue", "QueueSpec", "parse_queues"]
 
@@ -42,8 +43,8 @@ def _keywords(function: Callable[..., Any]) -> frozenset[str]:
 SINK_OPTIONS = _keywords(PostgresUpsert.__init__)
 # ``clock`` is the queue's hook for tests, not a setting.
 QUEUE_OPTIONS = _keywords(WriteBehindQueue.__init__) - {"clock"}
-REQUIRED_OPTIONS = ("table", "key")
-OPTIONS = frozenset(REQUIRED_OPTIONS) | SINK_OPTIONS | QUEUE_OPTIONS
+REQUIRED_OPTIONS = ("table",)  # and "key", unless the table is a model
+OPTIONS = frozenset({*REQUIRED_OPTIONS, "key"}) | SINK_OPTIONS | QUEUE_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,10 @@ class QueueSpec:
     """How the user spells this queue's settings, for error messages."""
     conninfo: str | Callable[[], str]
     """The conninfo, or a function giving the one in force (Django's test database)."""
-    table: str
-    key: str | tuple[str, ...] | None
+    table: str | Any
+    """A table name, or a model (a SQLAlchemy Table or mapped class, a Django model)."""
+    key: str | tuple[str, ...] | None | Any
+    """The key as given (``PRIMARY_KEY``: not given, a model's primary key)."""
     sink_options: Mapping[str, Any]
     queue_options: Mapping[str, Any]
 
@@ -97,6 +100,14 @@ class QueueSpec:
         timeout = max(1, round(sink.connect_timeout))
         with psycopg.connect(conninfo, connect_timeout=timeout) as conn:
             sink.configure(conn)  # the checks the sink makes when it opens
+        problems = sink.unwritable_columns()
+        if problems:
+            raise SchemaError(problems[0])
+
+    @property
+    def table_name(self) -> str:
+        """The table's name, as messages give it."""
+        return str(self.table) if isinstance(self.table, str) else _sink_table(self)
 
 
 def parse_queues(
@@ -147,7 +158,7 @@ def _parse_queue(name: str, conninfo: str, options: object, where: str) -> Queue
     for option in REQUIRED_OPTIONS:
         if option not in options:
             raise ValueError(f"{where}[{option!r}] is missing")
-    key = options["key"]
+    key = options.get("key", PRIMARY_KEY)
     sink_options = {k: v for k, v in options.items() if k in SINK_OPTIONS}
     queue_options = {k: v for k, v in options.items() if k in QUEUE_OPTIONS}
     if isinstance(queue_options.get("on_failure"), str):
@@ -157,7 +168,7 @@ def _parse_queue(name: str, conninfo: str, options: object, where: str) -> Queue
         setting=where,
         conninfo=conninfo,
         table=options["table"],
-        key=key if key is None or isinstance(key, str) else tuple(key),
+        key=key if key is None or key is PRIMARY_KEY or isinstance(key, str) else tuple(key),
         sink_options=sink_options,
         queue_options=queue_options,
     )
@@ -170,6 +181,10 @@ def _parse_queue(name: str, conninfo: str, options: object, where: str) -> Queue
     except (TypeError, ValueError) as error:
         raise type(error)(f"{where}: {error}") from error
     return spec
+
+
+def _sink_table(spec: QueueSpec) -> str:
+    return PostgresUpsert(spec.current_conninfo(), spec.table, spec.key, **spec.sink_options).table
 
 
 def _import(path: str, where: str) -> Any:

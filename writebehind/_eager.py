@@ -163,7 +163,9 @@ class EagerQueue:
                 self._connection.configure(self._sink)
                 self._started = True
 
-    def put(self, row: Mapping[str, Any], block: bool = True, timeout: float | None = None) -> None:
+    def put(
+        self, row: Mapping[str, Any] | Any, block: bool = True, timeout: float | None = None
+    ) -> None:
         """Check ``row`` as a queue does, and write it now; ``block`` and ``timeout`` are
         accepted for the queue's signature (nothing ever waits for room)."""
         if not self._started or self._closed:
@@ -173,7 +175,10 @@ class EagerQueue:
         self._write(row, key, params)
 
     def put_many(
-        self, rows: Iterable[Mapping[str, Any]], block: bool = True, timeout: float | None = None
+        self,
+        rows: Iterable[Mapping[str, Any] | Any],
+        block: bool = True,
+        timeout: float | None = None,
     ) -> None:
         """Check every row as put() does (the error names the first bad row's index, and
         nothing is written), then write them one by one."""
@@ -235,7 +240,7 @@ class EagerQueue:
             self._stats.written(1, int(type(params) is Deletion))
         self._stats.batch_done(0, 1, time.monotonic() - started)
 
-    def put_nowait(self, row: Mapping[str, Any]) -> None:
+    def put_nowait(self, row: Mapping[str, Any] | Any) -> None:
         """The same as put()."""
         self.put(row, block=False)
 

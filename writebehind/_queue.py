@@ -387,7 +387,9 @@ class WriteBehindQueue:
         if self._pid != os.getpid():
             self._after_fork()
 
-    def put(self, row: Mapping[str, Any], block: bool = True, timeout: float | None = None) -> None:
+    def put(
+        self, row: Mapping[str, Any] | Any, block: bool = True, timeout: float | None = None
+    ) -> None:
         """Accept ``row`` (a Mapping column -> value) for writing, and return.
 
         Never waits on the database. The row is checked and converted now: TypeError if it is
@@ -406,7 +408,7 @@ class WriteBehindQueue:
         if not self._started:
             self._start_writers()
         if type(row) is not dict and self._as_row is not None and not isinstance(row, Mapping):
-            row = self._as_row(row)  # a model instance: the Mapping of its columns
+            row = self._instance_row(row, block, timeout)  # a model instance
         if not self._opener.opened:
             key, params = self._put_unopened(row, block, timeout)
         else:
@@ -476,7 +478,10 @@ class WriteBehindQueue:
         return number
 
     def put_many(
-        self, rows: Iterable[Mapping[str, Any]], block: bool = True, timeout: float | None = None
+        self,
+        rows: Iterable[Mapping[str, Any] | Any],
+        block: bool = True,
+        timeout: float | None = None,
     ) -> None:
         """Accept all of ``rows``, or none of them, in one step.
 
@@ -498,7 +503,7 @@ class WriteBehindQueue:
         for index, row in enumerate(rows):
             try:
                 if as_row is not None and not isinstance(row, Mapping):
-                    row = as_row(row)
+                    row = self._instance_row(row, block, timeout)
                 if self._opener.opened:
                     key, params = self._prepare(row)
                 else:
@@ -516,6 +521,23 @@ class WriteBehindQueue:
             self._buffer.put_all(entries, block, timeout)
         self._stats.sync()
 
+    def _wait_first_open(self, block: bool, timeout: float | None) -> None:
+        """Before the sink opened: wait for its first attempt to (within ``timeout``)."""
+        if self._closed:
+            raise QueueClosed(f"queue {self.name!r} is closed")
+        opener = self._opener
+        if not opener.attempts:
+            wait = self._first_open_wait if block else 0.0
+            opener.wait_first(wait if timeout is None else min(wait, timeout))
+
+    def _instance_row(self, row: Any, block: bool, timeout: float | None) -> Mapping[str, Any]:
+        """A model instance as the Mapping of its columns, its defaults made (and set on it)
+        once the sink knows the columns it writes."""
+        assert self._as_row is not None
+        if not self._opener.opened:
+            self._wait_first_open(block, timeout)
+        return self._as_row(row)
+
     def _put_unopened(
         self,
         row: Mapping[str, Any],
@@ -523,12 +545,8 @@ class WriteBehindQueue:
         timeout: float | None,
         deleting: bool = False,
     ) -> tuple[Any, Params]:
-        if self._closed:
-            raise QueueClosed(f"queue {self.name!r} is closed")
         opener = self._opener
-        if not opener.attempts:
-            wait = self._first_open_wait if block else 0.0
-            opener.wait_first(wait if timeout is None else min(wait, timeout))
+        self._wait_first_open(block, timeout)
         if opener.opened:
             return self._prepare_delete(row) if deleting else self._prepare(row)
         error = opener.error
@@ -540,7 +558,7 @@ class WriteBehindQueue:
             raise TypeError(f"row must be a Mapping of column -> value, got {type(row).__name__}")
         return None, UNCHECKED_DELETE if deleting else UNCHECKED
 
-    def put_nowait(self, row: Mapping[str, Any]) -> None:
+    def put_nowait(self, row: Mapping[str, Any] | Any) -> None:
         """put() without waiting: QueueFull when ``maxsize`` rows are waiting."""
         self.put(row, block=False)
 

@@ -133,6 +133,6 @@ def _check_command() -> None:
             failed += 1
             click.echo(f"{spec.setting}: {error}", err=True)
         else:
-            click.echo(f"queue {name!r}: table {spec.table!r} is ready")
+            click.echo(f"queue {name!r}: table {spec.table_name!r} is ready")
     if failed:
         raise click.exceptions.Exit(1)

@@ -464,6 +464,23 @@ class PostgresUpsert:
             with _conflicts_raised():
                 write_progress(conn, table, progress)
 
+    def unwritable_columns(self) -> list[str]:
+        """Once open (or configured): why no row could be inserted, one message per NOT NULL
+        column without a default that the sink does not write (``columns`` left it out);
+        empty when rows can be (a trigger filling such a column is not seen)."""
+        info, layout = self._info, self._layout
+        if info is None or layout is None:
+            raise RuntimeError("the sink is not open; call open() first")
+        return [
+            f"column {column.name!r} of {info.qualified_name} is NOT NULL without a default, "
+            f"and columns={list(self.columns or ())} leaves it out: every row would be refused"
+            for column in info.columns
+            if column.not_null
+            and not column.has_default
+            and not column.generated
+            and column.name not in layout.name_set
+        ]
+
     def check_deferred_on(self, conn: psycopg.Connection[Any]) -> None:
         """Check now, inside the transaction open on ``conn``, the deferrable constraints of
         the table (and of tables referencing it), which would otherwise wait for COMMIT: after

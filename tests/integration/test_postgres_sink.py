@@ -78,7 +78,7 @@ def test_naive_datetimes_are_refused_for_timestamptz(
 def test_rows_must_match_the_written_columns(dsn: str, entries: str) -> None:
     with queue(dsn, entries) as wb:
         with pytest.raises(TypeError, match="Mapping"):
-            wb.put(["verikey", "n"])  # type: ignore[arg-type]
+            wb.put(["verikey", "n"])
         with pytest.raises(ValueError, match="missing column.*'doc'"):
             wb.put({"verikey": "a", "n": 1})
         with pytest.raises(ValueError, match="unknown column.*'colour'"):
@@ -262,6 +262,6 @@ def test_put_many_checks_every_row_first_and_writes_them_all(
     eager = EagerQueue(PostgresUpsert(dsn, entries, "verikey"), OwnConnection(dsn), registry=None)
     with eager:
         with pytest.raises(TypeError, match="row 1"):
-            eager.put_many([good[0], "nope"])  # type: ignore[list-item]
+            eager.put_many([good[0], "nope"])
         eager.put_many([{"verikey": "k9", "n": 9, "doc": None}])
     assert select(db, entries, "verikey, n")[-1] == ("k9", 9)

@@ -166,7 +166,7 @@ def test_rows_put_before_the_catalog_was_read_are_checked_when_it_is(
         for row in bad:
             wb.put(row)  # accepted: the columns are not known yet
         with pytest.raises(TypeError, match="Mapping"):
-            wb.put([("id", 4)])  # type: ignore[arg-type]
+            wb.put([("id", 4)])
         private_server.start()
         assert wb.flush(timeout=60)
     assert [rows for rows, _ in failures] == [[bad[0]], [bad[1]]]

@@ -12,6 +12,7 @@ from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
 from .._config import ProcessQueues, QueueSpec, parse_queues
+from ..models._django import model_named
 from ._eager import DjangoConnection
 
 __all__ = ["database_conninfo", "eager", "process_queues", "queue_specs"]
@@ -63,7 +64,7 @@ def queue_specs() -> dict[str, QueueSpec]:
     """
     config = _config()
     eager()
-    queues = _with_naive_timezone(config.get("QUEUES", {}))
+    queues = _with_models(_with_naive_timezone(config.get("QUEUES", {})))
     dsn = config.get("DSN")
     derived = dsn is None
     if derived and isinstance(queues, Mapping) and queues:
@@ -79,6 +80,19 @@ def queue_specs() -> dict[str, QueueSpec]:
         )
     except (TypeError, ValueError) as error:
         raise ImproperlyConfigured(str(error)) from error
+
+
+def _with_models(queues: object) -> object:
+    """``"table": "app_label.ModelName"`` (as ``AUTH_USER_MODEL`` names a model) made the
+    model class; any other name stays a table name."""
+    if not isinstance(queues, Mapping):
+        return queues
+    resolved = {}
+    for name, options in queues.items():
+        table = options.get("table") if isinstance(options, Mapping) else None
+        model = model_named(table) if isinstance(table, str) else None
+        resolved[name] = {**options, "table": model} if model is not None else options
+    return resolved
 
 
 def _with_naive_timezone(queues: object) -> object:

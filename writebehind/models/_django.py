@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.db import models
@@ -51,6 +51,7 @@ def describe(value: object) -> ModelTable | None:
         values=_values_of(fields),
         defaults=defaults,
         generated=frozenset(generated),
+        assign=_assign_to(fields),
     )
 
 
@@ -78,6 +79,16 @@ def _now_of(field: Any) -> Callable[[], Any] | None:
     if isinstance(field, models.DateField):
         return datetime.date.today
     return lambda: datetime.datetime.now().time()
+
+
+def _assign_to(fields: list[Any]) -> Callable[[Any, Mapping[str, Any]], None]:
+    attnames = {field.column: field.attname for field in fields}
+
+    def assign(instance: Any, values: Mapping[str, Any]) -> None:
+        for column, value in values.items():
+            setattr(instance, attnames[column], value)
+
+    return assign
 
 
 def _values_of(fields: list[Any]) -> Callable[[Any], dict[str, Any]]:

@@ -34,6 +34,9 @@ class ModelTable:
     values: Callable[[Any], dict[str, Any]]
     defaults: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     generated: frozenset[str] = frozenset()
+    assign: Callable[[Any, Mapping[str, Any]], None] = lambda _instance, _values: None
+    """Sets the values of defaults made for an instance on it, as the ORM's save() does (a
+    uuid4 key made at put() is then the instance's own)."""
 
     def is_instance(self, value: object) -> bool:
         """Whether ``value`` is a row of this model (an instance of it or of a subclass)."""

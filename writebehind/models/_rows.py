@@ -25,8 +25,12 @@ class ModelRows:
 
     def row(self, value: Any) -> dict[str, Any]:
         """The row of an instance: its written columns that are set, defaults filled."""
-        row = self.model.row_of(value)
-        return self.fill({name: row[name] for name in row if name in self._written})
+        given = self.model.row_of(value)
+        row = self.fill({name: given[name] for name in given if name in self._written})
+        made = {name: row[name] for name in row if name not in given}
+        if made:
+            self.model.assign(value, made)
+        return row
 
     def fill(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """``row`` with the written columns it leaves out that have a default given one;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy
@@ -59,6 +59,7 @@ def _of_table(table: sqlalchemy.Table, model: type | None, name: str) -> ModelTa
         values=_values_of(table) if model is not None else _no_instances,
         defaults=defaults,
         generated=frozenset(generated),
+        assign=_assign_to(table),
     )
 
 
@@ -76,6 +77,16 @@ def _values_of(table: sqlalchemy.Table) -> Callable[[Any], dict[str, Any]]:
         return row
 
     return values
+
+
+def _assign_to(table: sqlalchemy.Table) -> Callable[[Any, Mapping[str, Any]], None]:
+    def assign(instance: Any, values: Mapping[str, Any]) -> None:
+        for attribute in sqlalchemy.inspect(instance).mapper.column_attrs:
+            for column in attribute.columns:
+                if column.table is table and column.name in values:
+                    setattr(instance, attribute.key, values[column.name])
+
+    return assign
 
 
 def _no_instances(_value: Any) -> dict[str, Any]:  # pragma: no cover - is_instance is False
