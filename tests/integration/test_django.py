@@ -62,7 +62,7 @@ def test_example_project_migrates_passes_the_checks_and_its_own_tests(project_ds
 
     tested = django(project_dsn, "manage.py", "test", "pageviews", "-v2")
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "Ran 8 tests" in tested.stderr
+    assert "Ran 13 tests" in tested.stderr
     assert "OK" in tested.stderr
     # Under TestCase with EAGER, each of these two tests finds its own row alone in the table:
     # the other's was rolled back with it.
@@ -86,7 +86,8 @@ def write_settings(folder: Path, body: str) -> None:
     [
         (
             'WRITEBEHIND = {"QUEUES": {"last_visits": {"table": "pageviews_lastvisit"}}}',
-            "WRITEBEHIND['QUEUES']['last_visits']['key'] is missing",
+            "WRITEBEHIND['QUEUES']['last_visits']: PostgresUpsert('pageviews_lastvisit') needs "
+            "key=",
         ),
         (
             'WRITEBEHIND = {"QUEUES": {"pv": {"table": "t", "key": "k", "batchsize": 10}}}',
@@ -164,6 +165,32 @@ def test_check_reports_an_unusable_key_as_an_error(project_dsn: str, tmp_path: P
     assert checked.returncode != 0
     assert "writebehind.E001" in checked.stderr
     assert "has no primary key or unique index" in checked.stderr
+
+
+def test_check_reports_columns_that_leave_out_a_not_null_column(
+    project_dsn: str, tmp_path: Path
+) -> None:
+    """Every row would be refused: the check says so before the first one is."""
+    assert django(project_dsn, "manage.py", "migrate", "-v0").returncode == 0
+    write_settings(
+        tmp_path,
+        """
+        queue = {"table": "pageviews.LastVisit", "key": "page", "columns": ["views"]}
+        WRITEBEHIND = {"QUEUES": {"last_visits": queue}}
+        """,
+    )
+    checked = django(
+        project_dsn,
+        "manage.py",
+        "check",
+        "--database",
+        "default",
+        settings="wb_settings",
+        extra_path=tmp_path,
+    )
+    assert checked.returncode != 0
+    assert "writebehind.E001" in checked.stderr
+    assert "'first_seen'" in checked.stderr and "NOT NULL without a default" in checked.stderr
 
 
 def test_conninfo_from_databases_default_keeps_libpq_options_only() -> None:

@@ -42,11 +42,16 @@ DATABASES = {
 WRITEBEHIND = {
     "QUEUES": {
         "last_visits": {
-            "table": "pageviews_lastvisit",
+            "table": "pageviews.LastVisit",  # the model, by its label; upserted on its page
             "key": "page",
             "merge": {"views": "add", "first_seen": "min", "last_seen": "max"},
             "flush_interval": 0.5,
             "on_failure": "pageviews.failures.record",
+        },
+        "hits": {
+            "table": "pageviews.Hit",  # keyed on its primary key
+            "flush_interval": 0.5,
+            "on_failure": "pageviews.failures.record_hits",
         },
     },
 }

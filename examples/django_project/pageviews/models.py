@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.db import models
@@ -16,3 +17,18 @@ class LastVisit(models.Model):
     first_seen: models.DateTimeField[datetime, datetime] = models.DateTimeField()
     last_seen: models.DateTimeField[datetime, datetime] = models.DateTimeField()
     referrer: models.TextField[str | None, str | None] = models.TextField(null=True)
+
+
+class Hit(models.Model):
+    """One request, written behind by the queue ``hits`` as the model itself: its uuid4 key,
+    its ``meta`` document and its time are made at put(), as save() would make them."""
+
+    id: models.UUIDField[uuid.UUID, uuid.UUID] = models.UUIDField(
+        primary_key=True, default=uuid.uuid4
+    )
+    visit: models.ForeignKey[LastVisit | None, LastVisit | None] = models.ForeignKey(
+        LastVisit, on_delete=models.CASCADE, null=True
+    )
+    path: models.CharField[str, str] = models.CharField(max_length=200)
+    meta: models.JSONField[dict[str, str], dict[str, str]] = models.JSONField(default=dict)
+    at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now_add=True)

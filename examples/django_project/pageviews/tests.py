@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import F
 from django.test import Client, TestCase, TransactionTestCase, override_settings
+from django.utils import timezone
 
-from pageviews.models import LastVisit
+from pageviews.models import Hit, LastVisit
 from writebehind.django import close_queues, get_queue
 
 LONG_PAGE = "p" * 201  # longer than the column's 200 characters: the database refuses it
@@ -116,3 +118,66 @@ class WriteBehindLastVisits(TransactionTestCase):
             self.assertIsNot(during, before)
             self.assertEqual(during.name, "other")
         self.assertIsNot(get_queue("last_visits"), during)
+
+
+@override_settings(WRITEBEHIND={**settings.WRITEBEHIND, "EAGER": True})
+class EagerHits(TestCase):
+    """Model instances and Mappings of the model, with EAGER: defaults made at put(), deletes,
+    and a row whose foreign key is dangling refused as in production (Django creates foreign
+    keys DEFERRABLE INITIALLY DEFERRED: the eager write checks them at once)."""
+
+    def tearDown(self) -> None:
+        close_queues()
+
+    def test_an_instance_is_written_with_the_defaults_save_would_make(self) -> None:
+        answer = self.client.post("/hits/", {"path": "/home"}, headers={"User-Agent": "ua"})
+        self.assertEqual(answer.status_code, 202)
+        hit = Hit.objects.get()
+        self.assertEqual(str(hit.id), answer.json()["id"])
+        self.assertEqual((hit.path, hit.meta), ("/home", {"agent": "ua"}))
+        self.assertIsNotNone(hit.at)
+
+    def test_a_mapping_gets_the_models_defaults_too(self) -> None:
+        visit = LastVisit.objects.create(
+            page="p", views=1, first_seen=timezone.now(), last_seen=timezone.now()
+        )
+        get_queue("hits").put({"path": "/m", "visit_id": visit.pk})
+        hit = Hit.objects.get()
+        self.assertEqual((hit.path, hit.meta, hit.visit_id), ("/m", {}, visit.pk))
+        self.assertIsNotNone(hit.at)
+
+    def test_a_dangling_foreign_key_goes_to_on_failure_and_the_test_goes_on(self) -> None:
+        with self.assertLogs("pageviews.failures", "ERROR") as logs:
+            get_queue("hits").put(Hit(path="/x", visit_id=10**9))
+        self.assertIn("violates foreign key constraint", logs.output[0])
+        self.assertEqual(Hit.objects.count(), 0)
+        get_queue("hits").put(Hit(path="/y"))  # the test's transaction is still usable
+        self.assertEqual(list(Hit.objects.values_list("path", flat=True)), ["/y"])
+        metrics = get_queue("hits").metrics()
+        self.assertEqual((metrics.total_persisted, metrics.total_failed), (1, 1))
+
+    def test_a_delete_removes_the_row(self) -> None:
+        hit = Hit(path="/gone")
+        get_queue("hits").put(hit)
+        self.assertEqual(self.client.post(f"/hits/{hit.id}").status_code, 202)
+        self.assertFalse(Hit.objects.exists())
+        self.assertEqual(get_queue("hits").metrics().total_deleted, 1)
+
+
+class WriteBehindHits(TransactionTestCase):
+    """Instances and deletes written behind by the worker, in put order."""
+
+    def tearDown(self) -> None:
+        close_queues()
+
+    def test_hits_and_deletes_are_written_in_order(self) -> None:
+        ids = [self.client.post("/hits/", {"path": f"/{i}"}).json()["id"] for i in range(100)]
+        for hit in ids[:10]:
+            self.assertEqual(self.client.post(f"/hits/{hit}").status_code, 202)
+        again = Hit(id=uuid.UUID(ids[0]), path="/again")  # a put after its delete stays
+        get_queue("hits").put(again)
+        self.assertTrue(get_queue("hits").flush(timeout=30))
+        self.assertEqual(Hit.objects.count(), 91)
+        self.assertEqual(Hit.objects.get(id=ids[0]).path, "/again")
+        metrics = get_queue("hits").metrics()
+        self.assertEqual((metrics.total_persisted, metrics.total_deleted), (111, 10))
