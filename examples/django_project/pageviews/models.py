@@ -29,6 +29,7 @@ class Hit(models.Model):
     visit: models.ForeignKey[LastVisit | None, LastVisit | None] = models.ForeignKey(
         LastVisit, on_delete=models.CASCADE, null=True
     )
+    visit_id: int | None  # the ForeignKey's column: a row of the queue names it so
     path: models.CharField[str, str] = models.CharField(max_length=200)
     meta: models.JSONField[dict[str, str], dict[str, str]] = models.JSONField(default=dict)
     at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now_add=True)
