@@ -1,7 +1,8 @@
 from decimal import Decimal
 from typing import Any
 
-from writebehind._batch import Entry, coalesce, seconds_until_due
+from writebehind._batch import Entry, coalesce, combine, seconds_until_due, split_at_rewrites
+from writebehind._sink import Deletion
 
 
 def entry(key: object, value: object, at: float = 0.0) -> Entry:
@@ -77,3 +78,41 @@ def test_coalesce_merges_the_rows_of_a_key_into_the_row_they_make() -> None:
         ((2, 5), {"id": 2, "value": 5}),
     ]
     assert batch.weights == [2, 1]
+
+
+def deletion(key: object, version: object = None) -> Entry:
+    params = Deletion((key,) if version is None else (key, version))
+    return Entry(key, params, {"id": key}, 0.0)
+
+
+def test_a_delete_is_the_newest_write_of_its_key_in_a_batch() -> None:
+    batch = coalesce([entry(1, "a"), deletion(1), entry(2, "b"), deletion(3)])
+    assert [type(e.params).__name__ for e in batch.entries] == ["Deletion", "tuple", "Deletion"]
+    assert batch.weights == [2, 1, 1]
+
+
+def test_a_delete_merges_with_nothing() -> None:
+    class Adding:
+        def merge(self, kept: Any, newer: Any) -> Any:
+            return (kept[0], kept[1] + newer[1])
+
+        def row_of(self, params: Any) -> Any:
+            return {"id": params[0], "value": params[1]}
+
+    merged = combine(entry(1, 2), deletion(1), merger=Adding())
+    assert (type(merged.params), merged.weight) == (Deletion, 2)
+    batch = coalesce([entry(1, 2), entry(1, 3), deletion(1), entry(2, 5)], merger=Adding())
+    assert [e.params for e in batch.entries] == [(1,), (2, 5)]
+
+
+def test_rows_put_after_a_delete_of_their_key_start_a_batch_of_their_own() -> None:
+    rows = [entry("a", 1), deletion("a"), entry("b", 1), entry("a", 2), deletion("b")]
+    rows += [entry("b", 2), entry("c", 1)]
+    parts = split_at_rewrites(rows)
+    assert [[(e.key, type(e.params).__name__) for e in part] for part in parts] == [
+        [("a", "tuple"), ("a", "Deletion"), ("b", "tuple")],
+        [("a", "tuple"), ("b", "Deletion")],
+        [("b", "tuple"), ("c", "tuple")],
+    ]
+    plain = [entry(i, i) for i in range(3)]
+    assert split_at_rewrites(plain) == [plain]

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from writebehind import Journal
-from writebehind._sink import RowLayout
+from writebehind._sink import Deletion, RowLayout
 from writebehind.journal.keeper import (
+    INTAKE_LANE,
     QueueJournal,
     decode_layout,
     decode_record,
@@ -65,3 +66,12 @@ def test_every_segment_holds_the_layouts_of_the_rows_in_it(tmp_path: Path) -> No
             for other in directory.glob("*.away"):
                 other.rename(other.with_suffix(".seg"))
         assert rows > 0, segment.name
+
+
+def test_a_delete_record_keeps_its_key_columns_by_name_and_its_lane() -> None:
+    replayed = decode_record(encode_record(3, (1, "x"), Deletion((1, "x")), {"a": 1, "b": "x"}))
+    assert (replayed.deleted, replayed.lane, replayed.row) == (True, 3, {"a": 1, "b": "x"})
+    unchecked = decode_record(encode_record(-1, None, Deletion(()), {"a": 2, "b": "y"}))
+    assert (unchecked.deleted, unchecked.lane) == (True, INTAKE_LANE)
+    put = decode_record(encode_record(-1, None, (), {"a": 2, "b": "y"}))
+    assert not put.deleted

@@ -56,6 +56,7 @@ SECTIONS = (
     "pgbouncer",
     "writers",
     "coalesce",
+    "deletes",
     "journal",
     "app",
 )
@@ -542,6 +543,19 @@ class _Bench:
             "µs/row: the put() loop's wall time per row (with the writers writing, or, before "
             "the clock, waiting on the lock)."
         )
+        return result
+
+    def _deletes(self) -> Any:
+        from .deletes import BATCH, KEYS, measure_deletes
+        from .report import deletes_table
+
+        s = self.settings
+        result = measure_deletes(self.dsn, f"{s.table}_deletes", s.rows, s.runs, self.log)
+        self.emit(
+            f"\n## Deletes beside upserts ({s.rows:,} writes over {KEYS:,} keys of a full table, "
+            f"batch {BATCH:,}, default method; ops/s, medians of {s.runs})\n"
+        )
+        self.emit(deletes_table(result))
         return result
 
     def _coalesce(self) -> Any:

@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
 from .coalesce import CoalesceResult
+from .deletes import MIXED, RAW, RAW_MIXED, UPSERTS, DeletesResult
 from .latency import LatencyResult
 from .processes import Route
 from .threads import ThreadsResult
@@ -17,6 +18,7 @@ from .writers import WritersResult
 __all__ = [
     "app_table",
     "coalesce_table",
+    "deletes_table",
     "latency_table",
     "markdown_table",
     "routes_table",
@@ -220,3 +222,26 @@ def _cell(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def deletes_table(result: DeletesResult) -> str:
+    """ops/s with and without deletes, each against its raw loop and the upserts alone; then
+    µs per put() by kind of row."""
+    rates = result.rates
+    rows = []
+    for label, raw in ((UPSERTS, RAW), (MIXED, RAW_MIXED), (RAW, RAW), (RAW_MIXED, RAW_MIXED)):
+        side = rates[label]
+        rows.append(
+            [
+                label,
+                rate(side.median),
+                f"{side.spread:.0%}",
+                ratio(side.ratio(rates[raw])),
+                ratio(side.ratio(rates[UPSERTS if label.startswith("writebehind") else RAW])),
+            ]
+        )
+    table = markdown_table(
+        ["side", "ops/s", "spread", "÷ its raw loop", "÷ upserts only (same kind)"], rows
+    )
+    puts = [[label, f"{micros:.2f}"] for label, micros in result.put_micros.items()]
+    return table + "\n\n" + markdown_table(["put() of", "µs per put()"], puts)
