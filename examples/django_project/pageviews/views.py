@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from pageviews.models import Hit
+from pageviews.models import Hit, LastVisit
 from writebehind.django import get_queue
 
 
@@ -16,15 +16,10 @@ from writebehind.django import get_queue
 def record_visit(request: HttpRequest, page: str) -> JsonResponse:
     """Count a visit of ``page``: accepted at once, written behind, merged into its row."""
     now = timezone.now()
-    get_queue("last_visits").put(
-        {
-            "page": page,
-            "views": 1,
-            "first_seen": now,
-            "last_seen": now,
-            "referrer": request.headers.get("Referer"),
-        }
+    visit = LastVisit(
+        page=page, views=1, first_seen=now, last_seen=now, referrer=request.headers.get("Referer")
     )
+    get_queue("last_visits").put(visit)  # the model's instance, written behind
     return JsonResponse({"accepted": page}, status=202)
 
 
