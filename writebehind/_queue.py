@@ -513,13 +513,7 @@ class WriteBehindQueue:
             except (TypeError, ValueError) as error:
                 raise type(error)(f"row {index}: {error}") from None
             entries.append(new_entry((key, params, row, self._clock(), 1, (), None)))
-        if self._journal is not None:
-            self._put_recorded(entries, block, timeout)
-        elif threading.get_ident() in self._own_threads:
-            self._buffer.put_now(entries)
-        else:
-            self._buffer.put_all(entries, block, timeout)
-        self._stats.sync()
+        self._accept_all(entries, block, timeout)
 
     def _wait_first_open(self, block: bool, timeout: float | None) -> None:
         """Before the sink opened: wait for its first attempt to (within ``timeout``)."""
@@ -614,6 +608,10 @@ class WriteBehindQueue:
                 raise type(error)(f"key {index}: {error}") from None
             entries.append(new_entry((found, params, row, self._clock(), 1, (), None)))
         self._buffer.deletes = True
+        self._accept_all(entries, block, timeout)
+
+    def _accept_all(self, entries: list[Entry], block: bool, timeout: float | None) -> None:
+        """Take ``entries`` in at once (journaled first, if there is a journal)."""
         if self._journal is not None:
             self._put_recorded(entries, block, timeout)
         elif threading.get_ident() in self._own_threads:

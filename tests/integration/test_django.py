@@ -144,15 +144,11 @@ def test_unknown_queue_name_is_improperly_configured(dsn: str) -> None:
     )
 
 
-def test_check_reports_an_unusable_key_as_an_error(project_dsn: str, tmp_path: Path) -> None:
+def checked_with(project_dsn: str, tmp_path: Path, queue: str) -> str:
+    """What ``manage.py check`` says (it must fail) of a migrated project whose one queue is
+    ``queue`` (a dict's source)."""
     assert django(project_dsn, "manage.py", "migrate", "-v0").returncode == 0
-    write_settings(
-        tmp_path,
-        """
-        queue = {"table": "pageviews_lastvisit", "key": "last_seen"}
-        WRITEBEHIND = {"QUEUES": {"last_visits": queue}}
-        """,
-    )
+    write_settings(tmp_path, f'WRITEBEHIND = {{"QUEUES": {{"last_visits": {queue}}}}}\n')
     checked = django(
         project_dsn,
         "manage.py",
@@ -164,33 +160,23 @@ def test_check_reports_an_unusable_key_as_an_error(project_dsn: str, tmp_path: P
     )
     assert checked.returncode != 0
     assert "writebehind.E001" in checked.stderr
-    assert "has no primary key or unique index" in checked.stderr
+    return checked.stderr
+
+
+def test_check_reports_an_unusable_key_as_an_error(project_dsn: str, tmp_path: Path) -> None:
+    said = checked_with(
+        project_dsn, tmp_path, '{"table": "pageviews_lastvisit", "key": "last_seen"}'
+    )
+    assert "has no primary key or unique index" in said
 
 
 def test_check_reports_columns_that_leave_out_a_not_null_column(
     project_dsn: str, tmp_path: Path
 ) -> None:
     """Every row would be refused: the check says so before the first one is."""
-    assert django(project_dsn, "manage.py", "migrate", "-v0").returncode == 0
-    write_settings(
-        tmp_path,
-        """
-        queue = {"table": "pageviews.LastVisit", "key": "page", "columns": ["views"]}
-        WRITEBEHIND = {"QUEUES": {"last_visits": queue}}
-        """,
-    )
-    checked = django(
-        project_dsn,
-        "manage.py",
-        "check",
-        "--database",
-        "default",
-        settings="wb_settings",
-        extra_path=tmp_path,
-    )
-    assert checked.returncode != 0
-    assert "writebehind.E001" in checked.stderr
-    assert "'first_seen'" in checked.stderr and "NOT NULL without a default" in checked.stderr
+    queue = '{"table": "pageviews.LastVisit", "key": "page", "columns": ["views"]}'
+    said = checked_with(project_dsn, tmp_path, queue)
+    assert "'first_seen'" in said and "NOT NULL without a default" in said
 
 
 def test_conninfo_from_databases_default_keeps_libpq_options_only() -> None:
