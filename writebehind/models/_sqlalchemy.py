@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy
 from sqlalchemy.orm import Mapper
+from sqlalchemy.orm.attributes import instance_state
 
 from ._model import ModelTable, NoDefault
 
@@ -64,17 +65,25 @@ def _of_table(table: sqlalchemy.Table, model: type | None, name: str) -> ModelTa
 
 
 def _values_of(table: sqlalchemy.Table) -> Callable[[Any], dict[str, Any]]:
+    # (attribute, column name) of the table's columns, per mapped class (a subclass of an
+    # inheritance hierarchy has a mapper of its own), found once.
+    pairs_of: dict[type, tuple[tuple[str, str], ...]] = {}
+
+    def pairs(kind: type) -> tuple[tuple[str, str], ...]:
+        found = pairs_of.get(kind)
+        if found is None:
+            mapper: Any = sqlalchemy.inspect(kind)
+            found = pairs_of[kind] = tuple(
+                (attribute.key, column.name)
+                for attribute in mapper.column_attrs
+                for column in attribute.columns
+                if isinstance(column, sqlalchemy.Column) and column.table is table
+            )
+        return found
+
     def values(instance: Any) -> dict[str, Any]:
-        state = sqlalchemy.inspect(instance)
-        given = state.dict
-        row = {}
-        for attribute in state.mapper.column_attrs:
-            if attribute.key not in given:
-                continue  # never set: its default, or the database's
-            for column in attribute.columns:
-                if isinstance(column, sqlalchemy.Column) and column.table is table:
-                    row[column.name] = given[attribute.key]  # by column, not attribute, name
-        return row
+        given = instance_state(instance).dict  # never set: its default, or the database's
+        return {column: given[key] for key, column in pairs(type(instance)) if key in given}
 
     return values
 
