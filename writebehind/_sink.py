@@ -86,7 +86,10 @@ class Sink(Protocol):
     opens; then, if the sink sets ``records_progress``, ``write(rows, progress=marks)`` records
     the marks (``ProgressMark``) in the write's transaction, ``read_progress(prefix)`` and
     ``forget_progress(prefix)`` read and delete them, and replay is exactly once. A sink
-    without them is replayed at least once.
+    without them is replayed at least once. A sink with ``key_row(key)`` (the Mapping of the
+    key columns a delete names) and ``prepare_delete(row)`` (its key and ``Deletion`` params)
+    takes deletes: its ``write`` then gets ``Deletion`` params among the rows. A sink with
+    ``as_row(value)`` takes other objects than Mappings as rows (a model's instances).
     """
 
     @property
