@@ -144,7 +144,7 @@ class RowBuffer:
         with self.mutex:
             if self.closed:
                 raise QueueClosed("the queue is closed")
-            self._wait_for_room(count, block, deadline)
+            self._wait_for_room(self._room_for(entries), block, deadline)
             self._append_all(entries)
 
     def put_now(self, entries: list[Entry]) -> None:
@@ -180,7 +180,7 @@ class RowBuffer:
                 if self.closed:
                     raise QueueClosed("the queue is closed")
                 if not beyond_maxsize:
-                    self._wait_for_room(count, block, deadline)
+                    self._wait_for_room(self._room_for(entries), block, deadline)
                 marks = record(payloads, lanes)
                 if marks is not None:
                     self._append_all(
@@ -226,6 +226,28 @@ class RowBuffer:
             if not block or (remaining is not None and remaining <= 0):
                 raise QueueFull("the journal is full (max_bytes, or the disk)")
             wait_room(1.0 if remaining is None else min(1.0, remaining))
+
+    def _room_for(self, entries: list[Entry]) -> int:
+        # Under the mutex: the room ``entries`` take; with ``combine``, a row whose key waits
+        # is combined into its row and takes none (but a put after a delete: a row of its own).
+        if self.combine is None:
+            return len(entries)
+        needed = 0
+        newest: dict[Hashable, bool] = {}  # key -> whether its newest write here deletes
+        for entry in entries:
+            if not entry.params:
+                needed += 1
+                continue
+            deleting = type(entry.params) is Deletion
+            if entry.key in newest:
+                held: bool | None = newest[entry.key]
+            else:
+                cell = self.lane_of(entry.key, entry.params).waiting.get(entry.key)
+                held = None if cell is None else type(cell[0].params) is Deletion
+            if held is None or (held and not deleting):
+                needed += 1
+            newest[entry.key] = deleting
+        return needed
 
     def _wait_for_room(self, count: int, block: bool, deadline: float | None) -> None:
         # Under the mutex: return once ``count`` more rows fit; QueueFull at once if not

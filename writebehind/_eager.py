@@ -25,6 +25,7 @@ from ._metrics import Metrics, QueueStats
 from ._queue import FailureCallback
 from ._sink import Deletion, Params
 from .errors import QueueClosed
+from .models._model import settle
 from .postgres import PostgresUpsert
 
 __all__ = ["EagerConnection", "EagerQueue", "OwnConnection"]
@@ -172,6 +173,7 @@ class EagerQueue:
             self.start()
         row = self._sink.as_row(row)
         key, params = self._sink.prepare(row)
+        settle(row)
         self._write(row, key, params)
 
     def put_many(
@@ -193,6 +195,7 @@ class EagerQueue:
             except (TypeError, ValueError) as error:
                 raise type(error)(f"row {index}: {error}") from None
         for row, key, params in prepared:
+            settle(row)
             self._write(row, key, params)
 
     def delete(self, key: Any, block: bool = True, timeout: float | None = None) -> None:

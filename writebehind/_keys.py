@@ -1,5 +1,7 @@
 """Key values compared as PostgreSQL compares them: values it holds equal (a uuid in either
-letter case, citext, NaN) are made equal in Python too, so that rows of one key coalesce."""
+letter case, citext, NaN, the text "7" and the number 7 for an integer column, as a URL gives
+a key) are made equal in Python too, so that the writes of one key coalesce and keep their
+order."""
 
 from __future__ import annotations
 
@@ -50,10 +52,38 @@ def _nan_key(value: Any) -> Any:
     return value
 
 
+def _integer_key(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return int(value)  # as the server reads it: spaces around, a sign
+        except ValueError:
+            return value  # the server decides
+    return value
+
+
+def _numeric_key(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value = Decimal(value.strip())
+        except ArithmeticError:
+            return value
+    return _nan_key(value)
+
+
+def _text_key(value: Any) -> Any:
+    # A number for a text column is written as its text.
+    return str(value) if type(value) is int else value
+
+
 KEY_CANONICAL: dict[str, Callable[[Any], Any]] = {
+    "smallint": _integer_key,
+    "integer": _integer_key,
+    "bigint": _integer_key,
+    "text": _text_key,
+    "character varying": _text_key,
     "uuid": _uuid_key,
     "citext": _citext_key,
-    "numeric": _nan_key,
+    "numeric": _numeric_key,
     "double precision": _nan_key,
     "real": _nan_key,
 }

@@ -31,6 +31,7 @@ from .errors import QueueClosed, SchemaError
 from .journal.keeper import QueueJournal, encode_record
 from .journal.options import Journal
 from .journal.segments import take_over
+from .models._model import InstanceRow, settle
 
 __all__ = ["FailureCallback", "WriteBehindQueue"]
 
@@ -439,6 +440,8 @@ class WriteBehindQueue:
             buffer.put_now([entry])  # room is only ever freed by the writers: never wait for it
         else:
             buffer.put(entry, block, timeout)
+        if type(row) is InstanceRow:
+            row.settle()  # accepted: the defaults made for an instance are set on it
         if buffer.put_count % QueueStats.SYNC_EVERY == 0:
             self._stats.sync()
 
@@ -514,6 +517,8 @@ class WriteBehindQueue:
                 raise type(error)(f"row {index}: {error}") from None
             entries.append(new_entry((key, params, row, self._clock(), 1, (), None)))
         self._accept_all(entries, block, timeout)
+        for entry in entries:
+            settle(entry.row)
 
     def _wait_first_open(self, block: bool, timeout: float | None) -> None:
         """Before the sink opened: wait for its first attempt to (within ``timeout``)."""

@@ -35,6 +35,7 @@ from ._retry import connection_lost
 from ._sink import Deletion, Params, ProgressMark, RowLayout, Target
 from .errors import CommitInDoubt, ProgressConflict
 from .models import KINDS, ModelTable, describe
+from .models._model import foreign_instance
 from .models._rows import ModelRows
 
 __all__ = ["PRIMARY_KEY", "PostgresUpsert"]
@@ -360,17 +361,24 @@ class PostgresUpsert:
 
     def as_row(self, value: Any) -> Mapping[str, Any]:
         """``value`` as put() keeps it: a Mapping as it is, an instance of the model as the
-        Mapping of its columns (defaults filled once the sink is open). TypeError for others."""
+        Mapping of its columns, the defaults made for those it leaves unset (see prepare()).
+        Before the sink is open, the columns are those it will write by the model: ``columns``
+        and the key, or every column the database does not fill. TypeError for other
+        objects, ValueError for columns an instance read from the database has not loaded."""
         if type(value) is dict or isinstance(value, Mapping):
             return value
-        if self.model is None:
+        model = self.model
+        if model is None:
             raise TypeError(f"row must be a Mapping of column -> value, got {type(value).__name__}")
-        if self._model_rows is not None:
-            return self._model_rows.row(value)
-        row = self.model.row_of(value)
-        if self.columns is not None:  # not open yet: the columns it was told to write
-            row = {name: row[name] for name in row if name in self.columns or name in self.key}
-        return row
+        rows = self._model_rows
+        if rows is None:  # not open yet: the columns it will write, as the model says
+            written = (
+                (*self.key, *(c for c in self.columns if c not in self.key))
+                if self.columns is not None
+                else tuple(c for c in model.columns if c in self.key or c not in model.generated)
+            )
+            rows = ModelRows(model, written, self.key)
+        return rows.row(value)
 
     def key_row(self, key: Any) -> dict[str, Any]:
         """The Mapping of the key columns that ``key`` names, for a delete: a scalar (a
@@ -386,8 +394,21 @@ class PostgresUpsert:
             return dict(key)
         if self.model is not None and self.model.is_instance(key):
             values = self.model.row_of(key)
+            unset = [name for name in names if name not in values]
+            if unset:
+                raise ValueError(
+                    f"this {self.model.name} has no key to delete by: "
+                    f"{', '.join(map(repr, unset))} not set"
+                )
             wanted = (*names, *filter(None, [self.version_column]))
             return {name: values[name] for name in wanted if name in values}
+        foreign = foreign_instance(key)
+        if foreign is not None:
+            accepted = f"an instance of {self.model.name}, " if self.model is not None else ""
+            raise TypeError(
+                f"a delete from {self.table!r} takes {accepted}a key value, a tuple or a "
+                f"Mapping of the key columns, got {foreign}"
+            )
         if len(names) == 1:
             if isinstance(key, tuple) and len(key) == 1:
                 key = key[0]

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import PrivateServer, create, named, select
-from writebehind import PostgresUpsert, WriteBehindQueue
+from tests.conftest import PrivateServer, create, named, select, wait_until, waiting_on_a_lock
+from writebehind import PostgresUpsert, QueueFull, WriteBehindQueue
 
 pytestmark = pytest.mark.usefixtures("every_method")
 
@@ -228,3 +228,48 @@ def test_deletes_accepted_before_the_catalog_is_read_are_checked_in_put_order(
     assert [rows for rows, _ in failures] == [[{"k": 3, "nope": 1}]]
     assert "'nope'" in str(failures[0][1])
     assert (m.total_persisted, m.total_deleted, m.total_failed) == (4, 2, 1)
+
+
+def test_a_key_given_as_text_is_the_key_of_its_number(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    """A view gets its key from the URL, as text: the writes of "2" and 2 are the writes of
+    one key, in put order."""
+    create(db, table_name, "k int PRIMARY KEY, v int")
+    db.execute(named("INSERT INTO {} VALUES (1, 0), (2, 0)", table_name))
+    with queue(PostgresUpsert(dsn, table_name, "k"), batch_size=100) as wb:
+        wb.put({"k": 1, "v": 5})
+        wb.delete("1")
+        wb.delete(" 2")
+        wb.put({"k": 2, "v": 7})
+        wb.put({"k": "3", "v": 9})
+        wb.put({"k": 3, "v": 10})
+    assert select(db, table_name) == [(2, 7), (3, 10)]
+
+
+def test_with_coalesce_a_delete_of_a_waiting_key_takes_no_room(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    """As a put of a waiting key: it is combined into the waiting row. A put after that
+    delete is a row of its own, and needs room."""
+    create(db, table_name, "k int PRIMARY KEY, v int")
+    options = {"maxsize": 2, "batch_size": 1, "coalesce": True, "flush_interval": 60}
+    with (
+        queue(PostgresUpsert(dsn, table_name, "k"), **options) as wb,
+        psycopg.connect(dsn) as locker,
+    ):
+        wb.start()
+        locker.execute(named("LOCK TABLE {}", table_name))  # the first write waits behind it
+        wb.put({"k": 0, "v": 0})
+        assert wait_until(lambda: waiting_on_a_lock(db))  # k0 taken: its write waits
+        wb.put_many([{"k": 1, "v": 1}, {"k": 2, "v": 2}])  # waiting: the queue is full
+        wb.put_nowait({"k": 1, "v": 2})  # combined
+        wb.delete_nowait(1)  # combined too
+        wb.delete_many([1])
+        with pytest.raises(QueueFull):
+            wb.put_many([{"k": 1, "v": 3}], block=False)  # after a delete: a row of its own
+        assert wb.metrics().total_enqueued == 6
+        locker.rollback()  # the lock goes
+        assert wb.flush(timeout=30)
+        assert wb.metrics().total_persisted == 6
+    assert select(db, table_name) == [(0, 0), (2, 2)]

@@ -17,8 +17,17 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from prometheus_client import CollectorRegistry
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    load_only,
+    mapped_column,
+    registry,
+    relationship,
+)
 
+from tests.conftest import PrivateServer, named
 from writebehind import EagerQueue, PostgresUpsert, WriteBehindQueue
 from writebehind.flask import WriteBehind
 
@@ -94,7 +103,7 @@ def engine(dsn: str) -> Iterator[sa.Engine]:
 @pytest.fixture(autouse=True)
 def empty(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        for table in (*Base.metadata.sorted_tables, scores):
+        for table in (*reversed(Base.metadata.sorted_tables), scores):
             conn.execute(table.delete())
 
 
@@ -284,3 +293,112 @@ def test_eager_queues_take_instances_and_deletes(dsn: str) -> None:
             ext.close()
             db.drop_all()
             db.engine.dispose()
+
+
+class Site(Base):
+    __tablename__ = f"wb_sa_sites_{os.getpid()}"
+    __table_args__ = {"schema": "wb_sa"}
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Visit(Base):
+    """A nullable column without a default, and a foreign key set by a relationship."""
+
+    __tablename__ = f"wb_sa_visits_{os.getpid()}"
+    __table_args__ = {"schema": "wb_sa"}
+    page: Mapped[str] = mapped_column(primary_key=True)
+    views: Mapped[int] = mapped_column(default=0)
+    referrer: Mapped[str | None]
+    site_id: Mapped[int | None] = mapped_column(sa.ForeignKey(Site.id))
+    site: Mapped[Site | None] = relationship()
+
+
+def test_a_new_instance_leaves_nullable_columns_null_and_takes_its_relationships_key(
+    dsn: str, engine: sa.Engine
+) -> None:
+    """As the ORM's INSERT would: an unset nullable column is NULL, and a many-to-one
+    relationship sets its foreign key from the related object's key."""
+    with Session(engine) as session, session.begin():
+        session.add(Site(id=7))
+    with queue(PostgresUpsert(dsn, Visit)) as wb:
+        wb.put(Visit(page="a"))
+        wb.put(Visit(page="b", site=Site(id=7), referrer="r"))
+        with pytest.raises(ValueError, match="'site_id'.*not known yet"):
+            wb.put(Visit(page="c", site=Site()))  # no key yet: nothing to write
+        wb.put(Visit(page="d", site=None))
+    found = [tuple(row) for row in rows(engine, Visit.__table__)]
+    assert found == [("a", 0, None, None), ("b", 0, "r", 7), ("d", 0, None, None)]
+
+
+def test_an_instance_whose_columns_are_not_loaded_is_refused_not_defaulted(
+    dsn: str, engine: sa.Engine
+) -> None:
+    """A column deferred by the query, or expired by a commit, is not known: writing the
+    model's default would overwrite the table's value."""
+    with Session(engine) as session, session.begin():
+        session.add(Event(id=uuid.UUID(int=1), kind_name="kept", hits=41, payload={"x": 1}))
+    with queue(PostgresUpsert(dsn, Event)) as wb, Session(engine) as session:
+        partial = session.scalars(sa.select(Event).options(load_only(Event.kind_name))).one()
+        partial.kind_name = "renamed"
+        with pytest.raises(ValueError, match=r"'hits'.*not loaded"):
+            wb.put(partial)
+        session.commit()  # expires every attribute
+        with pytest.raises(ValueError, match="not loaded"):
+            wb.put(partial)
+        assert wb.metrics().total_enqueued == 0
+        session.refresh(partial, ["id", "kind_name", "hits", "payload", "seen_at"])
+        wb.put(partial)  # loaded: written as it is
+    [row] = rows(engine, Event.__table__)
+    assert (row.kind, row.hits, row.payload) == ("renamed", 41, {"x": 1})
+
+
+def test_a_put_that_fails_leaves_the_instance_as_it_was(dsn: str, engine: sa.Engine) -> None:
+    """The defaults made at put() are set on the instance only once the row is accepted."""
+    with queue(PostgresUpsert(dsn, Event), maxsize=1, batch_size=1) as wb:
+        wb.start()
+        naive = Event(kind_name="x", seen_at=datetime(2024, 1, 1))  # refused: no time zone
+        with pytest.raises(ValueError, match="naive"):
+            wb.put(naive)
+        assert naive.id is None and naive.hits is None
+        accepted = Event(kind_name="y")
+        wb.put(accepted)
+        assert accepted.id is not None and accepted.hits == 0
+
+
+def test_a_delete_takes_no_instance_of_another_model_nor_one_without_its_key(
+    dsn: str, engine: sa.Engine
+) -> None:
+    with queue(PostgresUpsert(dsn, Event)) as wb:
+        with pytest.raises(TypeError, match="instance of .*Score"):
+            wb.delete(Score(player="x", level=1, score=1))
+        with pytest.raises(ValueError, match="'id' not set"):
+            wb.delete(Event(kind_name="never put"))
+        assert wb.metrics().total_enqueued == 0
+
+
+def test_an_instance_put_before_the_server_answers_gets_its_defaults_and_can_be_deleted(
+    private_server: PrivateServer,
+) -> None:
+    """The model says which columns are written: the first put() need not wait for the
+    catalog to make an instance's defaults."""
+    engine = sa.create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(private_server.dsn)
+    )
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS wb_sa"))
+    Event.__table__.create(engine)
+    engine.dispose()
+    private_server.stop()
+    with queue(PostgresUpsert(private_server.dsn, Event, connect_timeout=1)) as wb:
+        click, view = Event(kind_name="click"), Event(kind_name="view")
+        wb.put(click)
+        wb.put(view)
+        assert isinstance(click.id, uuid.UUID) and click.hits == 0
+        wb.delete(click)
+        private_server.start()
+        assert wb.flush(timeout=60)
+        m = wb.metrics()
+    with psycopg.connect(private_server.dsn) as conn:
+        found = conn.execute(named("SELECT id, kind FROM {}", ("wb_sa", Event.__tablename__)))
+        assert found.fetchall() == [(view.id, "view")]
+    assert (m.total_persisted, m.total_deleted, m.total_failed) == (3, 1, 0)

@@ -29,6 +29,7 @@ def describe(value: object) -> ModelTable | None:
         raise TypeError(f"the Django model {name} is abstract: it has no table")
     fields = [field for field in meta.concrete_fields if field.column]
     defaults: dict[str, Callable[[], Any]] = {}
+    refreshed: dict[str, Callable[[], Any]] = {}
     generated: set[str] = set()
     for field in fields:
         column = str(field.column)
@@ -37,6 +38,8 @@ def describe(value: object) -> ModelTable | None:
         now = _now_of(field)
         if now is not None:
             defaults[column] = now
+            if getattr(field, "auto_now", False):
+                refreshed[column] = now  # set by every save()
         elif field.has_default():
             defaults[column] = field.get_default
     pk = meta.pk
@@ -48,10 +51,18 @@ def describe(value: object) -> ModelTable | None:
         schema=None,
         primary_key=tuple(field.column for field in key_fields),
         model=value,
+        columns=tuple(str(field.column) for field in fields),
         values=_values_of(fields),
         defaults=defaults,
         generated=frozenset(generated),
         assign=_assign_to(fields),
+        unloaded=_unloaded_of(fields),
+        nullable=frozenset(
+            str(field.column)
+            for field in fields
+            if field.null and not field.has_default() and str(field.column) not in generated
+        ),
+        refreshed=refreshed,
     )
 
 
@@ -79,6 +90,19 @@ def _now_of(field: Any) -> Callable[[], Any] | None:
     if isinstance(field, models.DateField):
         return datetime.date.today
     return lambda: datetime.datetime.now().time()
+
+
+def _unloaded_of(fields: list[Any]) -> Callable[[Any], frozenset[str]]:
+    columns = {field.attname: str(field.column) for field in fields}
+
+    def unloaded(instance: Any) -> frozenset[str]:
+        if instance._state.adding:  # new: nothing to load
+            return frozenset()
+        return frozenset(
+            columns[name] for name in instance.get_deferred_fields() if name in columns
+        )
+
+    return unloaded
 
 
 def _assign_to(fields: list[Any]) -> Callable[[Any, Mapping[str, Any]], None]:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ModelTable", "NoDefault"]
+__all__ = ["InstanceRow", "ModelTable", "NoDefault", "foreign_instance", "settle"]
 
 
 class NoDefault(Exception):
@@ -31,12 +31,21 @@ class ModelTable:
     primary_key: tuple[str, ...]
     model: type | None
     """The class whose instances are rows (None for a bare SQLAlchemy Table)."""
+    columns: tuple[str, ...]
+    """Every column of the model's table, in its order."""
     values: Callable[[Any], dict[str, Any]]
     defaults: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     generated: frozenset[str] = frozenset()
     assign: Callable[[Any, Mapping[str, Any]], None] = lambda _instance, _values: None
     """Sets the values of defaults made for an instance on it, as the ORM's save() does (a
     uuid4 key made at put() is then the instance's own)."""
+    unloaded: Callable[[Any], frozenset[str]] = lambda _instance: frozenset()
+    """The columns an instance read from the database has not loaded (deferred, or expired by
+    a commit): unknown, not unset."""
+    nullable: frozenset[str] = frozenset()
+    """Columns a new instance may leave unset: NULL, as the ORM's INSERT writes them."""
+    refreshed: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    """Columns every save() of an instance sets anew (Django's ``auto_now``)."""
 
     def is_instance(self, value: object) -> bool:
         """Whether ``value`` is a row of this model (an instance of it or of a subclass)."""
@@ -55,6 +64,41 @@ class ModelTable:
             f"a row for {self.name} must be a Mapping of column -> value or an instance of "
             f"{self.model.__qualname__}, got {_named(value)}"
         )
+
+
+class InstanceRow(dict[str, Any]):
+    """The row of an instance, and the defaults made for it: set on the instance once the
+    row is accepted (settle()), so that a put() that fails changes nothing."""
+
+    __slots__ = ("_instance", "_made", "_model")
+
+    def __init__(
+        self, values: Mapping[str, Any], model: ModelTable, instance: Any, made: Mapping[str, Any]
+    ) -> None:
+        super().__init__(values)
+        self._model, self._instance, self._made = model, instance, dict(made)
+
+    def settle(self) -> None:
+        """Set the defaults made for the instance on it (once)."""
+        made, self._made = self._made, {}
+        if made:
+            self._model.assign(self._instance, made)
+
+
+def settle(row: object) -> None:
+    """After a row was accepted: an instance's made defaults set on it."""
+    if type(row) is InstanceRow:
+        row.settle()
+
+
+def foreign_instance(value: object) -> str | None:
+    """How to name ``value`` if it is an instance of an ORM model (SQLAlchemy's or Django's),
+    else None: no key value of a column."""
+    if hasattr(value, "_sa_instance_state") or (
+        hasattr(value, "_meta") and hasattr(value, "_state") and hasattr(value, "pk")
+    ):
+        return _named(value)
+    return None
 
 
 def _named(value: object) -> str:

@@ -7,9 +7,11 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from .._sink import Params
-from ._model import ModelTable, NoDefault
+from ._model import InstanceRow, ModelTable, NoDefault
 
 __all__ = ["ModelRows"]
+
+_UNSET: Any = object()
 
 
 class ModelRows:
@@ -22,15 +24,34 @@ class ModelRows:
             (name, model.defaults[name]) for name in written if name in model.defaults
         )
         self._key = tuple(key)
+        self._nullable = tuple(name for name in written if name in model.nullable)
+        self._refreshed = tuple(
+            (name, model.refreshed[name]) for name in written if name in model.refreshed
+        )
 
-    def row(self, value: Any) -> dict[str, Any]:
-        """The row of an instance: its written columns that are set, defaults filled."""
-        given = self.model.row_of(value)
+    def row(self, value: Any) -> InstanceRow:
+        """The row of an instance: its written columns that are set, the defaults made for
+        those it leaves unset (NULL for a nullable one without a default, as the ORM's INSERT
+        writes it), and those every save() sets anew. ValueError for written columns that an
+        instance read from the database has not loaded: their values are not known."""
+        model = self.model
+        given = model.row_of(value)
+        unloaded = model.unloaded(value) & self._written
+        if unloaded:
+            raise ValueError(
+                f"column(s) {', '.join(map(repr, sorted(unloaded)))} of this {model.name} are "
+                "not loaded (deferred, or expired by a commit): their values are not known, and "
+                "writing defaults would overwrite the table's. Load them (refresh), or put a "
+                "Mapping of the columns to write"
+            )
         row = self.fill({name: given[name] for name in given if name in self._written})
-        made = {name: row[name] for name in row if name not in given}
-        if made:
-            self.model.assign(value, made)
-        return row
+        for name in self._nullable:
+            if name not in row:
+                row[name] = None
+        for name, make in self._refreshed:
+            row[name] = make()
+        made = {name: row[name] for name in row if given.get(name, _UNSET) is not row[name]}
+        return InstanceRow(row, model, value, made)
 
     def fill(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """``row`` with the written columns it leaves out that have a default given one;

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import MANYTOONE, Mapper
 from sqlalchemy.orm.attributes import instance_state
 
 from ._model import ModelTable, NoDefault
@@ -57,35 +57,100 @@ def _of_table(table: sqlalchemy.Table, model: type | None, name: str) -> ModelTa
         schema=table.schema,
         primary_key=tuple(column.name for column in table.primary_key.columns),
         model=model,
+        columns=tuple(column.name for column in table.columns),
         values=_values_of(table) if model is not None else _no_instances,
         defaults=defaults,
         generated=frozenset(generated),
         assign=_assign_to(table),
+        unloaded=_unloaded_of(table),
+        nullable=frozenset(
+            column.name
+            for column in table.columns
+            if column.nullable and column.default is None and column.name not in generated
+        ),
     )
 
 
 def _values_of(table: sqlalchemy.Table) -> Callable[[Any], dict[str, Any]]:
-    # (attribute, column name) of the table's columns, per mapped class (a subclass of an
-    # inheritance hierarchy has a mapper of its own), found once.
-    pairs_of: dict[type, tuple[tuple[str, str], ...]] = {}
+    # Per mapped class (a subclass of an inheritance hierarchy has a mapper of its own), found
+    # once: (attribute, column name) of the table's columns, and the many-to-one relationships
+    # whose foreign key columns a related object gives.
+    shapes: dict[type, tuple[tuple[tuple[str, str], ...], tuple[_Reference, ...]]] = {}
 
-    def pairs(kind: type) -> tuple[tuple[str, str], ...]:
-        found = pairs_of.get(kind)
+    def shape(kind: type) -> tuple[tuple[tuple[str, str], ...], tuple[_Reference, ...]]:
+        found = shapes.get(kind)
         if found is None:
             mapper: Any = sqlalchemy.inspect(kind)
-            found = pairs_of[kind] = tuple(
+            pairs = tuple(
                 (attribute.key, column.name)
                 for attribute in mapper.column_attrs
                 for column in attribute.columns
                 if isinstance(column, sqlalchemy.Column) and column.table is table
             )
+            references = tuple(
+                _Reference(
+                    relationship.key,
+                    tuple(
+                        (local.name, relationship.mapper.get_property_by_column(remote).key)
+                        for local, remote in relationship.local_remote_pairs
+                        if isinstance(local, sqlalchemy.Column) and local.table is table
+                    ),
+                )
+                for relationship in mapper.relationships
+                if relationship.direction is MANYTOONE
+            )
+            found = shapes[kind] = (pairs, references)
         return found
 
     def values(instance: Any) -> dict[str, Any]:
         given = instance_state(instance).dict  # never set: its default, or the database's
-        return {column: given[key] for key, column in pairs(type(instance)) if key in given}
+        pairs, references = shape(type(instance))
+        row = {column: given[key] for key, column in pairs if key in given}
+        for reference in references:
+            if reference.attribute in given:
+                reference.fill(row, given[reference.attribute])
+        return row
 
     return values
+
+
+class _Reference:
+    """A many-to-one relationship: the foreign key columns it sets from the related object's
+    key, as a flush would, where the instance does not set them itself."""
+
+    def __init__(self, attribute: str, columns: tuple[tuple[str, str], ...]) -> None:
+        self.attribute = attribute
+        self.columns = columns
+
+    def fill(self, row: dict[str, Any], related: Any) -> None:
+        known = {} if related is None else instance_state(related).dict
+        for column, remote in self.columns:
+            if column in row:
+                continue
+            if related is not None and remote not in known:
+                raise ValueError(
+                    f"column {column!r} is unset and the relationship {self.attribute!r} holds "
+                    f"an object whose {remote!r} is not known yet (not flushed): set "
+                    f"{column!r} itself"
+                )
+            row[column] = None if related is None else known[remote]
+
+
+def _unloaded_of(table: sqlalchemy.Table) -> Callable[[Any], frozenset[str]]:
+    def unloaded(instance: Any) -> frozenset[str]:
+        state = instance_state(instance)
+        if state.key is None:  # new: nothing to load, what is unset is unset
+            return frozenset()
+        names = state.unloaded
+        return frozenset(
+            column.name
+            for attribute in state.mapper.column_attrs
+            if attribute.key in names
+            for column in attribute.columns
+            if isinstance(column, sqlalchemy.Column) and column.table is table
+        )
+
+    return unloaded
 
 
 def _assign_to(table: sqlalchemy.Table) -> Callable[[Any, Mapping[str, Any]], None]:

@@ -33,3 +33,4 @@ class Hit(models.Model):
     path: models.CharField[str, str] = models.CharField(max_length=200)
     meta: models.JSONField[dict[str, str], dict[str, str]] = models.JSONField(default=dict)
     at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now_add=True)
+    seen: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now=True)

@@ -181,3 +181,29 @@ class WriteBehindHits(TransactionTestCase):
         self.assertEqual(Hit.objects.get(id=ids[0]).path, "/again")
         metrics = get_queue("hits").metrics()
         self.assertEqual((metrics.total_persisted, metrics.total_deleted), (111, 10))
+
+
+@override_settings(WRITEBEHIND={**settings.WRITEBEHIND, "EAGER": True})
+class EagerHitsAgain(TestCase):
+    """An instance put again, as save() again: ``auto_now`` is set anew; an instance whose
+    fields a query deferred is refused, not written with defaults over the table's values."""
+
+    def tearDown(self) -> None:
+        close_queues()
+
+    def test_auto_now_is_set_at_every_put_of_an_instance(self) -> None:
+        hit = Hit(path="/a")
+        get_queue("hits").put(hit)
+        first = Hit.objects.get().seen
+        self.assertEqual(hit.seen, first)  # set on the instance, as save() sets it
+        get_queue("hits").put(hit)
+        self.assertGreater(Hit.objects.get().seen, first)
+        self.assertEqual(Hit.objects.get().at, hit.at)  # auto_now_add: set once
+
+    def test_an_instance_with_deferred_fields_is_refused(self) -> None:
+        get_queue("hits").put(Hit(path="/a", meta={"kept": "yes"}))
+        partial = Hit.objects.defer("meta").get()
+        partial.path = "/b"
+        with self.assertRaisesRegex(ValueError, "'meta'.*not loaded"):
+            get_queue("hits").put(partial)
+        self.assertEqual(Hit.objects.get().meta, {"kept": "yes"})
