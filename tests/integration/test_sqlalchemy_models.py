@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from itertools import count
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -386,7 +386,7 @@ def test_an_instance_put_before_the_server_answers_gets_its_defaults_and_can_be_
     )
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS wb_sa"))
-    Event.__table__.create(engine)
+    cast(sa.Table, Event.__table__).create(engine)
     engine.dispose()
     private_server.stop()
     with queue(PostgresUpsert(private_server.dsn, Event, connect_timeout=1)) as wb:
