@@ -24,10 +24,12 @@ class Entry(NamedTuple):
     target: Any = None
     """None: the sink's row. A replayed row of other columns: the Target it is written to
     (``PostgresUpsert.target_for``), or Refused (it cannot be written)."""
+    deletes: int = 0
+    """How many of the accepted writes it stands for are deletes."""
 
 
 new_entry: Callable[
-    [tuple[Hashable, Params, Mapping[str, Any], float, int, tuple[Done, ...], Any]], Entry
+    [tuple[Hashable, Params, Mapping[str, Any], float, int, tuple[Done, ...], Any, int]], Entry
 ] = partial(tuple.__new__, Entry)
 """Entry from a plain tuple, without the Python-level __new__ of a NamedTuple (on put's path)."""
 
@@ -72,13 +74,15 @@ def combine(
     ``coalesce``; it keeps the time ``kept`` was put (how long the key has waited)."""
     weight = kept.weight + newer.weight
     marks = kept.marks + newer.marks
+    deletes = kept.deletes + newer.deletes
     deleting = type(newer.params) is Deletion or type(kept.params) is Deletion
     if merger is not None and not deleting:  # a delete merges with nothing
         params = merger.merge(kept.params, newer.params)
-        return Entry(kept.key, params, merger.row_of(params), kept.enqueued_at, weight, marks)
+        row = merger.row_of(params)
+        return Entry(kept.key, params, row, kept.enqueued_at, weight, marks, None, deletes)
     if replaces is not None and not replaces(kept.params, newer.params):
-        return kept._replace(weight=weight, marks=marks)
-    return newer._replace(enqueued_at=kept.enqueued_at, weight=weight, marks=marks)
+        return kept._replace(weight=weight, marks=marks, deletes=deletes)
+    return newer._replace(enqueued_at=kept.enqueued_at, weight=weight, marks=marks, deletes=deletes)
 
 
 def coalesce(
@@ -106,9 +110,20 @@ def coalesce(
             counts[entry.key] = counts.get(entry.key, 0) + entry.weight
         winners = [entries[index] for index in latest.values()]
         weights = [counts[entry.key] for entry in winners]
-    if len(winners) < len(entries) and any(entry.marks for entry in entries):
-        winners = _with_all_marks(winners, entries)
+    if len(winners) < len(entries):
+        if any(entry.marks for entry in entries):
+            winners = _with_all_marks(winners, entries)
+        if any(entry.deletes for entry in entries):
+            winners = _with_all_deletes(winners, entries)
     return _in_key_order(winners, weights)
+
+
+def _with_all_deletes(winners: list[Entry], entries: Sequence[Entry]) -> list[Entry]:
+    """Each winner counts the deletes among the rows of its key: writing it writes them."""
+    deletes: dict[Hashable, int] = {}
+    for entry in entries:
+        deletes[entry.key] = deletes.get(entry.key, 0) + entry.deletes
+    return [winner._replace(deletes=deletes[winner.key]) for winner in winners]
 
 
 def _with_all_marks(winners: list[Entry], entries: Sequence[Entry]) -> list[Entry]:

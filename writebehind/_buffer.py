@@ -185,7 +185,7 @@ class RowBuffer:
                 if marks is not None:
                     self._append_all(
                         [
-                            new_entry((*e[:5], (m,), None))
+                            new_entry((*e[:5], (m,), None, e[7]))
                             for e, m in zip(entries, marks, strict=True)
                         ]
                     )
@@ -216,7 +216,7 @@ class RowBuffer:
                 mark = record(payload, lane)
                 if mark is not None:
                     entry = new_entry(
-                        (entry[0], entry[1], entry[2], entry[3], entry[4], (mark,), None)
+                        (entry[0], entry[1], entry[2], entry[3], entry[4], (mark,), None, 0)
                     )
                     target = self.intake if lane < 0 else self.lanes[lane]
                     if self.combine is None or not self._combined(target, entry):

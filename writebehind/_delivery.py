@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, overload
 from ._batch import Coalesced, Entry, Merger, Replaces, coalesce, split_at_rewrites
 from ._metrics import QueueStats
 from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
-from ._sink import Deletion, Params, Sink
+from ._sink import Params, Sink
 from .errors import CommitInDoubt, ProgressConflict, RowsAbandoned
 from .journal.keeper import QueueJournal
 from .journal.progress import Done, covers
@@ -323,9 +323,7 @@ class _Run:
                     raise _Abandoned
                 for i in rows:
                     self.settled[i] = True
-            deleted = 0
-            if self.d.deletes:
-                deleted = sum(type(entries[i].params) is Deletion for i in rows)
+            deleted = sum(entries[i].deletes for i in rows) if self.d.deletes else 0
             self.d._stats.written(sum(self.batch.weights[i] for i in rows), deleted)
             if journal is not None:
                 journal.settle(done)

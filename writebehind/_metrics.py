@@ -55,8 +55,8 @@ class Metrics:
     """Rows given up (counted in ``total_failed`` too) with CommitInDoubt: an attempt to write
     them lost its connection after COMMIT was sent, so they may be in the table."""
     total_deleted: int = 0
-    """Deletes written (counted in ``total_persisted`` too; a delete that replaced other
-    writes of its key in a batch counts once here, and with them there)."""
+    """Deletes written, one per delete() (counted in ``total_persisted`` too), also those
+    combined with other writes of their key before it was written."""
 
 
 _BATCH_ROWS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)

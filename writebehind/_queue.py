@@ -415,7 +415,7 @@ class WriteBehindQueue:
         else:
             key, params = self._prepare(row)
         buffer = self._buffer
-        entry = new_entry((key, params, row, self._clock(), 1, (), None))
+        entry = new_entry((key, params, row, self._clock(), 1, (), None, 0))
         journal = self._journal
         if journal is not None:
             if threading.get_ident() in self._own_threads:
@@ -515,7 +515,7 @@ class WriteBehindQueue:
                 raise
             except (TypeError, ValueError) as error:
                 raise type(error)(f"row {index}: {error}") from None
-            entries.append(new_entry((key, params, row, self._clock(), 1, (), None)))
+            entries.append(new_entry((key, params, row, self._clock(), 1, (), None, 0)))
         self._accept_all(entries, block, timeout)
         for entry in entries:
             settle(entry.row)
@@ -611,7 +611,7 @@ class WriteBehindQueue:
                 if not many:
                     raise
                 raise type(error)(f"key {index}: {error}") from None
-            entries.append(new_entry((found, params, row, self._clock(), 1, (), None)))
+            entries.append(new_entry((found, params, row, self._clock(), 1, (), None, 1)))
         self._buffer.deletes = True
         self._accept_all(entries, block, timeout)
 

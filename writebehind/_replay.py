@@ -18,7 +18,7 @@ from ._batch import Entry, new_entry
 from ._buffer import RowBuffer
 from ._metrics import QueueStats
 from ._remap import Remapper
-from ._sink import Sink
+from ._sink import Deletion, Sink
 from .journal.keeper import (
     QueueJournal,
     decode_layout,
@@ -157,7 +157,8 @@ class Replay:
                     )
                     continue
                 done = (_done((source, seq)),)
-                chunk.append(new_entry((key, params, mapping, now, 1, done, target)))
+                deletes = int(type(params) is Deletion)
+                chunk.append(new_entry((key, params, mapping, now, 1, done, target, deletes)))
                 if len(chunk) >= batch:
                     self._queue(chunk)
                     replayed += len(chunk)

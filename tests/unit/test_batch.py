@@ -82,13 +82,14 @@ def test_coalesce_merges_the_rows_of_a_key_into_the_row_they_make() -> None:
 
 def deletion(key: object, version: object = None) -> Entry:
     params = Deletion((key,) if version is None else (key, version))
-    return Entry(key, params, {"id": key}, 0.0)
+    return Entry(key, params, {"id": key}, 0.0, deletes=1)
 
 
 def test_a_delete_is_the_newest_write_of_its_key_in_a_batch() -> None:
-    batch = coalesce([entry(1, "a"), deletion(1), entry(2, "b"), deletion(3)])
+    batch = coalesce([entry(1, "a"), deletion(1), entry(2, "b"), deletion(3), deletion(3)])
     assert [type(e.params).__name__ for e in batch.entries] == ["Deletion", "tuple", "Deletion"]
-    assert batch.weights == [2, 1, 1]
+    assert batch.weights == [2, 1, 2]
+    assert [e.deletes for e in batch.entries] == [1, 0, 2]  # each delete() counts
 
 
 def test_a_delete_merges_with_nothing() -> None:
