@@ -98,6 +98,11 @@ def write_settings(folder: Path, body: str) -> None:
             "WRITEBEHIND['QUEUES']['pv']: batch_size must be at least 1",
         ),
         (
+            'WRITEBEHIND = {"QUEUES": {"pv": {"table": "pageviews.Hti"}}}',
+            "WRITEBEHIND['QUEUES']['pv']['table']: 'pageviews.Hti': the app 'pageviews' has no "
+            "model 'Hti' (its models: Hit, LastVisit)",
+        ),
+        (
             'WRITEBEHIND = {"QUEUS": {}}',
             "WRITEBEHIND['QUEUS'] is not a writebehind setting",
         ),

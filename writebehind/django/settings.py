@@ -90,7 +90,12 @@ def _with_models(queues: object) -> object:
     resolved = {}
     for name, options in queues.items():
         table = options.get("table") if isinstance(options, Mapping) else None
-        model = model_named(table) if isinstance(table, str) else None
+        try:
+            model = model_named(table) if isinstance(table, str) else None
+        except LookupError as error:
+            raise ImproperlyConfigured(
+                f"WRITEBEHIND['QUEUES'][{name!r}]['table']: {error}"
+            ) from None
         resolved[name] = {**options, "table": model} if model is not None else options
     return resolved
 

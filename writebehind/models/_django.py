@@ -67,15 +67,25 @@ def describe(value: object) -> ModelTable | None:
 
 
 def model_named(label: str) -> type | None:
-    """The model ``app_label.ModelName`` (as ``AUTH_USER_MODEL`` names one), or None."""
+    """The model ``app_label.ModelName`` (as ``AUTH_USER_MODEL`` names one), or None for a
+    name that is no label. LookupError for a label of an installed app that has no such
+    model (a typo)."""
     from django.apps import apps
 
     if label.count(".") != 1:
         return None
+    app_label, name = label.split(".")
     try:
-        return apps.get_model(label)
-    except (LookupError, ValueError):
-        return None
+        app = apps.get_app_config(app_label)
+    except LookupError:
+        return None  # no app of that label: a table name
+    try:
+        return app.get_model(name)
+    except LookupError:
+        known = ", ".join(sorted(model.__name__ for model in app.get_models())) or "none"
+        raise LookupError(
+            f"{label!r}: the app {app_label!r} has no model {name!r} (its models: {known})"
+        ) from None
 
 
 def _is_auto(field: Any) -> bool:
