@@ -67,20 +67,19 @@ class ModelTable:
 
 
 class InstanceRow(dict[str, Any]):
-    """The row of an instance, and the defaults made for it: set on the instance once the
-    row is accepted (settle()), so that a put() that fails changes nothing."""
+    """The row of an instance, and the defaults made for it (``made``): set on the instance
+    once the row is accepted (settle()), so that a put() that fails changes nothing."""
 
-    __slots__ = ("_instance", "_made", "_model")
+    __slots__ = ("_instance", "_model", "made")
 
-    def __init__(
-        self, values: Mapping[str, Any], model: ModelTable, instance: Any, made: Mapping[str, Any]
-    ) -> None:
-        super().__init__(values)
-        self._model, self._instance, self._made = model, instance, dict(made)
+    def __init__(self, model: ModelTable, instance: Any) -> None:
+        super().__init__()
+        self._model, self._instance = model, instance
+        self.made: dict[str, Any] = {}
 
     def settle(self) -> None:
         """Set the defaults made for the instance on it (once)."""
-        made, self._made = self._made, {}
+        made, self.made = self.made, {}
         if made:
             self._model.assign(self._instance, made)
 
