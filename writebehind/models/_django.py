@@ -125,24 +125,35 @@ def _assign_to(fields: list[Any]) -> Callable[[Any, Mapping[str, Any]], None]:
     return assign
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, bytes})
+"""Value types that are no query expression, checked without a look at their attributes."""
+
+
 def _values_of(fields: list[Any]) -> Callable[[Any], dict[str, Any]]:
+    # (attname, column, whether None means unset) per field, found once.
+    plan = tuple(
+        (field.attname, str(field.column), _is_auto(field) or _now_of(field) is not None)
+        for field in fields
+    )
+
     def values(instance: Any) -> dict[str, Any]:
-        deferred = instance.get_deferred_fields()  # reading one would query the database
+        given = instance.__dict__  # a deferred field is absent: reading it would query
         row = {}
-        for field in fields:
-            if field.attname in deferred:
+        for attname, column, none_is_unset in plan:
+            if attname not in given:
                 continue
-            value = getattr(instance, field.attname)  # a ForeignKey's is its id: site_id
-            if value is None and (_is_auto(field) or _now_of(field) is not None):
+            value = given[attname]  # a ForeignKey's is its id: site_id
+            if value is None and none_is_unset:
                 continue  # unset: the database's, or now
-            if isinstance(value, DatabaseDefault):
-                continue  # db_default: the database's
-            if hasattr(value, "resolve_expression"):
-                raise TypeError(
-                    f"column {field.column!r} holds a query expression ({value!r}), which "
-                    "only Django's own save() evaluates: give it a value"
-                )
-            row[field.column] = value
+            if type(value) not in _PLAIN:
+                if isinstance(value, DatabaseDefault):
+                    continue  # db_default: the database's
+                if hasattr(value, "resolve_expression"):
+                    raise TypeError(
+                        f"column {column!r} holds a query expression ({value!r}), which "
+                        "only Django's own save() evaluates: give it a value"
+                    )
+            row[column] = value
         return row
 
     return values
