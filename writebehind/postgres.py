@@ -18,7 +18,7 @@ from . import _watchdog
 from ._batch import Merger, Replaces
 from ._catalog import TableInfo, read_table
 from ._conninfo import conninfo_problem
-from ._deferred import check_deferred_now
+from ._deferred import deferred_checked
 from ._layout import Layout, Rules, journaled, of_sink
 from ._methods import METHODS, Writer, commit_was_sent, split_deletes, write_progress
 from ._pools import (
@@ -502,13 +502,14 @@ class PostgresUpsert:
             and column.name not in layout.name_set
         ]
 
-    def check_deferred_on(self, conn: psycopg.Connection[Any]) -> None:
-        """Check now, inside the transaction open on ``conn``, the deferrable constraints of
-        the table (and of tables referencing it), which would otherwise wait for COMMIT: after
-        write_on() in a savepoint, so that a row refused by a deferred foreign key is refused
-        there. Those initially deferred are deferred again after."""
+    def deferred_checked(self, conn: psycopg.Connection[Any]) -> AbstractContextManager[None]:
+        """Around write_on() in a savepoint of the caller's transaction on ``conn``: after it,
+        check the deferrable constraints of the table (and of tables referencing it) now,
+        which would otherwise wait for COMMIT, so that a row refused by a deferred foreign
+        key is refused there; those initially deferred are deferred again. When what the
+        caller had pending already fails them, the row is left to COMMIT instead."""
         assert self._info is not None, "open() or configure() the sink first"
-        check_deferred_now(conn, self._info.schema, self._info.name)
+        return deferred_checked(conn, self._info.schema, self._info.name)
 
     def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
         """Upsert ``rows`` (distinct keys) in one transaction, within ``write_timeout``;

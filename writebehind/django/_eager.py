@@ -30,10 +30,10 @@ class DjangoConnection:
     def write(self, sink: PostgresUpsert, params: Params) -> None:
         with transaction.atomic(using=self.alias):
             raw = self._raw_connection()
-            sink.write_on(raw, [params])
             # Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: checked here, in the
             # savepoint, not at a COMMIT that a TestCase never reaches.
-            sink.check_deferred_on(raw)
+            with sink.deferred_checked(raw):
+                sink.write_on(raw, [params])
 
     def _raw_connection(self) -> psycopg.Connection[Any]:
         connection = connections[self.alias]
