@@ -62,7 +62,7 @@ def test_example_project_migrates_passes_the_checks_and_its_own_tests(project_ds
 
     tested = django(project_dsn, "manage.py", "test", "pageviews", "-v2")
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "Ran 16 tests" in tested.stderr
+    assert "Ran 18 tests" in tested.stderr
     assert "OK" in tested.stderr
     # Under TestCase with EAGER, each of these two tests finds its own row alone in the table:
     # the other's was rolled back with it.

@@ -27,6 +27,13 @@ def describe(value: object) -> ModelTable | None:
     name = f"{meta.app_label}.{value.__name__}"
     if meta.abstract:
         raise TypeError(f"the Django model {name} is abstract: it has no table")
+    if not meta.proxy and any(link is not None for link in meta.parents.values()):
+        parents = ", ".join(parent.__name__ for parent in meta.parents)
+        raise TypeError(
+            f"the Django model {name} inherits from {parents} through several tables "
+            "(multi-table inheritance): writebehind writes one table. Give a queue the table "
+            "of each, or make the parent abstract"
+        )
     fields = [field for field in meta.concrete_fields if field.column]
     defaults: dict[str, Callable[[], Any]] = {}
     refreshed: dict[str, Callable[[], Any]] = {}
@@ -130,22 +137,30 @@ _PLAIN = frozenset({str, int, float, bool, type(None), dict, list, bytes})
 
 
 def _values_of(fields: list[Any]) -> Callable[[Any], dict[str, Any]]:
-    # (attname, column, whether None means unset) per field, found once.
+    # (attname, column, whether None means unset, the field if a ForeignKey) per field.
     plan = tuple(
-        (field.attname, str(field.column), _is_auto(field) or _now_of(field) is not None)
+        (
+            field.attname,
+            str(field.column),
+            _is_auto(field) or _now_of(field) is not None,
+            field if field.many_to_one else None,
+        )
         for field in fields
     )
 
     def values(instance: Any) -> dict[str, Any]:
         given = instance.__dict__  # a deferred field is absent: reading it would query
         row = {}
-        for attname, column, none_is_unset in plan:
+        for attname, column, none_is_unset, foreign_key in plan:
             if attname not in given:
                 continue
             value = given[attname]  # a ForeignKey's is its id: site_id
-            if value is None and none_is_unset:
-                continue  # unset: the database's, or now
-            if type(value) not in _PLAIN:
+            if value is None:
+                if none_is_unset:
+                    continue  # unset: the database's, or now
+                if foreign_key is not None:
+                    value = _related_key(instance, foreign_key)
+            elif type(value) not in _PLAIN:
                 if isinstance(value, DatabaseDefault):
                     continue  # db_default: the database's
                 if hasattr(value, "resolve_expression"):
@@ -157,3 +172,20 @@ def _values_of(fields: list[Any]) -> Callable[[Any], dict[str, Any]]:
         return row
 
     return values
+
+
+def _related_key(instance: Any, field: Any) -> Any:
+    """The key of the object a ForeignKey holds, as save() takes it when the object was saved
+    after it was assigned; ValueError for one never saved, as save() raises."""
+    if not field.is_cached(instance):
+        return None
+    related = field.get_cached_value(instance)
+    if related is None:
+        return None
+    key = getattr(related, field.target_field.attname)
+    if key is None:
+        raise ValueError(
+            f"the related object of {field.name!r} is not saved: its key is unknown, and "
+            f"{field.attname!r} would be NULL (Django's save() refuses it too)"
+        )
+    return key

@@ -6,12 +6,13 @@ import threading
 import uuid
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, models
 from django.db.models import F
-from django.test import Client, TestCase, TransactionTestCase, override_settings
+from django.test import Client, SimpleTestCase, TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
 from pageviews.models import Hit, LastVisit
+from writebehind import PostgresUpsert
 from writebehind.django import close_queues, get_queue
 
 LONG_PAGE = "p" * 201  # longer than the column's 200 characters: the database refuses it
@@ -165,6 +166,17 @@ class EagerHits(TestCase):
         self.assertTrue(Hit.objects.filter(path="/valid").exists())
         dangling.delete()  # fixed before the end of the test's transaction
 
+    def test_a_foreign_key_takes_the_key_of_an_object_saved_after_it_was_assigned(self) -> None:
+        now = timezone.now()
+        visit = LastVisit(page="p", views=1, first_seen=now, last_seen=now)
+        hit = Hit(path="/x", visit=visit)  # no key yet: Django's save() reads it then, too
+        visit.save()
+        get_queue("hits").put(hit)
+        self.assertEqual(Hit.objects.get().visit_id, visit.pk)
+        unsaved = LastVisit(page="q", views=1, first_seen=now, last_seen=now)
+        with self.assertRaisesRegex(ValueError, "not saved"):
+            get_queue("hits").put(Hit(path="/y", visit=unsaved))
+
     def test_a_delete_removes_the_row(self) -> None:
         hit = Hit(path="/gone")
         get_queue("hits").put(hit)
@@ -216,3 +228,23 @@ class EagerHitsAgain(TestCase):
         with self.assertRaisesRegex(ValueError, "'meta'.*not loaded"):
             get_queue("hits").put(partial)
         self.assertEqual(Hit.objects.get().meta, {"kept": "yes"})
+
+
+class Place(models.Model):
+    name: models.TextField[str, str] = models.TextField()
+
+    class Meta:
+        app_label = "pageviews"
+        managed = False
+
+
+class Restaurant(Place):
+    class Meta:
+        app_label = "pageviews"
+        managed = False
+
+
+class ModelsThatSpanTables(SimpleTestCase):
+    def test_a_multi_table_inheritance_child_is_refused(self) -> None:
+        with self.assertRaisesRegex(TypeError, "multi-table inheritance"):
+            PostgresUpsert("dbname=x", Restaurant)
