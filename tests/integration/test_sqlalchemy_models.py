@@ -402,3 +402,26 @@ def test_an_instance_put_before_the_server_answers_gets_its_defaults_and_can_be_
         found = conn.execute(named("SELECT id, kind FROM {}", ("wb_sa", Event.__tablename__)))
         assert found.fetchall() == [(view.id, "view")]
     assert (m.total_persisted, m.total_deleted, m.total_failed) == (3, 1, 0)
+
+
+def test_an_expired_object_gives_its_key_from_its_identity(dsn: str, engine: sa.Engine) -> None:
+    """After a commit the ORM expires every attribute but keeps the key: a relationship to
+    such an object, and a delete of one, use it, as a flush would."""
+    with Session(engine) as session:
+        site = Site(id=8)
+        kept = Event(id=uuid.UUID(int=2), kind_name="kept")
+        session.add_all([site, kept])
+        session.commit()  # both expired now
+        with queue(PostgresUpsert(dsn, Visit)) as wb:
+            wb.put(Visit(page="e", site=site))
+        with queue(PostgresUpsert(dsn, Event)) as wb:
+            wb.delete(kept)
+    assert [(row.page, row.site_id) for row in rows(engine, Visit.__table__)] == [("e", 8)]
+    assert rows(engine, Event.__table__) == []
+
+
+def test_a_sql_expression_as_a_value_is_a_type_error_at_put(dsn: str, engine: sa.Engine) -> None:
+    with queue(PostgresUpsert(dsn, Event)) as wb:
+        with pytest.raises(TypeError, match="'hits' holds a SQL expression"):
+            wb.put(Event(kind_name="x", hits=Event.hits + 1))
+        assert wb.metrics().total_enqueued == 0

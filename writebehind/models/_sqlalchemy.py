@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy.orm import MANYTOONE, Mapper
 from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.sql.elements import ClauseElement
 
 from ._model import ModelTable, NoDefault
 
@@ -71,42 +72,78 @@ def _of_table(table: sqlalchemy.Table, model: type | None, name: str) -> ModelTa
     )
 
 
-def _values_of(table: sqlalchemy.Table) -> Callable[[Any], dict[str, Any]]:
-    # Per mapped class (a subclass of an inheritance hierarchy has a mapper of its own), found
-    # once: (attribute, column name) of the table's columns, and the many-to-one relationships
-    # whose foreign key columns a related object gives.
-    shapes: dict[type, tuple[tuple[tuple[str, str], ...], tuple[_Reference, ...]]] = {}
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, bytes})
+"""Value types that are no SQL expression, checked without a look at their attributes."""
 
-    def shape(kind: type) -> tuple[tuple[tuple[str, str], ...], tuple[_Reference, ...]]:
-        found = shapes.get(kind)
-        if found is None:
-            mapper: Any = sqlalchemy.inspect(kind)
-            pairs = tuple(
-                (attribute.key, column.name)
-                for attribute in mapper.column_attrs
-                for column in attribute.columns
-                if isinstance(column, sqlalchemy.Column) and column.table is table
+
+def _identity(state: Any, column: Any) -> Any:
+    """The value of a primary key ``column`` in a persistent object's identity key (the ORM
+    keeps it when the attributes are expired), or _UNKNOWN."""
+    if state.key is None:
+        return _UNKNOWN
+    for index, key_column in enumerate(state.mapper.primary_key):
+        if key_column is column:
+            return state.key[1][index]
+    return _UNKNOWN
+
+
+_UNKNOWN: Any = object()
+
+
+class _Shape:
+    """What the instances of one mapped class give of the table, found once: (attribute,
+    column) of its columns, its primary key columns, and the many-to-one relationships whose
+    foreign key columns a related object gives (a subclass of an inheritance hierarchy has a
+    mapper of its own)."""
+
+    def __init__(self, kind: type, table: sqlalchemy.Table) -> None:
+        mapper: Any = sqlalchemy.inspect(kind)
+        self.pairs = tuple(
+            (attribute.key, column)
+            for attribute in mapper.column_attrs
+            for column in attribute.columns
+            if isinstance(column, sqlalchemy.Column) and column.table is table
+        )
+        self.keys = tuple(column for column in mapper.primary_key if column.table is table)
+        self.references = tuple(
+            _Reference(
+                relationship.key,
+                tuple(
+                    (local.name, relationship.mapper.get_property_by_column(remote).key, remote)
+                    for local, remote in relationship.local_remote_pairs
+                    if isinstance(local, sqlalchemy.Column) and local.table is table
+                ),
             )
-            references = tuple(
-                _Reference(
-                    relationship.key,
-                    tuple(
-                        (local.name, relationship.mapper.get_property_by_column(remote).key)
-                        for local, remote in relationship.local_remote_pairs
-                        if isinstance(local, sqlalchemy.Column) and local.table is table
-                    ),
-                )
-                for relationship in mapper.relationships
-                if relationship.direction is MANYTOONE
-            )
-            found = shapes[kind] = (pairs, references)
-        return found
+            for relationship in mapper.relationships
+            if relationship.direction is MANYTOONE
+        )
+
+
+def _values_of(table: sqlalchemy.Table) -> Callable[[Any], dict[str, Any]]:
+    shapes: dict[type, _Shape] = {}
 
     def values(instance: Any) -> dict[str, Any]:
-        given = instance_state(instance).dict  # never set: its default, or the database's
-        pairs, references = shape(type(instance))
-        row = {column: given[key] for key, column in pairs if key in given}
-        for reference in references:
+        state = instance_state(instance)
+        given = state.dict  # never set: its default, or the database's
+        kind = type(instance)
+        shape = shapes.get(kind) or shapes.setdefault(kind, _Shape(kind, table))
+        row = {}
+        for key, column in shape.pairs:
+            if key in given:
+                value = given[key]
+                if type(value) not in _PLAIN and (
+                    isinstance(value, ClauseElement) or hasattr(value, "__clause_element__")
+                ):
+                    raise TypeError(
+                        f"column {column.name!r} holds a SQL expression ({value}), which only "
+                        "SQLAlchemy's own flush evaluates: give it a value"
+                    )
+                row[column.name] = value
+        if state.key is not None:  # persistent: an expired key is in the identity key
+            for column in shape.keys:
+                if column.name not in row:
+                    row[column.name] = _identity(state, column)
+        for reference in shape.references:
             if reference.attribute in given:
                 reference.fill(row, given[reference.attribute])
         return row
@@ -118,22 +155,28 @@ class _Reference:
     """A many-to-one relationship: the foreign key columns it sets from the related object's
     key, as a flush would, where the instance does not set them itself."""
 
-    def __init__(self, attribute: str, columns: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, attribute: str, columns: tuple[tuple[str, str, Any], ...]) -> None:
         self.attribute = attribute
         self.columns = columns
 
     def fill(self, row: dict[str, Any], related: Any) -> None:
-        known = {} if related is None else instance_state(related).dict
-        for column, remote in self.columns:
+        state = None if related is None else instance_state(related)
+        for column, remote, remote_column in self.columns:
             if column in row:
                 continue
-            if related is not None and remote not in known:
+            if state is None:
+                row[column] = None
+                continue
+            value = state.dict.get(remote, _UNKNOWN)
+            if value is _UNKNOWN:
+                value = _identity(state, remote_column)  # expired by a commit, say
+            if value is _UNKNOWN:
                 raise ValueError(
                     f"column {column!r} is unset and the relationship {self.attribute!r} holds "
                     f"an object whose {remote!r} is not known yet (not flushed): set "
                     f"{column!r} itself"
                 )
-            row[column] = None if related is None else known[remote]
+            row[column] = value
 
 
 def _unloaded_of(table: sqlalchemy.Table) -> Callable[[Any], frozenset[str]]:
@@ -147,7 +190,9 @@ def _unloaded_of(table: sqlalchemy.Table) -> Callable[[Any], frozenset[str]]:
             for attribute in state.mapper.column_attrs
             if attribute.key in names
             for column in attribute.columns
-            if isinstance(column, sqlalchemy.Column) and column.table is table
+            if isinstance(column, sqlalchemy.Column)
+            and column.table is table
+            and not column.primary_key  # the identity key has it
         )
 
     return unloaded
