@@ -57,6 +57,10 @@ def _integer_key(value: Any) -> Any:
         try:
             return int(value)  # as the server reads it: spaces around, a sign
         except ValueError:
+            pass
+        try:
+            return int(value.strip(), 0)  # 0x10, 0o21, 0b101, 1_000: PostgreSQL 16 reads them
+        except ValueError:
             return value  # the server decides
     return value
 
@@ -75,12 +79,18 @@ def _text_key(value: Any) -> Any:
     return str(value) if type(value) is int else value
 
 
+def _blank_padded_key(value: Any) -> Any:
+    # char(n) compares without its trailing spaces.
+    return _text_key(value).rstrip(" ") if isinstance(value, (str, int)) else value
+
+
 KEY_CANONICAL: dict[str, Callable[[Any], Any]] = {
     "smallint": _integer_key,
     "integer": _integer_key,
     "bigint": _integer_key,
     "text": _text_key,
     "character varying": _text_key,
+    "character": _blank_padded_key,
     "uuid": _uuid_key,
     "citext": _citext_key,
     "numeric": _numeric_key,

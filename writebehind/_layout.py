@@ -37,6 +37,7 @@ _JSON_TYPES = frozenset({"json", "jsonb"})
 # are not JSON: PostgreSQL would refuse them at write time, so they fail their put instead.
 _to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _TZ_TYPES = frozenset({"timestamp with time zone"})
+_TEXT_TYPES = frozenset({"text", "character varying", "character"})
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,13 @@ class Layout:
         )
         """The DELETE of one key (None: append-only)."""
         self._delete_names = (*key, *filter(None, [rules.version_column]))
+        # A delete compares its key with the column's (executemany sends an int as a number,
+        # and text = integer has no operator): a number for a text column goes as its text.
+        self._delete_text = tuple(
+            index
+            for index, name in enumerate(self._delete_names)
+            if self._type_of(columns, name) in _TEXT_TYPES
+        )
         self._delete_tz = tuple(
             (index, name)
             for index, name in enumerate(self._delete_names)
@@ -265,6 +273,9 @@ class Layout:
                         "give it a tzinfo"
                     )
                 values[index] = value.replace(tzinfo=rules.naive_timezone)
+        for index in self._delete_text:
+            if type(values[index]) is int:
+                values[index] = str(values[index])
         if None in values:
             name = names[values.index(None)]
             what = "version column" if name == rules.version_column else "key column"

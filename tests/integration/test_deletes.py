@@ -273,3 +273,19 @@ def test_with_coalesce_a_delete_of_a_waiting_key_takes_no_room(
         assert wb.flush(timeout=30)
         assert wb.metrics().total_persisted == 6
     assert select(db, table_name) == [(0, 0), (2, 2)]
+
+
+def test_a_number_deletes_the_row_of_its_text(
+    dsn: str, db: psycopg.Connection[Any], table_name: str
+) -> None:
+    create(db, table_name, "k text PRIMARY KEY, v int")
+    with queue(PostgresUpsert(dsn, table_name, "k"), batch_size=100) as wb:
+        wb.put_many([{"k": "7", "v": 1}, {"k": "8", "v": 1}])
+        assert wb.flush(timeout=30)
+        wb.put({"k": 7, "v": 2})
+        wb.delete(7)
+        wb.delete(8)
+        wb.put({"k": 9, "v": 3})
+        assert wb.flush(timeout=30)
+        assert wb.metrics().total_failed == 0
+    assert select(db, table_name) == [("9", 3)]

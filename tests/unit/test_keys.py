@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from writebehind import PostgresUpsert
 from writebehind._catalog import Column, TableInfo
+from writebehind._keys import KEY_CANONICAL
 
 
 def sink_for(key_type: str, *, not_null: bool = True) -> PostgresUpsert:
@@ -52,3 +53,11 @@ def test_other_types_keep_their_keys_untouched() -> None:
 def test_a_signaling_nan_key_is_a_nan_key_not_an_arithmetic_error() -> None:
     sink = sink_for("numeric")
     assert key(sink, Decimal("sNaN")) == key(sink, Decimal("NaN"))
+
+
+def test_key_values_of_integer_text_and_char_columns_compare_as_the_server_reads_them() -> None:
+    integer, text, char = (KEY_CANONICAL[name] for name in ("integer", "text", "character"))
+    assert [integer(v) for v in ("7", " -7 ", "0x10", "1_000", 7)] == [7, -7, 16, 1000, 7]
+    assert integer("seven") == "seven"  # the server decides
+    assert (text(7), text("7"), text(7.5)) == ("7", "7", 7.5)
+    assert (char("ab  "), char(7)) == ("ab", "7")
