@@ -203,8 +203,9 @@ def test_a_table_name_without_a_key_or_an_unknown_kind_is_a_type_error(dsn: str)
         PostgresUpsert(dsn, dict, "k")
 
 
-def flask_app(dsn: str, **config: Any) -> tuple[Flask, SQLAlchemy, WriteBehind, type[Any]]:
-    """A Flask-SQLAlchemy application, as users write one: its model, written behind."""
+def flask_app(dsn: str, **options: Any) -> tuple[Flask, SQLAlchemy, WriteBehind, type[Any]]:
+    """A Flask-SQLAlchemy application, as users write one: its model, written behind by the
+    queue ``visits`` (with ``options`` besides the model and its merge)."""
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://"
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"creator": lambda: psycopg.connect(dsn)}
@@ -219,8 +220,12 @@ def flask_app(dsn: str, **config: Any) -> tuple[Flask, SQLAlchemy, WriteBehind, 
 
     app.config["WRITEBEHIND_DSN"] = dsn
     app.config["WRITEBEHIND_QUEUES"] = {
-        "visits": {"table": Visit, "merge": {"views": "add"}, "registry": CollectorRegistry()},
-        **config,
+        "visits": {
+            "table": Visit,
+            "merge": {"views": "add"},
+            "registry": CollectorRegistry(),
+            **options,
+        },
     }
     ext = WriteBehind(app)
 
@@ -239,8 +244,11 @@ def flask_app(dsn: str, **config: Any) -> tuple[Flask, SQLAlchemy, WriteBehind, 
     return app, db, ext, Visit
 
 
-def test_a_flask_sqlalchemy_model_is_a_queue_table_in_the_config(dsn: str) -> None:
-    app, db, ext, visit = flask_app(dsn)
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_a_flask_sqlalchemy_model_is_a_queue_table_in_the_config(dsn: str, coalesce: bool) -> None:
+    """Visits counted and pages forgotten through the views, in put order, across batches: a
+    visit after a page was forgotten counts from 1, not from the forgotten count."""
+    app, db, ext, visit = flask_app(dsn, coalesce=coalesce, flush_interval=60, batch_size=1000)
     try:
         client = app.test_client()
         for page in ("a", "b", "a", "c", "a"):
@@ -250,7 +258,15 @@ def test_a_flask_sqlalchemy_model_is_a_queue_table_in_the_config(dsn: str) -> No
             assert ext.queue("visits").flush(timeout=30)
             found = db.session.execute(sa.select(visit.page, visit.views)).all()
             assert sorted(found) == [("a", 3), ("c", 1)]
-            assert ext.queue("visits").metrics().total_deleted == 1
+        for method, page in (("post", "b"), ("delete", "a"), ("post", "a"), ("post", "c")):
+            assert getattr(client, method)(f"/visits/{page}").status_code == 202
+        with app.app_context():
+            assert ext.queue("visits").flush(timeout=30)
+            db.session.rollback()  # a new snapshot
+            found = db.session.execute(sa.select(visit.page, visit.views)).all()
+            assert sorted(found) == [("a", 1), ("b", 1), ("c", 2)]
+            m = ext.queue("visits").metrics()
+            assert (m.total_enqueued, m.total_persisted, m.total_deleted) == (10, 10, 2)
     finally:
         with app.app_context():
             ext.close()
