@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -184,17 +184,8 @@ class EagerQueue:
     ) -> None:
         """Check every row as put() does (the error names the first bad row's index, and
         nothing is written), then write them one by one."""
-        rows = list(rows)
-        if not self._started or self._closed:
-            self.start()
-        prepared = []
-        for index, row in enumerate(rows):
-            try:
-                row = self._sink.as_row(row)
-                prepared.append((row, *self._sink.prepare(row)))
-            except (TypeError, ValueError) as error:
-                raise type(error)(f"row {index}: {error}") from None
-        for row, key, params in prepared:
+        sink = self._sink
+        for row, key, params in self._checked(list(rows), sink.as_row, sink.prepare, "row"):
             settle(row)
             self._write(row, key, params)
 
@@ -213,19 +204,32 @@ class EagerQueue:
         """Check every delete as delete() does (the error names the first bad key's index when
         there are several), then write them one by one."""
         keys = list(keys)
+        sink = self._sink
+        label = "key" if len(keys) > 1 else None
+        for row, found, params in self._checked(keys, sink.key_row, sink.prepare_delete, label):
+            self._write(row, found, params)
+
+    def _checked(
+        self,
+        values: list[Any],
+        to_row: Callable[[Any], Mapping[str, Any]],
+        prepare: Callable[[Mapping[str, Any]], tuple[Hashable, Params]],
+        label: str | None,
+    ) -> list[tuple[Mapping[str, Any], Hashable, Params]]:
+        """Every one of ``values`` made a row and checked, before any is written; the error
+        names the index of the first that does not fit, as the ``label`` (None: not named)."""
         if not self._started or self._closed:
             self.start()
         prepared = []
-        for index, key in enumerate(keys):
+        for index, value in enumerate(values):
             try:
-                row = self._sink.key_row(key)
-                prepared.append((row, *self._sink.prepare_delete(row)))
+                row = to_row(value)
+                prepared.append((row, *prepare(row)))
             except (TypeError, ValueError) as error:
-                if len(keys) == 1:
+                if label is None:
                     raise
-                raise type(error)(f"key {index}: {error}") from None
-        for row, found, params in prepared:
-            self._write(row, found, params)
+                raise type(error)(f"{label} {index}: {error}") from None
+        return prepared
 
     def _write(self, row: Mapping[str, Any], key: Hashable, params: Params) -> None:
         started = time.monotonic()

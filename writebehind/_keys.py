@@ -11,7 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["KEY_CANONICAL", "NAN_KEY", "NaN"]
+__all__ = ["KEY_CANONICAL", "NAN_KEY", "NaN", "text_key"]
 
 
 def _uuid_key(value: Any) -> Any:
@@ -74,22 +74,22 @@ def _numeric_key(value: Any) -> Any:
     return _nan_key(value)
 
 
-def _text_key(value: Any) -> Any:
-    # A number for a text column is written as its text.
+def text_key(value: Any) -> Any:
+    """A value for a text column as the column holds it: a number is written as its text."""
     return str(value) if type(value) is int else value
 
 
 def _blank_padded_key(value: Any) -> Any:
     # char(n) compares without its trailing spaces.
-    return _text_key(value).rstrip(" ") if isinstance(value, (str, int)) else value
+    return text_key(value).rstrip(" ") if isinstance(value, (str, int)) else value
 
 
 KEY_CANONICAL: dict[str, Callable[[Any], Any]] = {
     "smallint": _integer_key,
     "integer": _integer_key,
     "bigint": _integer_key,
-    "text": _text_key,
-    "character varying": _text_key,
+    "text": text_key,
+    "character varying": text_key,
     "character": _blank_padded_key,
     "uuid": _uuid_key,
     "citext": _citext_key,

@@ -22,7 +22,7 @@ from psycopg.types.json import Json, Jsonb
 
 from ._batch import Merger, Replaces
 from ._catalog import Column, TableInfo, WrittenColumns, check_key, written_columns
-from ._keys import KEY_CANONICAL
+from ._keys import KEY_CANONICAL, text_key
 from ._merging import ADDABLE, RowMerger, keep_first
 from ._methods import Writer, writer_for
 from ._progress_sql import ProgressTable
@@ -191,6 +191,7 @@ class Layout:
         )
         """The DELETE of one key (None: append-only)."""
         self._delete_names = (*key, *filter(None, [rules.version_column]))
+        self._delete_set = frozenset(self._delete_names)
         # A delete compares its key with the column's (executemany sends an int as a number,
         # and text = integer has no operator): a number for a text column goes as its text.
         self._delete_text = tuple(
@@ -249,7 +250,7 @@ class Layout:
         if type(row) is not dict and not isinstance(row, Mapping):
             raise TypeError(f"a delete must name its key, got {type(row).__name__}")
         names = self._delete_names
-        if row.keys() != set(names):
+        if row.keys() != self._delete_set:
             missing = [name for name in names if name not in row]
             extra = [name for name in row if name not in names]
             problems = []
@@ -274,8 +275,7 @@ class Layout:
                     )
                 values[index] = value.replace(tzinfo=rules.naive_timezone)
         for index in self._delete_text:
-            if type(values[index]) is int:
-                values[index] = str(values[index])
+            values[index] = text_key(values[index])
         if None in values:
             name = names[values.index(None)]
             what = "version column" if name == rules.version_column else "key column"

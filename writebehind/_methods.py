@@ -26,7 +26,7 @@ from __future__ import annotations
 import select
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -48,6 +48,7 @@ __all__ = [
     "Writer",
     "commit_was_sent",
     "committing",
+    "execute_each",
     "split_deletes",
     "write_progress",
     "writer_for",
@@ -60,6 +61,7 @@ COPY_FROM_ROWS = 2000
 the two cross in ``python -m writebehind bench`` on the update path."""
 
 _STAGE = sql.Identifier("pg_temp", "writebehind_stage")
+_T = TypeVar("_T")
 
 
 class Writer(Protocol):
@@ -169,10 +171,26 @@ def split_deletes(rows: Sequence[Params]) -> tuple[Sequence[Params], list[Params
     )
 
 
-def _no_deletes(query: sql.Composed | None) -> sql.Composed:
-    if query is None:
+def _deleting(deletes: _T | None) -> _T:
+    """What writes a batch's deletes; TypeError for an append-only sink (None)."""
+    if deletes is None:
         raise TypeError("an append-only sink (key=None) cannot delete")
-    return query
+    return deletes
+
+
+def execute_each(
+    cur: psycopg.Cursor[Any],
+    query: sql.Composed,
+    delete_query: sql.Composed | None,
+    rows: Sequence[Params],
+) -> None:
+    """``query`` for each upsert of ``rows``, then ``delete_query`` for each of its deletes,
+    by ``cur`` (executemany: prepared, pipelined), in the transaction open there."""
+    upserts, deletes = split_deletes(rows)
+    if upserts:
+        cur.executemany(query, upserts)
+    if deletes:
+        cur.executemany(_deleting(delete_query), deletes)
 
 
 class Executemany:
@@ -195,12 +213,8 @@ class Executemany:
         rows: Sequence[Params],
         progress: Sequence[ProgressMark] = (),
     ) -> None:
-        upserts, deletes = split_deletes(rows)
         with conn.transaction(), conn.cursor() as cur:
-            if upserts:
-                cur.executemany(self.query, upserts)
-            if deletes:
-                cur.executemany(_no_deletes(self.delete_query), deletes)
+            execute_each(cur, self.query, self.delete_query, rows)
             if progress:  # a round trip more, inside the transaction
                 write_progress(conn, _table(self._progress), progress)
             committing(conn)  # the block's end sends COMMIT
@@ -282,10 +296,23 @@ class _Deletes:
         self, conn: psycopg.Connection[Any], deletes: Sequence[Params]
     ) -> tuple[bytes, list[Any]]:
         """The DELETE of ``deletes`` and its parameters."""
-        if not self._target[2]:
-            raise TypeError("an append-only sink (key=None) cannot delete")
         encoded = encode_columns(deletes, conn, self._string_columns)
         return self._statements.get(encoded), _arrays(encoded, len(deletes))
+
+    def write_alone(
+        self,
+        conn: psycopg.Connection[Any],
+        deletes: Sequence[Params],
+        progress: Sequence[ProgressMark],
+        table: ProgressTable | None,
+    ) -> None:
+        """A batch of deletes only: one statement in autocommit, the marks' CTE in front."""
+        delete, arrays = self.statement(conn, deletes)
+        if progress:
+            delete = _table(table).cte(progress) + delete
+            arrays = params(progress) + arrays
+        committing_first(conn)  # one statement in autocommit: it commits itself
+        conn.execute(delete, arrays, prepare=False)
 
     def _statement(self, encoded: list[EncodedColumn]) -> bytes:
         source = _unnested(self._columns, encoded, "v")
@@ -340,7 +367,7 @@ class Unnest:
         self._columns = tuple(columns)
         self._string_columns = _string_columns(columns)
         self._statements = _Statements(self._statement)
-        self._deletes = _Deletes(schema, table, columns, rule)
+        self._deletes = _Deletes(schema, table, columns, rule) if rule.key else None
         self._progress = progress
 
     def write(
@@ -350,16 +377,15 @@ class Unnest:
         progress: Sequence[ProgressMark] = (),
     ) -> None:
         upserts, deletes = split_deletes(rows)
+        if not upserts:
+            _deleting(self._deletes).write_alone(conn, deletes, progress, self._progress)
+            return
         prefix, arrays = b"", []
         if progress:  # still one statement: the marks' upsert as a CTE, its values first
             prefix, arrays = _table(self._progress).cte(progress), params(progress)
-        if deletes:  # and the deletes as one more, or the statement itself
-            delete, delete_arrays = self._deletes.statement(conn, deletes)
+        if deletes:  # and the deletes as one more
+            delete, delete_arrays = _deleting(self._deletes).statement(conn, deletes)
             arrays += delete_arrays
-            if not upserts:
-                committing_first(conn)
-                conn.execute(prefix + delete, arrays, prepare=False)
-                return
             prefix = _with(prefix, b"writebehind_deleted", delete)
         encoded = encode_columns(upserts, conn, self._string_columns)
         statement = self._statements.get(encoded)
@@ -392,7 +418,7 @@ class Copy:
         self._copy = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(_STAGE).as_bytes(None)
         self._stages = _Statements(self._stage)
         self._inserts = _Statements(self._insert)
-        self._deletes = _Deletes(schema, table, columns, rule)
+        self._deletes = _Deletes(schema, table, columns, rule) if rule.key else None
         self._progress = progress
 
     def write(
@@ -403,12 +429,7 @@ class Copy:
     ) -> None:
         upserts, deletes = split_deletes(rows)
         if not upserts:  # deletes only: one statement, as unnest sends it
-            delete, arrays = self._deletes.statement(conn, deletes)
-            if progress:
-                delete = _table(self._progress).cte(progress) + delete
-                arrays = params(progress) + arrays
-            committing_first(conn)
-            conn.execute(delete, arrays, prepare=False)
+            _deleting(self._deletes).write_alone(conn, deletes, progress, self._progress)
             return
         encoded = encode_columns(upserts, conn, self._string_columns)
         insert = self._inserts.get(encoded)
@@ -423,7 +444,7 @@ class Copy:
                     for row in zip(*(column.values for column in encoded), strict=True):
                         copy.write_row(row)
                 if deletes:  # a round trip more, inside the transaction
-                    delete, arrays = self._deletes.statement(conn, deletes)
+                    delete, arrays = _deleting(self._deletes).statement(conn, deletes)
                     cur.execute(delete, arrays, prepare=False)
                 committing(conn)  # "INSERT ...; COMMIT"
                 cur.execute(insert)

@@ -501,24 +501,49 @@ class WriteBehindQueue:
         self._check_process()
         if not self._started:
             self._start_writers()
-        entries = []
         as_row = self._as_row
-        for index, row in enumerate(rows):
-            try:
-                if as_row is not None and not isinstance(row, Mapping):
-                    row = self._instance_row(row, block, timeout)
-                if self._opener.opened:
-                    key, params = self._prepare(row)
-                else:
-                    key, params = self._put_unopened(row, block, timeout)
-            except SchemaError:
-                raise
-            except (TypeError, ValueError) as error:
-                raise type(error)(f"row {index}: {error}") from None
-            entries.append(new_entry((key, params, row, self._clock(), 1, (), None, 0)))
+
+        def to_row(row: Any) -> Mapping[str, Any]:
+            if as_row is None or isinstance(row, Mapping):
+                return row  # type: ignore[no-any-return]
+            return self._instance_row(row, block, timeout)
+
+        entries = self._entries(rows, to_row, False, block, timeout, "row")
         self._accept_all(entries, block, timeout)
         for entry in entries:
             settle(entry.row)
+
+    def _entries(
+        self,
+        values: list[Any],
+        to_row: Callable[[Any], Mapping[str, Any]],
+        deleting: bool,
+        block: bool,
+        timeout: float | None,
+        label: str | None,
+    ) -> list[Entry]:
+        """The entries of ``values`` made rows by ``to_row`` and checked, as put() checks a
+        row (or a delete); the error names the index of the first that does not fit, as the
+        ``label`` (None: not named)."""
+        entries = []
+        for index, value in enumerate(values):
+            try:
+                row = to_row(value)
+                if not self._opener.opened:
+                    key, params = self._put_unopened(row, block, timeout, deleting)
+                elif deleting:
+                    key, params = self._prepare_delete(row)
+                else:
+                    key, params = self._prepare(row)
+            except SchemaError:
+                raise
+            except (TypeError, ValueError) as error:
+                if label is None:
+                    raise
+                raise type(error)(f"{label} {index}: {error}") from None
+            entry = (key, params, row, self._clock(), 1, (), None, int(deleting))
+            entries.append(new_entry(entry))
+        return entries
 
     def _wait_first_open(self, block: bool, timeout: float | None) -> None:
         """Before the sink opened: wait for its first attempt to (within ``timeout``)."""
@@ -530,8 +555,9 @@ class WriteBehindQueue:
             opener.wait_first(wait if timeout is None else min(wait, timeout))
 
     def _instance_row(self, row: Any, block: bool, timeout: float | None) -> Mapping[str, Any]:
-        """A model instance as the Mapping of its columns, its defaults made (and set on it)
-        once the sink knows the columns it writes."""
+        """A model instance as the Mapping of its columns, its defaults made (they are set on
+        the instance once its row is accepted), after the first attempt to open the sink, so
+        that the columns it writes are known."""
         assert self._as_row is not None
         if not self._opener.opened:
             self._wait_first_open(block, timeout)
@@ -597,21 +623,7 @@ class WriteBehindQueue:
         self._check_process()
         if not self._started:
             self._start_writers()
-        entries = []
-        for index, key in enumerate(keys):
-            try:
-                row = key_row(key)
-                if self._opener.opened:
-                    found, params = self._prepare_delete(row)
-                else:
-                    found, params = self._put_unopened(row, block, timeout, deleting=True)
-            except SchemaError:
-                raise
-            except (TypeError, ValueError) as error:
-                if not many:
-                    raise
-                raise type(error)(f"key {index}: {error}") from None
-            entries.append(new_entry((found, params, row, self._clock(), 1, (), None, 1)))
+        entries = self._entries(keys, key_row, True, block, timeout, "key" if many else None)
         self._buffer.deletes = True
         self._accept_all(entries, block, timeout)
 

@@ -20,7 +20,7 @@ from ._catalog import TableInfo, read_table
 from ._conninfo import conninfo_problem
 from ._deferred import deferred_checked
 from ._layout import Layout, Rules, journaled, of_sink
-from ._methods import METHODS, Writer, commit_was_sent, split_deletes, write_progress
+from ._methods import METHODS, Writer, commit_was_sent, execute_each, write_progress
 from ._pools import (
     SharedPool,
     acquire,
@@ -177,6 +177,9 @@ class PostgresUpsert:
             () if key is None else _check_names("key", [key] if isinstance(key, str) else key)
         )
         self._model_rows: ModelRows | None = None
+        """A model's rows, by the columns the sink writes (set when it opens)."""
+        self._unopened_rows: ModelRows | None = None
+        """A model's rows before the sink opens, by the columns the model says it writes."""
         self.columns = None if columns is None else _check_names("columns", columns)
         self.on_conflict = on_conflict
         self.update_columns = (
@@ -372,12 +375,16 @@ class PostgresUpsert:
             raise TypeError(f"row must be a Mapping of column -> value, got {type(value).__name__}")
         rows = self._model_rows
         if rows is None:  # not open yet: the columns it will write, as the model says
-            written = (
-                (*self.key, *(c for c in self.columns if c not in self.key))
-                if self.columns is not None
-                else tuple(c for c in model.columns if c in self.key or c not in model.generated)
-            )
-            rows = ModelRows(model, written, self.key)
+            rows = self._unopened_rows
+            if rows is None:
+                written = (
+                    (*self.key, *(c for c in self.columns if c not in self.key))
+                    if self.columns is not None
+                    else tuple(
+                        c for c in model.columns if c in self.key or c not in model.generated
+                    )
+                )
+                rows = self._unopened_rows = ModelRows(model, written, self.key)
         return rows.row(value)
 
     def key_row(self, key: Any) -> dict[str, Any]:
@@ -473,14 +480,8 @@ class PostgresUpsert:
         neither commits nor rolls back."""
         assert self._layout is not None, "open() or configure() the sink first"
         table = self._progress_for(progress)
-        upserts, deletes = split_deletes(rows)
         with conn.cursor() as cur:
-            if upserts:
-                cur.executemany(self._layout.query, upserts)
-            if deletes:
-                if self._layout.delete_query is None:
-                    raise TypeError("an append-only sink (key=None) cannot delete")
-                cur.executemany(self._layout.delete_query, deletes)
+            execute_each(cur, self._layout.query, self._layout.delete_query, rows)
         if table is not None:
             with _conflicts_raised():
                 write_progress(conn, table, progress)
