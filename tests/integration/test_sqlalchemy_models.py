@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from itertools import count
 from typing import Any, cast
@@ -203,9 +204,13 @@ def test_a_table_name_without_a_key_or_an_unknown_kind_is_a_type_error(dsn: str)
         PostgresUpsert(dsn, dict, "k")
 
 
-def flask_app(dsn: str, **options: Any) -> tuple[Flask, SQLAlchemy, WriteBehind, type[Any]]:
+@contextmanager
+def flask_app(
+    dsn: str, **options: Any
+) -> Iterator[tuple[Flask, SQLAlchemy, WriteBehind, type[Any]]]:
     """A Flask-SQLAlchemy application, as users write one: its model, written behind by the
-    queue ``visits`` (with ``options`` besides the model and its merge)."""
+    queue ``visits`` (with ``options`` besides the model and its merge). Its queues are
+    closed, its table dropped and its engine disposed at the end."""
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://"
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"creator": lambda: psycopg.connect(dsn)}
@@ -241,15 +246,21 @@ def flask_app(dsn: str, **options: Any) -> tuple[Flask, SQLAlchemy, WriteBehind,
 
     with app.app_context():
         db.create_all()
-    return app, db, ext, Visit
+    try:
+        yield app, db, ext, Visit
+    finally:
+        with app.app_context():
+            ext.close()
+            db.drop_all()
+            db.engine.dispose()
 
 
 @pytest.mark.parametrize("coalesce", [False, True])
 def test_a_flask_sqlalchemy_model_is_a_queue_table_in_the_config(dsn: str, coalesce: bool) -> None:
     """Visits counted and pages forgotten through the views, in put order, across batches: a
     visit after a page was forgotten counts from 1, not from the forgotten count."""
-    app, db, ext, visit = flask_app(dsn, coalesce=coalesce, flush_interval=60, batch_size=1000)
-    try:
+    options = {"coalesce": coalesce, "flush_interval": 60, "batch_size": 1000}
+    with flask_app(dsn, **options) as (app, db, ext, visit):
         client = app.test_client()
         for page in ("a", "b", "a", "c", "a"):
             assert client.post(f"/visits/{page}").status_code == 202
@@ -267,32 +278,20 @@ def test_a_flask_sqlalchemy_model_is_a_queue_table_in_the_config(dsn: str, coale
             assert sorted(found) == [("a", 1), ("b", 1), ("c", 2)]
             m = ext.queue("visits").metrics()
             assert (m.total_enqueued, m.total_persisted, m.total_deleted) == (10, 10, 2)
-    finally:
-        with app.app_context():
-            ext.close()
-            db.drop_all()
-            db.engine.dispose()
 
 
 def test_the_check_command_reports_a_column_no_row_can_leave_out(dsn: str) -> None:
-    app, db, ext, visit = flask_app(dsn)
-    try:
+    with flask_app(dsn) as (app, db, ext, visit):
         app.config["WRITEBEHIND_QUEUES"]["visits"]["columns"] = ["views", "referrer"]
         checking = WriteBehind()
         checking.init_app(app)
         result = app.test_cli_runner().invoke(args=["writebehind", "check"])
         assert result.exit_code == 1
         assert "'note'" in result.output and "NOT NULL without a default" in result.output
-    finally:
-        with app.app_context():
-            ext.close()
-            db.drop_all()
-            db.engine.dispose()
 
 
 def test_eager_queues_take_instances_and_deletes(dsn: str) -> None:
-    app, db, ext, visit = flask_app(dsn)
-    try:
+    with flask_app(dsn) as (app, db, ext, visit):
         app.config["WRITEBEHIND_EAGER"] = True
         eager = WriteBehind(app)  # the same config, eager: each write done when it returns
         with app.app_context():
@@ -304,11 +303,6 @@ def test_eager_queues_take_instances_and_deletes(dsn: str) -> None:
             assert db.session.execute(sa.select(visit.page)).scalars().all() == ["y"]
             assert queue.metrics().total_deleted == 1
             eager.close()
-    finally:
-        with app.app_context():
-            ext.close()
-            db.drop_all()
-            db.engine.dispose()
 
 
 class Site(Base):
