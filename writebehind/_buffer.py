@@ -86,7 +86,8 @@ class RowBuffer:
         self.put_count = 0
         self.closed = False
         self.deletes = False
-        """Whether a delete was ever taken in: batches may hold deletes (Delivery.deletes)."""
+        """Whether a delete was ever taken in: batches may then hold deletes (the Delivery
+        looks for them only then)."""
 
     def lane_of(self, key: Hashable, params: tuple[Any, ...]) -> _Lane:
         """The lane of a row: the intake while its key is unknown, else its key's."""

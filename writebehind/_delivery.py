@@ -115,6 +115,7 @@ class Delivery:
         clock: Callable[[], float],
         abandon: threading.Event | None = None,
         journal: QueueJournal | None = None,
+        deletes: Callable[[], bool] = lambda: False,
     ) -> None:
         self._sink = sink
         self._journal = journal
@@ -136,8 +137,7 @@ class Delivery:
         # write not end; its rows are settled under this lock, each once.
         self._current: _Run | None = None
         self._settling = threading.Lock()
-        self.deletes = False
-        """Whether the queue has taken a delete: batches may then hold some."""
+        self._deletes = deletes  # whether batches may hold deletes (one came in): look for them
 
     def _written_elsewhere(self, done: Sequence[Done]) -> bool:
         """After a ProgressConflict: read the progress of ``done``'s sources again (what the
@@ -187,7 +187,7 @@ class Delivery:
         """Write ``entries`` (put order); every row ends persisted or handed to ``give_up``,
         whatever goes wrong. ``on_read`` hears how far the sink has read into each attempt.
         Rows put after a delete of their key are written after it, as a batch of their own."""
-        if self.deletes:
+        if self._deletes():
             parts = split_at_rewrites(entries)
             if len(parts) > 1:
                 reports = [self._deliver(part, on_read) for part in parts]
@@ -323,7 +323,7 @@ class _Run:
                     raise _Abandoned
                 for i in rows:
                     self.settled[i] = True
-            deleted = sum(entries[i].deletes for i in rows) if self.d.deletes else 0
+            deleted = sum(entries[i].deletes for i in rows) if self.d._deletes() else 0
             self.d._stats.written(sum(self.batch.weights[i] for i in rows), deleted)
             if journal is not None:
                 journal.settle(done)

@@ -234,6 +234,7 @@ class WriteBehindQueue:
                 sleep=self._abandon.wait,
                 clock=clock,
                 abandon=self._abandon,
+                deletes=lambda: buffer.deletes,  # batches may hold deletes once one came in
             )
             writers.append(_Writer(index, delivery))
         self._opener = SinkOpener(self._sink, self.name)
@@ -935,8 +936,6 @@ class WriteBehindQueue:
                 self._buffer.release(target - released)
                 released = target
 
-        if self._buffer.deletes and not writer.delivery.deletes:
-            writer.delivery.deletes = True
         try:
             refused = entries[0].target
             if isinstance(refused, Refused):  # replayed, and not writable as the table is now
