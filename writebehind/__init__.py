@@ -10,6 +10,7 @@ from ._metrics import Metrics
 from ._queue import FailureCallback, WriteBehindQueue
 from ._signals import drain_on_signals
 from ._sink import Params, Sink
+from ._version import __version__
 from .errors import (
     CommitInDoubt,
     QueueClosed,
@@ -36,7 +37,6 @@ __all__ = [
     "Sink",
     "WriteBehindError",
     "WriteBehindQueue",
+    "__version__",
     "drain_on_signals",
 ]
-
-__version__ = "0.1.0"

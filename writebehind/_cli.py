@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
+from ._version import __version__
 
 __all__ = ["main"]
 

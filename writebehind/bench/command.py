@@ -342,7 +342,7 @@ class _Bench:
     def _head(self) -> str:
         import psycopg
 
-        from .. import __version__
+        from .._version import __version__
 
         s = self.settings
         with psycopg.connect(self.dsn) as conn:
