@@ -10,7 +10,7 @@ from ._metrics import Metrics
 from ._queue import FailureCallback, WriteBehindQueue
 from ._signals import drain_on_signals
 from ._sink import Params, Sink
-from ._version import __version__
+from ._version import __version__ as __version__
 from .errors import (
     CommitInDoubt,
     QueueClosed,
@@ -37,6 +37,5 @@ __all__ = [
     "Sink",
     "WriteBehindError",
     "WriteBehindQueue",
-    "__version__",
     "drain_on_signals",
 ]
