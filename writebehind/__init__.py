@@ -5,10 +5,6 @@
 ...     wb.put({"id": 1, "value": "a"})
 """
 
-from ._eager import EagerQueue
-from ._metrics import Metrics
-from ._queue import FailureCallback, WriteBehindQueue
-from ._signals import drain_on_signals
 from ._sink import Params, Sink
 from ._version import __version__ as __version__
 from .errors import (
@@ -21,6 +17,10 @@ from .errors import (
 )
 from .journal import Journal
 from .postgres import PostgresUpsert
+from .queue.core import FailureCallback, WriteBehindQueue
+from .queue.eager import EagerQueue
+from .queue.metrics import Metrics
+from .queue.signals import drain_on_signals
 
 __all__ = [
     "CommitInDoubt",

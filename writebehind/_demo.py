@@ -14,10 +14,10 @@ from typing import Any, TextIO
 import psycopg
 from psycopg import sql
 
-from ._metrics import Metrics
-from ._queue import WriteBehindQueue
 from .embedded import database
-from .postgres import PostgresUpsert
+from .postgres.upsert import PostgresUpsert
+from .queue.core import WriteBehindQueue
+from .queue.metrics import Metrics
 
 __all__ = ["DemoResult", "run_demo"]
 

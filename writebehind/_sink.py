@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 Params = tuple[Any, ...]
@@ -114,4 +114,21 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Release what ``open`` acquired: idempotent."""
+        ...
+
+
+Replaces = Callable[[Params, Params], bool]
+"""``replaces(kept, newer)``: whether a newer row of a key takes the place of the one kept."""
+
+
+class Merger(Protocol):
+    """Combines the rows of one key into one, as the statement combines a row with the
+    existing one (counts summed, the greatest or least of values)."""
+
+    def merge(self, kept: Params, newer: Params) -> Params:
+        """The params of ``kept`` and ``newer`` (put later) combined."""
+        ...
+
+    def row_of(self, params: Params) -> Mapping[str, Any]:
+        """A row, as put() takes it, that stands for ``params``: what ``on_failure`` gets."""
         ...

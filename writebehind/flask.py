@@ -25,7 +25,7 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
         f"writebehind.flask needs Flask: pip install 'writebehind[flask]' ({missing})"
     ) from missing
 
-from ._config import ProcessQueues, Queue, QueueSpec, parse_queues
+from .integrations.processes import ProcessQueues, Queue, QueueSpec, parse_queues
 
 __all__ = ["WriteBehind"]
 

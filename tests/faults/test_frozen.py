@@ -28,8 +28,8 @@ from tests.faults.conftest import (
     tagged,
 )
 from writebehind import PostgresUpsert, WriteBehindQueue
-from writebehind._pools import _CHECK_AFTER_IDLE
 from writebehind.bench.pgbouncer import running_pgbouncer
+from writebehind.postgres.pools import _CHECK_AFTER_IDLE
 
 pytestmark = pytest.mark.fault
 

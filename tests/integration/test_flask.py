@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import named, select
 from writebehind import EagerQueue, PostgresUpsert, QueueClosed, SchemaError, WriteBehindQueue
-from writebehind._eager import OwnConnection
 from writebehind.flask import WriteBehind
+from writebehind.queue.eager import OwnConnection
 
 failed_rows: list[Mapping[str, Any]] = []
 

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from tests.conftest import WRITE_METHODS, create, named, select
 from writebehind import PostgresUpsert, WriteBehindQueue
-from writebehind._methods import COPY_FROM_ROWS
+from writebehind.postgres.methods import COPY_FROM_ROWS
 
 Failure = tuple[list[Mapping[str, Any]], BaseException]
 

@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 
 from tests.conftest import create, named, select
 from writebehind import EagerQueue, PostgresUpsert, QueueClosed, SchemaError, WriteBehindQueue
-from writebehind._eager import OwnConnection
+from writebehind.queue.eager import OwnConnection
 
 
 def queue(dsn: str, table: str, key: Any = "verikey", **options: Any) -> WriteBehindQueue:

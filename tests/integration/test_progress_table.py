@@ -21,9 +21,9 @@ from psycopg_pool import ConnectionPool
 from tests.conftest import WRITE_METHODS, PrivateServer, named, wait_until, waiting_on_a_lock
 from tests.integration.test_methods import CountingConnection
 from writebehind import PostgresUpsert
-from writebehind._progress_sql import ProgressTable
 from writebehind._sink import ProgressMark
 from writebehind.errors import ProgressConflict, SchemaError
+from writebehind.postgres.progress import ProgressTable
 
 PROGRESS = "writebehind_progress"
 _schema_numbers = itertools.count()

@@ -145,7 +145,7 @@ def many_queues_server(private_server: PrivateServer) -> PrivateServer:
 def test_fifty_queues_share_a_few_connections_and_hold_none_when_idle(
     many_queues_server: PrivateServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("writebehind._pools._MAX_IDLE", 0.5)
+    monkeypatch.setattr("writebehind.postgres.pools._MAX_IDLE", 0.5)
     dsn = make_conninfo(many_queues_server.dsn, application_name="wb-fifty")
     with psycopg.connect(many_queues_server.dsn, autocommit=True) as db:
         assert db.execute("SHOW max_connections").fetchone() == ("20",)

@@ -1,8 +1,8 @@
 from decimal import Decimal
 from typing import Any
 
-from writebehind._batch import Entry, coalesce, combine, seconds_until_due, split_at_rewrites
 from writebehind._sink import Deletion
+from writebehind.queue.batch import Entry, coalesce, combine, seconds_until_due, split_at_rewrites
 
 
 def entry(key: object, value: object, at: float = 0.0) -> Entry:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from writebehind._config import parse_queues
+from writebehind.integrations.processes import parse_queues
 
 
 def parse(**options: Any) -> Any:

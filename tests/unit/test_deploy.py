@@ -15,9 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.fakes import POISON, FakeSink, row
-from writebehind import WriteBehindQueue, _lifecycle
-from writebehind._lifecycle import drain_open_queues
-from writebehind._metrics import QueueStats
+from writebehind import WriteBehindQueue
+from writebehind.queue import lifecycle
+from writebehind.queue.lifecycle import drain_open_queues
+from writebehind.queue.metrics import QueueStats
 
 Failure = tuple[list[Mapping[str, Any]], BaseException]
 
@@ -183,7 +184,7 @@ def test_a_fork_the_at_fork_hook_misses_is_caught_by_put_and_flush(
     # The at-fork hook resets the queues it knows of; this one it does not, as after a fork
     # that skips the hooks (fork(2) called from C). A raw fork(2) itself cannot be used here:
     # the child's interpreter would keep the parent's GIL and thread states, and could hang.
-    _lifecycle.forget(wb)
+    lifecycle.forget(wb)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
         pid = os.fork()
@@ -345,7 +346,7 @@ def test_a_reset_that_fails_in_a_forked_child_is_tried_again_by_the_next_put(
     wb = WriteBehindQueue(sink, registry=None, flush_interval=60)
     wb.put(row(1))
     assert wb.flush(timeout=10)
-    monkeypatch.setattr("writebehind._queue.QueueStats", FailingOnce)
+    monkeypatch.setattr("writebehind.queue.core.QueueStats", FailingOnce)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes import FakeSink
 from writebehind import RowsAbandoned, WriteBehindQueue
-from writebehind._lifecycle import drain_open_queues
+from writebehind.queue.lifecycle import drain_open_queues
 
 
 def test_exit_drain_writes_every_open_queue() -> None:

@@ -6,8 +6,8 @@ import uuid
 from decimal import Decimal
 
 from writebehind import PostgresUpsert
-from writebehind._catalog import Column, TableInfo
 from writebehind._keys import KEY_CANONICAL
+from writebehind.postgres.catalog import Column, TableInfo
 
 
 def sink_for(key_type: str, *, not_null: bool = True) -> PostgresUpsert:

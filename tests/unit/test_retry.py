@@ -3,7 +3,7 @@ import psycopg.errors as pe
 import psycopg_pool
 import pytest
 
-from writebehind._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
+from writebehind.queue.retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
 
 TRANSIENT = [
     pe.AdminShutdown("terminating connection due to administrator command"),

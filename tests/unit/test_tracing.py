@@ -98,7 +98,7 @@ def test_without_opentelemetry_a_queue_works_untraced() -> None:
         "import sys; sys.modules['opentelemetry'] = None\n"
         "from tests.fakes import FakeSink\n"
         "from writebehind import WriteBehindQueue\n"
-        "from writebehind._tracing import FlushTracer\n"
+        "from writebehind.queue.tracing import FlushTracer\n"
         "assert FlushTracer('q')._tracer is None\n"
         "sink = FakeSink()\n"
         "with WriteBehindQueue(sink, registry=None) as wb:\n"

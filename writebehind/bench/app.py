@@ -1,6 +1,6 @@
 """The application benchmark: the Flask example under gunicorn, three endpoints compared.
 
-    from writebehind.bench.app import format_app_results, run
+    from .app import format_app_results, run
     print(format_app_results(run(None, seconds=10, clients=8, workers=2)))
 
 Needs the ``bench`` extra (``pip install 'writebehind[bench]'``: flask, gunicorn, pgserver) and

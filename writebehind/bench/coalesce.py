@@ -31,9 +31,9 @@ import psycopg
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
-from .._queue import WriteBehindQueue
 from .._sink import Params, ProgressMark
-from ..postgres import PostgresUpsert
+from ..postgres.upsert import PostgresUpsert
+from ..queue.core import WriteBehindQueue
 from .stats import Rates
 from .throughput import Log, turns
 from .workload import KEY, NEW_PREFIX, CheckFailed, create_statement, make_rows

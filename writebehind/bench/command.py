@@ -676,7 +676,7 @@ def _missing_parameter(name: str) -> str | None:
     """Why a section needing ``WriteBehindQueue(..., name=...)`` cannot run here, if so."""
     import inspect
 
-    from .._queue import WriteBehindQueue
+    from ..queue.core import WriteBehindQueue
 
     if name in inspect.signature(WriteBehindQueue).parameters:
         return None

@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .._queue import WriteBehindQueue
-from ..postgres import PostgresUpsert
+from ..postgres.upsert import PostgresUpsert
+from ..queue.core import WriteBehindQueue
 from .stats import Rates
 from .throughput import turns
 from .workload import CheckFailed

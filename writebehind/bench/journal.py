@@ -51,22 +51,18 @@ import psycopg
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
-from .._queue import WriteBehindQueue
 from ..journal import Journal
 from ..journal.keeper import decode_record, encode_record
 from ..journal.segments import DEFAULT_SEGMENT_BYTES, SegmentReader, SegmentWriter, SyncMode
-from ..postgres import PostgresUpsert
+from ..postgres.upsert import PostgresUpsert
+from ..queue.core import WriteBehindQueue
 from .coalesce import zipf_keys
 from .raw import raw_copy, raw_executemany
 from .report import markdown_table, rate, ratio
 from .stats import Rates, percentile, spread
 from .targets import Target, ratio_target
 from .throughput import RAW_COPY, RAW_EXECUTEMANY, Log, turns
-from .workload import (
-    KEY,
-    CheckFailed,
-    Workload,
-)
+from .workload import KEY, CheckFailed, Workload
 from .writer import FLUSH_TIMEOUT, GivenUp, make_sink, pool_kept
 
 __all__ = [

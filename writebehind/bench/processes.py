@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from .._queue import WriteBehindQueue
+from ..queue.core import WriteBehindQueue
 from ._child import Child, signal_ready
 from .stats import Rates
 from .throughput import Log, turns

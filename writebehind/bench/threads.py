@@ -20,7 +20,7 @@ import psycopg
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
-from .._queue import WriteBehindQueue
+from ..queue.core import WriteBehindQueue
 from .stats import Rates
 from .throughput import Log, turns
 from .workload import CheckFailed, Workload

@@ -12,8 +12,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 
-from .._queue import WriteBehindQueue
-from ..postgres import PostgresUpsert
+from ..postgres.upsert import PostgresUpsert
+from ..queue.core import WriteBehindQueue
 from .workload import KEY, CheckFailed
 
 __all__ = [

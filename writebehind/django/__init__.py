@@ -8,7 +8,7 @@
         "QUEUES": {"events": {"table": "events", "key": "id"}},
     }
 
-    from writebehind.django import get_queue
+    from . import get_queue
     get_queue("events").put(row)
 
 In tests, ``WRITEBEHIND = {"EAGER": True, ...}`` makes ``put()`` write at once through Django's
@@ -29,7 +29,7 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
         f"writebehind.django needs Django: pip install 'writebehind[django]' ({missing})"
     ) from missing
 
-from .._config import CLOSE_TIMEOUT, Queue
+from ..integrations.processes import CLOSE_TIMEOUT, Queue
 
 if TYPE_CHECKING:
     from .apps import WriteBehindConfig

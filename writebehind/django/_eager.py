@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from .._sink import Params
-from ..postgres import PostgresUpsert
+from ..postgres.upsert import PostgresUpsert
 
 __all__ = ["DjangoConnection"]
 

@@ -8,7 +8,7 @@ from django.apps import AppConfig, apps
 from django.core import checks
 from django.core.signals import setting_changed
 
-from .._config import CLOSE_TIMEOUT, ProcessQueues
+from ..integrations.processes import CLOSE_TIMEOUT, ProcessQueues
 from .settings import process_queues
 
 APP_LABEL = "writebehind"

@@ -11,7 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from .._config import ProcessQueues, QueueSpec, parse_queues
+from ..integrations.processes import ProcessQueues, QueueSpec, parse_queues
 from ..models._django import model_named
 from ._eager import DjangoConnection
 

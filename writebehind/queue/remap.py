@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
-from ._batch import Refused
-from ._sink import Deletion, Params, RowLayout, Sink
-from .errors import SchemaError
-from .journal.keeper import Replayed
+from .._sink import Deletion, Params, RowLayout, Sink
+from ..errors import SchemaError
+from ..journal.keeper import Replayed
+from .batch import Refused
 
 __all__ = ["Remapper", "WrittenRow"]
 

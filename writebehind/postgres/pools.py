@@ -20,8 +20,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from . import _watchdog
-from ._refusal import with_sqlstate
+from . import watchdog
+from .server_errors import with_sqlstate
 
 logger = logging.getLogger("writebehind")
 
@@ -75,7 +75,7 @@ class IdleCheck:
     def __call__(self, conn: psycopg.Connection[Any]) -> bool:
         """Check ``conn``: True if it answered, False if it is broken (it failed at once).
         ConnectionUnavailable if its server did not answer within ``write_timeout``."""
-        with _watchdog.bounded(
+        with watchdog.bounded(
             conn,
             "checking a connection idle for a while",
             cancel_after=self.write_timeout,

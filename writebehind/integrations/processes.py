@@ -21,10 +21,10 @@ import psycopg
 from prometheus_client import REGISTRY
 from psycopg.conninfo import conninfo_to_dict
 
-from ._eager import EagerConnection, EagerQueue, OwnConnection
-from ._queue import WriteBehindQueue, _check_registry
-from .errors import SchemaError
-from .postgres import PRIMARY_KEY, PostgresUpsert
+from ..errors import SchemaError
+from ..postgres.upsert import PRIMARY_KEY, PostgresUpsert
+from ..queue.core import WriteBehindQueue, _check_registry
+from ..queue.eager import EagerConnection, EagerQueue, OwnConnection
 
 __all__ = ["CLOSE_TIMEOUT", "ProcessQueues", "Queue", "QueueSpec", "parse_queues"]
 

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .errors import SchemaError
+from ..errors import SchemaError
 
 
 @dataclass(frozen=True)

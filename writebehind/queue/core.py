@@ -16,22 +16,22 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from . import _lifecycle
-from ._batch import Entry, Refused, combine, new_entry, seconds_until_due
-from ._buffer import INTAKE, REPLAY, RowBuffer
-from ._callbacks import FailureCallbacks
-from ._delivery import Delivery, FailureHandler
-from ._metrics import Metrics, QueueStats
-from ._opening import SinkOpener
-from ._replay import Replay
-from ._retry import Backoff, RetryBudget
-from ._sink import Deletion, Params, Sink
-from ._tracing import FlushTracer
-from .errors import QueueClosed, SchemaError
-from .journal.keeper import QueueJournal, encode_record
-from .journal.options import Journal
-from .journal.segments import take_over
-from .models._model import InstanceRow, settle
+from .._sink import Deletion, Params, Sink
+from ..errors import QueueClosed, SchemaError
+from ..journal.keeper import QueueJournal, encode_record
+from ..journal.options import Journal
+from ..journal.segments import take_over
+from ..models._model import InstanceRow, settle
+from . import lifecycle
+from .batch import Entry, Refused, combine, new_entry, seconds_until_due
+from .buffer import INTAKE, REPLAY, RowBuffer
+from .callbacks import FailureCallbacks
+from .delivery import Delivery, FailureHandler
+from .metrics import Metrics, QueueStats
+from .opening import SinkOpener
+from .replay import Replay
+from .retry import Backoff, RetryBudget
+from .tracing import FlushTracer
 
 __all__ = ["FailureCallback", "WriteBehindQueue"]
 
@@ -357,7 +357,7 @@ class WriteBehindQueue:
                 if writer.thread and writer.thread.ident
             )
             self._started = True
-            _lifecycle.register(self)
+            lifecycle.register(self)
             if self._replay is not None:
                 self._replay.start()
 
@@ -740,7 +740,7 @@ class WriteBehindQueue:
         except Exception:
             logger.exception("queue %s: closing the sink failed", self.name)
         finally:
-            _lifecycle.forget(self)
+            lifecycle.forget(self)
 
     def stop_accepting(self) -> None:
         """Refuse further puts (QueueClosed) and let the writers drain what they have."""

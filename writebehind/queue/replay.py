@@ -14,12 +14,8 @@ import threading
 from collections.abc import Callable, Mapping
 from functools import partial
 
-from ._batch import Entry, new_entry
-from ._buffer import RowBuffer
-from ._metrics import QueueStats
-from ._remap import Remapper
-from ._sink import Deletion, Sink
-from .journal.keeper import (
+from .._sink import Deletion, Sink
+from ..journal.keeper import (
     QueueJournal,
     decode_layout,
     decode_record,
@@ -27,8 +23,12 @@ from .journal.keeper import (
     lane_of,
     lanes_of,
 )
-from .journal.progress import Done, covers
-from .journal.segments import META_SEQ, JournalVersionError, Orphan
+from ..journal.progress import Done, covers
+from ..journal.segments import META_SEQ, JournalVersionError, Orphan
+from .batch import Entry, new_entry
+from .buffer import RowBuffer
+from .metrics import QueueStats
+from .remap import Remapper
 
 __all__ = ["Replay"]
 

@@ -7,13 +7,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
-from ._batch import Coalesced, Entry, Merger, Replaces, coalesce, split_at_rewrites
-from ._metrics import QueueStats
-from ._retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
-from ._sink import Params, Sink
-from .errors import CommitInDoubt, ProgressConflict, RowsAbandoned
-from .journal.keeper import QueueJournal
-from .journal.progress import Done, covers
+from .._sink import Merger, Params, Replaces, Sink
+from ..errors import CommitInDoubt, ProgressConflict, RowsAbandoned
+from ..journal.keeper import QueueJournal
+from ..journal.progress import Done, covers
+from .batch import Coalesced, Entry, coalesce, split_at_rewrites
+from .metrics import QueueStats
+from .retry import Backoff, ErrorKind, RetryBudget, classify, same_failure
 
 logger = logging.getLogger("writebehind")
 

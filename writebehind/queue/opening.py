@@ -7,10 +7,10 @@ import threading
 
 import psycopg
 
-from ._delivery import describe
-from ._retry import ErrorKind, classify
-from ._sink import Sink
-from .errors import SchemaError
+from .._sink import Sink
+from ..errors import SchemaError
+from .delivery import describe
+from .retry import ErrorKind, classify
 
 logger = logging.getLogger("writebehind")
 

@@ -9,10 +9,10 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ._batch import Entry, new_entry
-from ._sink import Deletion
-from .errors import QueueClosed, QueueFull
-from .journal.progress import Done
+from .._sink import Deletion
+from ..errors import QueueClosed, QueueFull
+from ..journal.progress import Done
+from .batch import Entry, new_entry
 
 __all__ = ["INTAKE", "REPLAY", "RowBuffer"]
 

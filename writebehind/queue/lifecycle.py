@@ -16,7 +16,7 @@ from typing import Protocol
 
 # Imported first so that its at-fork hook (a fresh lock for the metric families) runs before
 # ours, which builds each queue's metrics afresh.
-from . import _metrics  # noqa: F401
+from . import metrics  # noqa: F401
 
 logger = logging.getLogger("writebehind")
 

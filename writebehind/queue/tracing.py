@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._delivery import Report, describe
+from .delivery import Report, describe
 
 try:
     from opentelemetry import trace as _trace
@@ -31,7 +31,7 @@ class FlushTracer:
         self._queue = queue
         self._tracer: Any = None
         if _trace is not None:
-            from ._version import __version__
+            from .._version import __version__
 
             # A proxy until the application sets its provider, which it may do later.
             self._tracer = _trace.get_tracer("writebehind", __version__)

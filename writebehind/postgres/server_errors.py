@@ -1,4 +1,6 @@
-"""Why a server refused a connection, by SQLSTATE, whatever language the server speaks.
+"""What an error from the server says, whatever language the server speaks: why it refused a
+connection (by SQLSTATE), and whether a connection ended under a statement.
+
 
 A connection that fails while logging in carries no SQLSTATE in psycopg (libpq keeps only the
 message, in the server's ``lc_messages``, which a client cannot choose before it is in). libpq
@@ -23,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-__all__ = ["refusal_codes", "with_sqlstate"]
+__all__ = ["connection_lost", "refusal_codes", "with_sqlstate"]
 
 logger = logging.getLogger("writebehind")
 
@@ -99,3 +101,16 @@ def with_sqlstate(error: psycopg.OperationalError, conninfo: str, timeout: float
     codes = refusal_codes(conninfo, timeout)
     if codes:
         error.sqlstate = next((c for c in codes if c[:2] in _NOT_NOW), codes[-1])
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` says the connection ended under a statement: no answer came (a
+    client-side OperationalError, the socket cut), or the server ended the session (class 08,
+    57P01-57P03), rather than answering the statement with an error of its own."""
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = getattr(error, "sqlstate", None)
+    return not sqlstate or sqlstate[:2] == "08" or sqlstate in _SESSION_ENDED
+
+
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})

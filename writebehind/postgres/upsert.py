@@ -14,14 +14,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from . import _watchdog
-from ._batch import Merger, Replaces
-from ._catalog import TableInfo, read_table
-from ._conninfo import conninfo_problem
-from ._deferred import deferred_checked
-from ._layout import Layout, Rules, journaled, of_sink
-from ._methods import METHODS, Writer, commit_was_sent, execute_each, write_progress
-from ._pools import (
+from .._sink import Deletion, Merger, Params, ProgressMark, Replaces, RowLayout, Target
+from ..errors import CommitInDoubt, ProgressConflict
+from ..models import KINDS, ModelTable, describe
+from ..models._model import foreign_instance
+from ..models._rows import ModelRows
+from . import watchdog
+from .catalog import TableInfo, read_table
+from .conninfo import conninfo_problem
+from .deferred import deferred_checked
+from .layout import Layout, Rules, journaled, of_sink
+from .methods import METHODS, Writer, commit_was_sent, execute_each, write_progress
+from .pools import (
     SharedPool,
     acquire,
     connection_options,
@@ -30,13 +34,8 @@ from ._pools import (
     pooled,
     release,
 )
-from ._progress_sql import ProgressTable, check_marks, check_prefix, is_conflict
-from ._retry import connection_lost
-from ._sink import Deletion, Params, ProgressMark, RowLayout, Target
-from .errors import CommitInDoubt, ProgressConflict
-from .models import KINDS, ModelTable, describe
-from .models._model import foreign_instance
-from .models._rows import ModelRows
+from .progress import ProgressTable, check_marks, check_prefix, is_conflict
+from .server_errors import connection_lost
 
 __all__ = ["PRIMARY_KEY", "PostgresUpsert"]
 
@@ -212,7 +211,7 @@ class PostgresUpsert:
         self.naive_timezone = _check_timezone(naive_timezone)
         self._lock = threading.Lock()
         self._opened = False
-        self._writes: set[_watchdog.Bound] = set()
+        self._writes: set[watchdog.Bound] = set()
         self._concurrent_writes = 1
         # Set by open(): the layout of the written columns (what prepare() needs, the
         # statements), the catalog it was read from, and layouts for journaled rows.
@@ -610,10 +609,10 @@ class PostgresUpsert:
 
     def _bound(
         self, conn: psycopg.Connection[Any], what: str
-    ) -> AbstractContextManager[_watchdog.Bound]:
+    ) -> AbstractContextManager[watchdog.Bound]:
         """Every wait on the server under ``write_timeout``: cancelled then, and its connection
         cut a grace period later (a server that stopped answering)."""
-        return _watchdog.bounded(
+        return watchdog.bounded(
             conn,
             what,
             cancel_after=self.write_timeout,

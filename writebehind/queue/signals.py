@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable
 from types import FrameType
 
-from . import _lifecycle  # noqa: F401  its exit hook is registered before ours (atexit is LIFO)
+from . import lifecycle  # noqa: F401  its exit hook is registered before ours (atexit is LIFO)
 
 __all__ = ["drain_on_signals"]
 

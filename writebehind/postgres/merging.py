@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._batch import Replaces
-from ._sink import Params
+from .._sink import Params, Replaces
 
 __all__ = ["ADDABLE", "RowMerger", "keep_first"]
 

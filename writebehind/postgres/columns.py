@@ -28,7 +28,7 @@ from psycopg.abc import AdaptContext
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.types.json import Json, Jsonb
 
-from ._sink import Params
+from .._sink import Params
 
 __all__ = ["EncodedColumn", "encode_columns"]
 

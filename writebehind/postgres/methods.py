@@ -31,17 +31,11 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 from psycopg import sql
 
-from ._catalog import Column
-from ._columns import EncodedColumn, encode_columns
-from ._progress_sql import ProgressTable, params
-from ._sink import Deletion, Params, ProgressMark
-from ._statement import (
-    ConflictRule,
-    delete_from,
-    delete_statement,
-    insert_from,
-    insert_statement,
-)
+from .._sink import Deletion, Params, ProgressMark
+from .catalog import Column
+from .columns import EncodedColumn, encode_columns
+from .progress import ProgressTable, params
+from .statements import ConflictRule, delete_from, delete_statement, insert_from, insert_statement
 
 __all__ = [
     "METHODS",

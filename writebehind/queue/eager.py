@@ -20,13 +20,13 @@ from typing import Any, Protocol
 import psycopg
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from ._delivery import describe
-from ._metrics import Metrics, QueueStats
-from ._queue import FailureCallback
-from ._sink import Deletion, Params
-from .errors import QueueClosed
-from .models._model import settle
-from .postgres import PostgresUpsert
+from .._sink import Deletion, Params
+from ..errors import QueueClosed
+from ..models._model import settle
+from ..postgres.upsert import PostgresUpsert
+from .core import FailureCallback
+from .delivery import describe
+from .metrics import Metrics, QueueStats
 
 __all__ = ["EagerConnection", "EagerQueue", "OwnConnection"]
 

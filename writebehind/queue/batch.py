@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
-from ._sink import Deletion, Params
-from .journal.progress import Done
+from .._sink import Deletion, Merger, Params, Replaces
+from ..journal.progress import Done
 
 
 class Entry(NamedTuple):
@@ -48,23 +48,6 @@ class Coalesced(NamedTuple):
     entries: list[Entry]
     weights: list[int]
     """How many accepted rows each entry stands for (itself and the rows it replaced)."""
-
-
-Replaces = Callable[[Params, Params], bool]
-"""``replaces(kept, newer)``: whether a newer row of a key takes the place of the one kept."""
-
-
-class Merger(Protocol):
-    """Combines the rows of one key into one, as the statement combines a row with the
-    existing one (counts summed, the greatest or least of values)."""
-
-    def merge(self, kept: Params, newer: Params) -> Params:
-        """The params of ``kept`` and ``newer`` (put later) combined."""
-        ...
-
-    def row_of(self, params: Params) -> Mapping[str, Any]:
-        """A row, as put() takes it, that stands for ``params``: what ``on_failure`` gets."""
-        ...
 
 
 def combine(

@@ -37,9 +37,9 @@ from collections.abc import Callable
 
 import psycopg
 
-from .errors import CommitInDoubt
+from ..errors import CommitInDoubt
 
-__all__ = ["Backoff", "ErrorKind", "RetryBudget", "classify", "connection_lost", "same_failure"]
+__all__ = ["Backoff", "ErrorKind", "RetryBudget", "classify", "same_failure"]
 
 
 class ErrorKind(enum.Enum):
@@ -89,19 +89,6 @@ def classify(error: BaseException) -> ErrorKind:
     if isinstance(error, psycopg.DataError):
         return ErrorKind.REJECTED_DATA
     return ErrorKind.CLIENT
-
-
-def connection_lost(error: BaseException) -> bool:
-    """Whether ``error`` says the connection ended under a statement: no answer came (a
-    client-side OperationalError, the socket cut), or the server ended the session (class 08,
-    57P01-57P03), rather than answering the statement with an error of its own."""
-    if not isinstance(error, psycopg.OperationalError):
-        return False
-    sqlstate = getattr(error, "sqlstate", None)
-    return not sqlstate or sqlstate[:2] == "08" or sqlstate in _SESSION_ENDED
-
-
-_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03"})
 
 
 def same_failure(one: BaseException, other: BaseException) -> bool:

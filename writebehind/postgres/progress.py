@@ -24,9 +24,9 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
-from ._catalog import TableInfo, read_table
-from ._sink import ProgressMark
-from .errors import SchemaError
+from .._sink import ProgressMark
+from ..errors import SchemaError
+from .catalog import TableInfo, read_table
 
 __all__ = [
     "CONFLICT_MARKER",

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._delivery import describe, shortened
+from .delivery import describe, shortened
 
 __all__ = ["FailureCallbacks"]
 

@@ -20,15 +20,14 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Json, Jsonb
 
-from ._batch import Merger, Replaces
-from ._catalog import Column, TableInfo, WrittenColumns, check_key, written_columns
-from ._keys import KEY_CANONICAL, text_key
-from ._merging import ADDABLE, RowMerger, keep_first
-from ._methods import Writer, writer_for
-from ._progress_sql import ProgressTable
-from ._sink import Deletion, Params, RowLayout
-from ._statement import ConflictRule, delete_statement, insert_statement
-from .errors import SchemaError
+from .._keys import KEY_CANONICAL, text_key
+from .._sink import Deletion, Merger, Params, Replaces, RowLayout
+from ..errors import SchemaError
+from .catalog import Column, TableInfo, WrittenColumns, check_key, written_columns
+from .merging import ADDABLE, RowMerger, keep_first
+from .methods import Writer, writer_for
+from .progress import ProgressTable
+from .statements import ConflictRule, delete_statement, insert_statement
 
 __all__ = ["Layout", "Rules", "journaled", "of_sink"]
 
