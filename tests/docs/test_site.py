@@ -181,9 +181,18 @@ def test_search_finds_on_failure(site: str, browser: Any, tmp_path: Path) -> Non
     box = browser.find_element(By.CSS_SELECTOR, "input.md-search__input")
     box.click()
     box.send_keys("on_failure")
-    results = WebDriverWait(browser, 30).until(
-        lambda driver: driver.find_elements(By.CSS_SELECTOR, ".md-search-result__item")
+    # The results are drawn again as the search refines them: read their text in one script,
+    # rather than elements that may be replaced between the lookup and the read.
+    found = WebDriverWait(browser, 30).until(
+        lambda driver: [
+            text
+            for text in driver.execute_script(
+                "return Array.from(document.querySelectorAll('.md-search-result__item'),"
+                " item => item.textContent)"
+            )
+            if "on_failure" in text
+        ]
     )
-    assert any("on_failure" in result.text for result in results)
+    assert found
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []
