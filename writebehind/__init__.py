@@ -1,8 +1,9 @@
 """writebehind: hand rows to a background thread; they are batched and upserted into PostgreSQL.
 
->>> sink = PostgresUpsert("dbname=app", table="entries", key="id")
->>> with WriteBehindQueue(sink) as wb:
-...     wb.put({"id": 1, "value": "a"})
+Examples:
+    >>> sink = PostgresUpsert("dbname=app", table="entries", key="id")
+    >>> with WriteBehindQueue(sink) as wb:
+    ...     wb.put({"id": 1, "value": "a"})
 """
 
 from ._sink import Params, Sink

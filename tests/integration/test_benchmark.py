@@ -27,7 +27,7 @@ from writebehind.bench.workload import CheckFailed, Workload, fingerprint
 from writebehind.bench.writer import supports_method, writebehind_run
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "README.md"
+DOCS = ROOT / "docs" / "performance.md"
 THROUGHPUT_HEADER = "| batch | side | rows/s | spread | × raw executemany | × raw COPY |"
 WRITERS_HEADER = (
     "| side | rows/s | spread | × 1 connection | client CPU | server CPU | machine CPU "
