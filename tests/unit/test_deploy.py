@@ -346,7 +346,7 @@ def test_a_reset_that_fails_in_a_forked_child_is_tried_again_by_the_next_put(
     wb = WriteBehindQueue(sink, registry=None, flush_interval=60)
     wb.put(row(1))
     assert wb.flush(timeout=10)
-    monkeypatch.setattr("writebehind.queue.core.QueueStats", FailingOnce)
+    monkeypatch.setattr("writebehind.queue.parts.QueueStats", FailingOnce)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()

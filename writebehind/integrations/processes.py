@@ -23,8 +23,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import SchemaError
 from ..postgres.upsert import PRIMARY_KEY, PostgresUpsert
-from ..queue.core import WriteBehindQueue, _check_registry
+from ..queue.core import WriteBehindQueue
 from ..queue.eager import EagerConnection, EagerQueue, OwnConnection
+from ..queue.options import check_registry
 
 __all__ = ["CLOSE_TIMEOUT", "ProcessQueues", "Queue", "QueueSpec", "parse_queues"]
 
@@ -177,7 +178,7 @@ def _parse_queue(name: str, conninfo: str, options: object, where: str) -> Queue
     try:
         sink = PostgresUpsert(conninfo, spec.table, spec.key, **sink_options)
         WriteBehindQueue(sink, **{"name": name, **queue_options, "registry": None})
-        _check_registry(queue_options.get("registry"))  # not given above: it would register
+        check_registry(queue_options.get("registry"))  # not given above: it would register
     except (TypeError, ValueError) as error:
         raise type(error)(f"{where}: {error}") from error
     return spec
