@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import create, named
+from tests.conftest import create, named, wait_until
 from tests.faults.journal_child import KEYS, KILL_AT_NEW_SEGMENT, is_delete
 
 pytestmark = pytest.mark.fault
@@ -164,6 +164,9 @@ def test_a_kill_between_creating_a_segment_and_writing_its_header_loses_nothing(
     returned = [int(line) for line in log.read_text().split("\n")[:-1]]
     assert len(returned) > 100  # three segments' worth of rows
     # The child may have written some of them before it died; the replay writes the others.
+    # A COMMIT it sent just before dying may still be under way on the server: count once its
+    # sessions are done with their transactions.
+    assert wait_until(lambda: not _transactions_under_way(db))
     found = db.execute(named("SELECT count(*) FROM {}", table_name)).fetchone()
     written_before = found[0] if found else 0
     drain = start("drain", dsn, table_name, str(journal))
@@ -175,6 +178,16 @@ def test_a_kill_between_creating_a_segment_and_writing_its_header_loses_nothing(
     assert not (journal / table_name / ".corrupt").exists()
     check(db, table_name, [Run(returned, returned[-1] + 1)])
     assert metrics["total_replayed"] >= len(returned) - written_before > 0
+
+
+def _transactions_under_way(db: psycopg.Connection[Any]) -> int:
+    """Sessions of other processes inside a transaction on the test database."""
+    found = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction', "
+        "'idle in transaction (aborted)')"
+    ).fetchone()
+    return found[0] if found else 0
 
 
 def _applied(ops: list[int]) -> tuple[int, int] | None:
