@@ -1,6 +1,7 @@
 """The codec's vocabulary, shared by encoding and decoding: the tag of each kind of value,
 the classes known by their position in a list, the packed layouts of fixed-size fields,
-and the errors each direction raises. Numbers and positions here are part of the format."""
+the errors each direction raises and the helpers both use. Numbers and positions here are part
+of the format: never renumber or reorder, only add."""
 
 from __future__ import annotations
 
