@@ -35,9 +35,9 @@ KILL_AT_NEW_SEGMENT = "KILL_AT_NEW_SEGMENT"
 def die_at_a_new_segment(number: int) -> None:
     """SIGKILL this process once its ``number``-th segment file exists, before its header is
     written: the unlucky moment of a rotation."""
-    from writebehind.journal import segments
+    from writebehind.journal import framing, writer
 
-    encode_header = segments.encode_header
+    encode_header = framing.encode_header
     made = 0
 
     def encode_header_or_die(first_seq: int) -> bytes:
@@ -47,7 +47,8 @@ def die_at_a_new_segment(number: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return encode_header(first_seq)
 
-    segments.encode_header = encode_header_or_die
+    # The name the writer calls, imported from framing into the writer's module.
+    vars(writer)["encode_header"] = encode_header_or_die
 
 
 def is_delete(i: int) -> bool:

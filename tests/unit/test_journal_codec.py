@@ -25,7 +25,8 @@ from psycopg.types.json import Json, Jsonb
 from writebehind import PostgresUpsert
 from writebehind._keys import NAN_KEY as _NAN_KEY
 from writebehind.bench.workload import COLUMNS, make_rows
-from writebehind.journal import codec
+from writebehind.journal import codec_decode
+from writebehind.journal import codec_format as tags
 from writebehind.journal.codec import FORMAT_VERSION, MAX_DEPTH, decode, encode
 from writebehind.postgres.catalog import Column, TableInfo
 
@@ -404,7 +405,7 @@ def test_a_zone_that_is_not_installed_keeps_the_instant(monkeypatch: pytest.Monk
     def missing(key: str) -> ZoneInfo:
         raise KeyError(key)  # as ZoneInfoNotFoundError is
 
-    monkeypatch.setattr(codec, "ZoneInfo", missing)
+    monkeypatch.setattr(codec_decode, "ZoneInfo", missing)
     (back,) = decode(payload)[1]
     assert back == value and back.utcoffset() == timedelta(hours=2)
     assert back.tzinfo == timezone(timedelta(hours=2))
@@ -413,7 +414,7 @@ def test_a_zone_that_is_not_installed_keeps_the_instant(monkeypatch: pytest.Monk
 def test_a_zone_whose_rules_changed_keeps_the_instant(monkeypatch: pytest.MonkeyPatch) -> None:
     value = datetime(2024, 7, 1, 12, tzinfo=ZoneInfo("Europe/Paris"))
     payload = encode(None, (value,))
-    monkeypatch.setattr(codec, "ZoneInfo", lambda key: ZoneInfo("Asia/Tokyo"))
+    monkeypatch.setattr(codec_decode, "ZoneInfo", lambda key: ZoneInfo("Asia/Tokyo"))
     (back,) = decode(payload)[1]
     assert back == value and back.utcoffset() == timedelta(hours=2)
 
@@ -545,9 +546,9 @@ def test_nesting_is_bounded_on_both_sides() -> None:
     with pytest.raises(ValueError, match=r"column 0: .*nested deeper"):
         encode(None, (loop,))
     # A payload claiming deeper nesting than encode writes is refused, not a RecursionError.
-    body = bytes([FORMAT_VERSION, 1, 0]) + bytes([codec._T_LIST, 1, 0, 0, 0]) * 5000
+    body = bytes([FORMAT_VERSION, 1, 0]) + bytes([tags._T_LIST, 1, 0, 0, 0]) * 5000
     with pytest.raises(ValueError, match="nested deeper"):
-        decode(seal(body + bytes([codec._T_NONE, codec._T_NONE])))
+        decode(seal(body + bytes([tags._T_NONE, tags._T_NONE])))
 
 
 # --- damaged payloads -------------------------------------------------------------------
@@ -615,13 +616,13 @@ def test_a_damaged_structure_behind_a_valid_crc_is_a_value_error_never_a_crash()
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (bytes([FORMAT_VERSION, 1, 0, 0xEE, codec._T_NONE]), "unknown tag 238"),
-        (bytes([FORMAT_VERSION, 1, 0, codec._T_STR8, 9, 0x41, codec._T_NONE]), "not valid"),
-        (bytes([FORMAT_VERSION, 1, 0, codec._T_STR32, 9, 0, 0, 0, 0x41]), "runs past"),
-        (bytes([FORMAT_VERSION, 1, 0, codec._T_STR8, 1, 0xFF, codec._T_NONE]), "utf-8"),
-        (bytes([FORMAT_VERSION, 1, 0, codec._T_LIST, 0xFF, 0xFF, 0xFF, 0x7F]), "items runs"),
-        (bytes([FORMAT_VERSION, 2, 0, codec._T_NONE, codec._T_NONE]), "runs past|tag"),
-        (bytes([FORMAT_VERSION, 1, 0, codec._T_NONE, codec._T_KEY_REF, 5, 0]), "IndexError"),
+        (bytes([FORMAT_VERSION, 1, 0, 0xEE, tags._T_NONE]), "unknown tag 238"),
+        (bytes([FORMAT_VERSION, 1, 0, tags._T_STR8, 9, 0x41, tags._T_NONE]), "not valid"),
+        (bytes([FORMAT_VERSION, 1, 0, tags._T_STR32, 9, 0, 0, 0, 0x41]), "runs past"),
+        (bytes([FORMAT_VERSION, 1, 0, tags._T_STR8, 1, 0xFF, tags._T_NONE]), "utf-8"),
+        (bytes([FORMAT_VERSION, 1, 0, tags._T_LIST, 0xFF, 0xFF, 0xFF, 0x7F]), "items runs"),
+        (bytes([FORMAT_VERSION, 2, 0, tags._T_NONE, tags._T_NONE]), "runs past|tag"),
+        (bytes([FORMAT_VERSION, 1, 0, tags._T_NONE, tags._T_KEY_REF, 5, 0]), "IndexError"),
     ],
 )
 def test_a_malformed_payload_says_what_is_wrong(body: bytes, message: str) -> None:
