@@ -30,6 +30,7 @@ class Research(Bench):
     settings: ResearchSettings
 
     def run(self, started: float) -> int:
+        """The shipped runner's run; a child process that failed is exit status 1."""
         from ._child import ChildFailed
 
         try:
@@ -293,6 +294,7 @@ class Research(Bench):
         return results
 
     def targets(self, results: dict[str, Any]) -> list[Target]:
+        """The shipped bench's targets, then the research sections' and the journal's."""
         from .targets import research_targets
 
         found = super().targets(results) + research_targets(results, self.default_label())

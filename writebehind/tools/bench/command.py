@@ -227,12 +227,16 @@ class Bench:
         self._stack = ExitStack()
 
     def log(self, line: str) -> None:
+        """A progress line, to ``err``."""
         print(line, file=self.err, flush=True)
 
     def emit(self, text: str = "") -> None:
+        """Part of the report, to ``out``."""
         print(text, file=self.out, flush=True)
 
     def run(self, started: float) -> int:
+        """Every section in turn, then the targets; returns the exit status. ``started``: the
+        ``perf_counter()`` the wall time is counted from."""
         s = self.settings
         self.emit(self._head())
         with ExitStack() as self._stack:
