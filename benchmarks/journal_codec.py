@@ -1,7 +1,7 @@
 """The journal's payload codec against pickle and json: ``python benchmarks/journal_codec.py``.
 
-Rows are the benchmark's (``writebehind.bench.workload.make_rows``: 9 columns, about 350 bytes)
-converted as ``PostgresUpsert.prepare`` converts them (the jsonb column to compact JSON text,
+Rows are the benchmark's (``writebehind.tools.bench.workload.make_rows``: 9 columns, about 350
+bytes) converted as ``PostgresUpsert.prepare`` converts them (the jsonb column to compact JSON text,
 the timestamptz an aware datetime). Each way is timed over the same rows in the same run, the
 best of ``--repeat`` passes; json is only a yardstick: it loses the types (a datetime comes back
 a str), which the codec and pickle keep.
@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from writebehind.bench.workload import COLUMNS, make_rows
 from writebehind.journal.codec import decode, encode
+from writebehind.tools.bench.workload import COLUMNS, make_rows
 
 _to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 

@@ -33,7 +33,7 @@ def require(missing: str | None) -> None:
 
 def pgbouncer_missing() -> str | None:
     """Why no real PgBouncer can run here, or None."""
-    from writebehind.bench.pgbouncer import pgbouncer_path
+    from benchmarks.pgbouncer import pgbouncer_path
 
     if pgbouncer_path() is None:
         return "pgbouncer is not installed (apt-get install pgbouncer)"
@@ -59,7 +59,7 @@ def dsn() -> Iterator[str]:
 def bouncer_dsn(dsn: str) -> Iterator[str]:
     """Conninfo through a real PgBouncer in transaction mode in front of the test server.
     Skipped where pgbouncer is not installed; under CI (which installs it) that fails."""
-    from writebehind.bench.pgbouncer import running_pgbouncer
+    from benchmarks.pgbouncer import running_pgbouncer
 
     require(pgbouncer_missing())
     with running_pgbouncer(dsn) as conninfo:

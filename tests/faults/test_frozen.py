@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from benchmarks.pgbouncer import running_pgbouncer
 from tests.conftest import PrivateServer, create, pgbouncer_missing, require, wait_until
 from tests.faults.conftest import (
     Failures,
@@ -28,7 +29,6 @@ from tests.faults.conftest import (
     tagged,
 )
 from writebehind import PostgresUpsert, WriteBehindQueue
-from writebehind.bench.pgbouncer import running_pgbouncer
 from writebehind.postgres.pools import _CHECK_AFTER_IDLE
 
 pytestmark = pytest.mark.fault

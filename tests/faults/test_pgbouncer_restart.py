@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from benchmarks.pgbouncer import running_pgbouncer
 from tests.conftest import PrivateServer, create, pgbouncer_missing, require, wait_until
 from writebehind import PostgresUpsert, WriteBehindQueue
-from writebehind.bench.pgbouncer import running_pgbouncer
 
 pytestmark = pytest.mark.fault
 

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from writebehind.bench.app import AppResult, format_app_results, run
+from benchmarks.research.app import AppResult, format_app_results, run
 
 
 def gunicorn_children() -> set[int]:
@@ -24,7 +24,7 @@ def gunicorn_children() -> set[int]:
                 command = cmdline.read()
         except OSError:  # it ended meanwhile
             continue
-        if parent == os.getpid() and (b"gunicorn" in command or b"bench._load" in command):
+        if parent == os.getpid() and (b"gunicorn" in command or b"research._load" in command):
             found.add(int(entry))
     return found
 

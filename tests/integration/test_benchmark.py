@@ -1,5 +1,5 @@
-"""`python -m writebehind bench`: a quick run prints every table and passes its checks, and the
-checks catch a run that misses a row or gives rows up."""
+"""`python -m writebehind bench` and `python -m benchmarks.research`: a quick run prints every
+table and passes its checks, and the checks catch a run that misses a row or gives rows up."""
 
 from __future__ import annotations
 
@@ -16,15 +16,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
-import writebehind.bench
+import benchmarks.research
+from benchmarks.research import coalesce, processes, settings, writers
+from benchmarks.research.__main__ import main as research_main
+from benchmarks.research.cpu import cpu_sample, cpu_use, server_pid, wait_reaped
+from benchmarks.research.waits import measure_waits
 from tests.conftest import named
-from writebehind._cli import main
-from writebehind.bench import coalesce, command, processes, throughput, writers
-from writebehind.bench.cpu import cpu_sample, cpu_use, server_pid, wait_reaped
-from writebehind.bench.raw import raw_copy
-from writebehind.bench.waits import measure_waits
-from writebehind.bench.workload import CheckFailed, Workload, fingerprint
-from writebehind.bench.writer import supports_method, writebehind_run
+from writebehind.tools.bench import command, throughput
+from writebehind.tools.bench.raw import raw_copy
+from writebehind.tools.bench.workload import CheckFailed, Workload, fingerprint
+from writebehind.tools.bench.writer import supports_method, writebehind_run
+from writebehind.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "performance.md"
@@ -40,8 +42,16 @@ COALESCE_HEADER = (
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_module("writebehind", "bench", *args)
+
+
+def research(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_module("benchmarks.research", *args)
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "writebehind", "bench", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -61,10 +71,33 @@ def table_rows(output: str, header: str) -> list[list[str]]:
     return rows
 
 
-def test_quick_run_prints_every_table_and_passes_its_checks(
+def test_quick_bench_prints_the_throughput_tables_and_passes_its_checks(
     dsn: str, table_name: str, db: psycopg.Connection[Any]
 ) -> None:
     result = bench("--quick", "--dsn", dsn, "--table", table_name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "2,000 rows per run" in out
+    for path in ("insert", "update"):
+        assert f"## Throughput, {path} path (rows/s)" in out
+    rows = table_rows(out, THROUGHPUT_HEADER)
+    assert {"raw executemany", "raw COPY"} <= {row[1] for row in rows}
+    assert {row[0] for row in rows} == {"100", "1000"}
+    assert all(int(row[2].replace(",", "")) > 0 for row in rows), rows
+    assert "## Socket waits per batch" not in out  # the research sections are not shipped
+    assert "## Targets (same run)" in out
+    assert "checks: every run left every row with its new value; no row was given up" in out
+    assert "update path, batch 1000, run 1/1: " in result.stderr
+    found = db.execute(
+        named("SELECT count(*) FILTER (WHERE name LIKE 'user-%') FROM {}", table_name)
+    ).fetchone()
+    assert found == (2000,)
+
+
+def test_quick_research_run_prints_every_table_and_passes_its_checks(
+    dsn: str, table_name: str, db: psycopg.Connection[Any]
+) -> None:
+    result = research("--quick", "--dsn", dsn, "--table", table_name)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "2,000 rows per run" in out
@@ -88,7 +121,7 @@ def test_quick_run_prints_every_table_and_passes_its_checks(
     assert latency and all(float(row[1]) > 0 and float(row[5]) > 0 for row in latency)
     assert "processes on disjoint keys: through PgBouncer against direct" in out
     check_writers_table(out)
-    check_coalesce_table(out, puts=command.QUICK_COALESCE_PUTS)
+    check_coalesce_table(out, puts=settings.QUICK_COALESCE_PUTS)
     assert "## Targets (same run)" in out
     assert "checks: every run left every row with its new value; no row was given up" in out
     # Progress on standard error, one line per path, batch size and run.
@@ -183,7 +216,7 @@ def test_a_run_that_misses_a_row_fails_the_benchmark(
         [
             "bench",
             *("--dsn", dsn, "--table", table_name, "--rows", "300", "--batch-size", "100"),
-            *("--runs", "1", "--only", "throughput", "--path", "update", *methods),
+            *("--runs", "1", "--path", "update", *methods),
         ]
     )
     assert status == 1
@@ -203,8 +236,8 @@ def test_a_writers_run_that_misses_a_row_fails_the_benchmark(
         return real(dsn, table, rows[:-1], *args, **kw)
 
     monkeypatch.setattr(writers, "writebehind_run", short)
-    status = main(
-        ["bench", "--dsn", dsn, "--table", table_name, "--rows", "300", "--only", "writers"]
+    status = research_main(
+        ["--dsn", dsn, "--table", table_name, "--rows", "300", "--only", "writers"]
         + ["--runs", "1"]
     )
     assert status == 1
@@ -241,7 +274,7 @@ def test_a_coalesce_run_with_a_wrong_value_fails_the_benchmark(
         return expected
 
     monkeypatch.setattr(coalesce, "expected_values", off_by_one)
-    status = main(["bench", "--dsn", dsn, "--table", table_name, "--quick", "--only", "coalesce"])
+    status = research_main(["--dsn", dsn, "--table", table_name, "--quick", "--only", "coalesce"])
     assert status == 1
     err = capsys.readouterr().err
     assert "FAILED: " in err
@@ -355,11 +388,11 @@ def test_app_flag_calls_the_application_benchmark_and_prints_its_rows(
         calls.append((dsn, options))
         return [FakeAppResult("no-op", 4012.5, 1.0), FakeAppResult("writebehind", 3600.0, 0.9)]
 
-    fake = types.ModuleType("writebehind.bench.app")
+    fake = types.ModuleType("benchmarks.research.app")
     fake.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "writebehind.bench.app", fake)
-    monkeypatch.setattr(writebehind.bench, "app", fake, raising=False)
-    status = main(["bench", "--dsn", dsn, "--only", "app", "--app-seconds", "1.5"])
+    monkeypatch.setitem(sys.modules, "benchmarks.research.app", fake)
+    monkeypatch.setattr(benchmarks.research, "app", fake, raising=False)
+    status = research_main(["--dsn", dsn, "--only", "app", "--app-seconds", "1.5"])
     out = capsys.readouterr().out
     assert status == 0, out
     assert calls == [(dsn, {"seconds": 1.5, "clients": 8, "workers": 2})]
@@ -371,7 +404,7 @@ def test_plot_without_matplotlib_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import raises ImportError
-    status = main(["bench", "--plot", "out.png"])
+    status = research_main(["--plot", "out.png"])
     assert status == 2
     assert "pip install 'writebehind[plot]'" in capsys.readouterr().err
 
@@ -381,7 +414,7 @@ def test_options_that_cannot_run_are_refused_before_anything_runs(
 ) -> None:
     assert main(["bench", "--table", "t" * 51]) == 2
     assert "--table must be a name of 1 to 50 bytes" in capsys.readouterr().err
-    assert main(["bench", "--only", "waits", "--plot", "out.png"]) == 2
+    assert research_main(["--only", "waits", "--plot", "out.png"]) == 2
     assert "--plot draws the throughput section" in capsys.readouterr().err
 
 
@@ -398,9 +431,8 @@ def test_an_unreachable_server_is_an_error_not_a_traceback(
 def test_plot_draws_a_png(dsn: str, table_name: str, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")  # in the test extra; skipped only where it is not
     target = tmp_path / "rows.png"
-    status = main(
+    status = research_main(
         [
-            "bench",
             *("--dsn", dsn, "--table", table_name, "--rows", "200", "--runs", "1"),
             *("--batch-size", "50", "--batch-size", "100", "--only", "throughput"),
             *(("--method", "auto") if supports_method() else ()),
@@ -413,7 +445,7 @@ def test_plot_draws_a_png(dsn: str, table_name: str, tmp_path: Path) -> None:
 
 def test_method_option(dsn: str, table_name: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["bench", "--dsn", dsn, "--table", table_name, "--rows", "200", "--runs", "1"]
-    args += ["--batch-size", "100", "--only", "throughput", "--path", "insert"]
+    args += ["--batch-size", "100", "--path", "insert"]
     status = main([*args, "--method", "copy"])
     captured = capsys.readouterr()
     if supports_method():
@@ -456,9 +488,8 @@ def test_journal_section_measures_every_part_checks_it_and_deletes_its_journals(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the journals go
-    status = main(
+    status = research_main(
         [
-            "bench",
             *("--dsn", dsn, "--table", table_name, "--only", "journal", "--runs", "1"),
             *("--rows", "400", "--replay-rows", "1000", "--journal-gib", "0.002"),
         ]

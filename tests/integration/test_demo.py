@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import named
-from writebehind._demo import TABLE
+from writebehind.tools.demo import TABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,7 @@ def test_bad_arguments_are_refused() -> None:
 def test_without_pgserver_the_demo_names_the_extra() -> None:
     code = (
         "import sys; sys.modules['pgserver'] = None\n"
-        "from writebehind._cli import main\n"
+        "from writebehind.tools.cli import main\n"
         "sys.exit(main(['demo', '--rows', '10']))\n"
     )
     result = writebehind(code=code)

@@ -15,10 +15,10 @@ import pytest
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
+from benchmarks.pgbouncer import pgbouncer_path, running_pgbouncer
 from tests.conftest import create, named
 from writebehind import PostgresUpsert, WriteBehindQueue
 from writebehind._sink import ProgressMark
-from writebehind.bench.pgbouncer import pgbouncer_path, running_pgbouncer
 
 # The write methods that must work through PgBouncer in transaction mode (None: the default).
 METHODS: list[str | None] = [None, "unnest", "copy"]

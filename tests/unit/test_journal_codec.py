@@ -24,11 +24,11 @@ from psycopg.types.json import Json, Jsonb
 
 from writebehind import PostgresUpsert
 from writebehind._keys import NAN_KEY as _NAN_KEY
-from writebehind.bench.workload import COLUMNS, make_rows
 from writebehind.journal import codec_decode
 from writebehind.journal import codec_format as tags
 from writebehind.journal.codec import FORMAT_VERSION, MAX_DEPTH, decode, encode
 from writebehind.postgres.catalog import Column, TableInfo
+from writebehind.tools.bench.workload import COLUMNS, make_rows
 
 
 class Color(enum.Enum):

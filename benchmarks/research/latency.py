@@ -18,12 +18,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from ..queue.core import WriteBehindQueue
+from writebehind import WriteBehindQueue
+from writebehind.tools.bench.stats import percentile
+from writebehind.tools.bench.throughput import Log, side_label
+from writebehind.tools.bench.workload import CheckFailed, Workload, new_rows
+from writebehind.tools.bench.writer import FLUSH_TIMEOUT, GivenUp, make_sink
+
 from ._child import Child, rss_kb
-from .stats import percentile
-from .throughput import Log, side_label
-from .workload import CheckFailed, Workload, new_rows
-from .writer import FLUSH_TIMEOUT, GivenUp, make_sink
 
 __all__ = ["LatencyResult", "latency_child", "measure_latency"]
 

@@ -1,6 +1,6 @@
 """A bounded, self-stopping HTTP load generator: client processes on 127.0.0.1.
 
-Each client is a process of its own (``python -m writebehind.bench._load``), so that the
+Each client is a process of its own (``python -m benchmarks.research._load``), so that the
 clients' own work does not queue behind one GIL and get measured as the server's. It reads one
 JSON command a line on stdin, sends POST requests over one keep-alive ``http.client``
 connection (opened again whenever the server closes it) until the command's seconds are up, and
@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
+
+from . import checkout_env
 
 __all__ = ["ClientResult", "LoadGenerator", "Target"]
 
@@ -59,6 +61,7 @@ class LoadGenerator:
         self._processes = [
             subprocess.Popen(
                 [sys.executable, "-m", __name__],
+                env=checkout_env(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,

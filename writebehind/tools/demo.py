@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import threading
@@ -14,12 +15,20 @@ from typing import Any, TextIO
 import psycopg
 from psycopg import sql
 
-from .embedded import database
-from .postgres.upsert import PostgresUpsert
-from .queue.core import WriteBehindQueue
-from .queue.metrics import Metrics
+from .. import Metrics, PostgresUpsert, WriteBehindQueue
+from ..embedded import database
+from ..errors import SchemaError
+from .args import count
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DESCRIPTION", "HELP", "NAME", "DemoResult", "add_arguments", "run", "run_demo"]
+
+NAME = "demo"
+HELP = "write rows through a queue into PostgreSQL and check them"
+DESCRIPTION = (
+    "Create the table writebehind_demo (emptied first), put ROWS rows from PRODUCERS "
+    "threads through one queue, drain it, count the rows in the table and print a "
+    "summary. Exits 1 if the table does not hold every row."
+)
 
 TABLE = "writebehind_demo"
 _TABLE_COLUMNS = sql.SQL(
@@ -213,3 +222,34 @@ def describe_server(dsn: str | None) -> str:
         return "the given server"
     host = str(params.get("host") or os.environ.get("PGHOST") or "localhost")
     return f"{host}/{params.get('dbname') or ''}".rstrip("/")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the demo command."""
+    parser.add_argument(
+        "--dsn",
+        help="conninfo of a PostgreSQL to use; default: start an embedded one "
+        "(needs the 'embedded' extra)",
+    )
+    parser.add_argument("--rows", type=count(1), default=100_000, help="default: %(default)s")
+    parser.add_argument("--producers", type=count(1), default=4, help="default: %(default)s")
+    parser.add_argument("--batch-size", type=count(1), default=500, help="default: %(default)s")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo command; returns the exit status."""
+    dsn, rows, producers, batch_size = args.dsn, args.rows, args.producers, args.batch_size
+    try:
+        result = run_demo(dsn, rows=rows, producers=producers, batch_size=batch_size)
+    except ImportError as error:  # the embedded extra is missing
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (psycopg.Error, SchemaError) as error:  # no server there, or a table of another shape
+        print(f"error: {describe_server(dsn)}: {error}".rstrip(), file=sys.stderr)
+        return 1
+    print(
+        format_summary(
+            result, producers=producers, batch_size=batch_size, where=describe_server(dsn)
+        )
+    )
+    return 0 if result.ok else 1

@@ -1,4 +1,4 @@
-"""Benchmark work done in a process of its own: ``python -m writebehind.bench._child KIND SPEC``.
+"""Benchmark work done in a process of its own: ``python -m benchmarks.research._child KIND SPEC``.
 
 A child has its own GIL, its own connections and its own peak RSS. SPEC is a JSON object;
 the child's last line of output is its result, a JSON object. A child that reads a start
@@ -12,6 +12,8 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from . import checkout_env
 
 __all__ = ["Child", "ChildFailed", "rss_kb", "signal_ready"]
 
@@ -44,7 +46,8 @@ class Child:
     def __init__(self, kind: str, spec: dict[str, Any]) -> None:
         self.kind = kind
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "writebehind.bench._child", kind, json.dumps(spec)],
+            [sys.executable, "-m", "benchmarks.research._child", kind, json.dumps(spec)],
+            env=checkout_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

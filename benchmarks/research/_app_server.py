@@ -2,7 +2,7 @@
 endpoints, to compare its writebehind endpoint with.
 
     WRITEBEHIND_DSN=... WRITEBEHIND_BENCH_EXAMPLE=examples/flask_app.py \\
-        gunicorn -w 2 writebehind.bench._app_server:app
+        gunicorn -w 2 benchmarks.research._app_server:app
 
 - ``POST /visits/<page>``: the example's own view: ``put()`` one visit, answer 202.
 - ``POST /bench/noop/<page>``: the same answer without the put: the ceiling of the HTTP stack.

@@ -18,12 +18,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from ..queue.core import WriteBehindQueue
+from writebehind import WriteBehindQueue
+from writebehind.tools.bench.stats import Rates
+from writebehind.tools.bench.throughput import Log, turns
+from writebehind.tools.bench.workload import CheckFailed, Workload, new_rows
+from writebehind.tools.bench.writer import FLUSH_TIMEOUT, GivenUp, make_sink
+
 from ._child import Child, signal_ready
-from .stats import Rates
-from .throughput import Log, turns
-from .workload import CheckFailed, Workload, new_rows
-from .writer import FLUSH_TIMEOUT, GivenUp, make_sink
 
 __all__ = ["Route", "measure_routes", "writer_child"]
 

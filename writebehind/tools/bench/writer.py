@@ -12,8 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 
-from ..postgres.upsert import PostgresUpsert
-from ..queue.core import WriteBehindQueue
+from ... import PostgresUpsert, WriteBehindQueue
 from .workload import KEY, CheckFailed
 
 __all__ = [

@@ -25,13 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from writebehind.tools.bench.raw import raw_copy
+from writebehind.tools.bench.stats import Rates
+from writebehind.tools.bench.throughput import Log, side_label, turns
+from writebehind.tools.bench.workload import CheckFailed, Workload
+from writebehind.tools.bench.writer import writebehind_run
+
 from .cpu import CpuMeter, CpuUse, server_pid
-from .raw import raw_copy
-from .stats import Rates
 from .threads import drain_timed
-from .throughput import Log, side_label, turns
-from .workload import CheckFailed, Workload
-from .writer import writebehind_run
 
 __all__ = [
     "DRAIN",

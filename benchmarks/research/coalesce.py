@@ -31,13 +31,18 @@ import psycopg
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
-from .._sink import Params, ProgressMark
-from ..postgres.upsert import PostgresUpsert
-from ..queue.core import WriteBehindQueue
-from .stats import Rates
-from .throughput import Log, turns
-from .workload import KEY, NEW_PREFIX, CheckFailed, create_statement, make_rows
-from .writer import FLUSH_TIMEOUT, GivenUp
+from writebehind import PostgresUpsert, WriteBehindQueue
+from writebehind._sink import Params, ProgressMark
+from writebehind.tools.bench.stats import Rates
+from writebehind.tools.bench.throughput import Log, turns
+from writebehind.tools.bench.workload import (
+    KEY,
+    NEW_PREFIX,
+    CheckFailed,
+    create_statement,
+    make_rows,
+)
+from writebehind.tools.bench.writer import FLUSH_TIMEOUT, GivenUp
 
 __all__ = [
     "COALESCE_BATCH",

@@ -1,6 +1,6 @@
 """The application benchmark: the Flask example under gunicorn, three endpoints compared.
 
-    from .app import format_app_results, run
+    from benchmarks.research.app import format_app_results, run
     print(format_app_results(run(None, seconds=10, clients=8, workers=2)))
 
 Needs the ``bench`` extra (``pip install 'writebehind[bench]'``: flask, gunicorn, pgserver) and
@@ -11,14 +11,14 @@ created with the example's own ``flask init-db`` and checked with ``flask writeb
 (a table made by this run is dropped at the end; in one that existed, only the rows of the
 pages ``writebehind-bench/...`` are written, and deleted at the end). Then the example runs
 under ``gunicorn --preload -w WORKERS`` on a free port of 127.0.0.1 with three endpoints (see
-``writebehind.bench._app_server``):
+``benchmarks.research._app_server``):
 
 - ``no-op``: the same view and answer without the write: the ceiling of the HTTP stack;
 - ``write in request``: the visit upserted and committed inside the request, through a
   connection pool of each worker's own, before the answer;
 - ``writebehind``: the example's view: ``put()``, then 202.
 
-CLIENTS client processes (``writebehind.bench._load``) post visits of 1,000 pages over
+CLIENTS client processes (``benchmarks.research._load``) post visits of 1,000 pages over
 keep-alive ``http.client`` connections (gunicorn's default sync worker closes each one after
 its answer: the client connects again). After a short warm-up of each endpoint, every endpoint
 runs ``seconds / 5`` seconds in each of 5 rounds, in a rotating order; requests/s is the median
@@ -42,21 +42,22 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ..embedded import database
+from writebehind.embedded import database
+
+from . import CHECKOUT, checkout_env
 from ._gunicorn import serve
 from ._load import ClientResult, LoadGenerator, Target
 
 __all__ = ["AppResult", "format_app_results", "run"]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flask_app.py"
+EXAMPLE = CHECKOUT / "examples" / "flask_app.py"
 EXAMPLE_VARIABLE = "WRITEBEHIND_BENCH_EXAMPLE"
-"""How the server is told where the example is (see writebehind.bench._app_server)."""
+"""How the server is told where the example is (see benchmarks.research._app_server)."""
 TABLE = "last_visits"
 ROUNDS = 5
 MAX_WARMUP = 1.0
@@ -175,7 +176,7 @@ def _measure(
     warmup = min(MAX_WARMUP, per_round)
     with (
         psycopg.connect(conninfo, autocommit=True) as conn,
-        serve("writebehind.bench._app_server:app", workers=workers, env=env) as server,
+        serve("benchmarks.research._app_server:app", workers=workers, env=env) as server,
         LoadGenerator(server.port, clients) as load,
     ):
         for endpoint in ENDPOINTS:
@@ -251,11 +252,9 @@ def _check_arguments(seconds: object, clients: object, workers: object) -> None:
 
 def _server_env(conninfo: str) -> dict[str, str]:
     env = {**os.environ, "WRITEBEHIND_DSN": conninfo, EXAMPLE_VARIABLE: str(EXAMPLE)}
-    # Single-process metrics, as without gunicorn.conf.py; and this very package imported.
+    # Single-process metrics, as without gunicorn.conf.py; and this very checkout imported.
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    return env
+    return checkout_env(env)
 
 
 def _prepare_table(env: dict[str, str], conninfo: str, existed: bool) -> None:

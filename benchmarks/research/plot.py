@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .throughput import Cell
+from writebehind.tools.bench.throughput import Cell
 
 __all__ = ["plot_throughput"]
 

@@ -20,11 +20,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..postgres.upsert import PostgresUpsert
-from ..queue.core import WriteBehindQueue
-from .stats import Rates
-from .throughput import turns
-from .workload import CheckFailed
+from writebehind import PostgresUpsert, WriteBehindQueue
+from writebehind.tools.bench.stats import Rates
+from writebehind.tools.bench.throughput import turns
+from writebehind.tools.bench.workload import CheckFailed
 
 __all__ = ["BATCH", "DELETE_EVERY", "KEYS", "DeletesResult", "measure_deletes"]
 

@@ -20,11 +20,11 @@ import psycopg
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
-from ..queue.core import WriteBehindQueue
-from .stats import Rates
-from .throughput import Log, turns
-from .workload import CheckFailed, Workload
-from .writer import FLUSH_TIMEOUT, GivenUp, make_sink
+from writebehind import WriteBehindQueue
+from writebehind.tools.bench.stats import Rates
+from writebehind.tools.bench.throughput import Log, turns
+from writebehind.tools.bench.workload import CheckFailed, Workload
+from writebehind.tools.bench.writer import FLUSH_TIMEOUT, GivenUp, make_sink
 
 __all__ = [
     "Drain",

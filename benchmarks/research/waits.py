@@ -18,10 +18,10 @@ import psycopg
 from psycopg.abc import PQGen
 from psycopg_pool import ConnectionPool
 
-from .raw import raw_copy, raw_executemany
-from .throughput import RAW_COPY, RAW_EXECUTEMANY, Log, side_label
-from .workload import CheckFailed, Workload
-from .writer import writebehind_run
+from writebehind.tools.bench.raw import raw_copy, raw_executemany
+from writebehind.tools.bench.throughput import RAW_COPY, RAW_EXECUTEMANY, Log, side_label
+from writebehind.tools.bench.workload import CheckFailed, Workload
+from writebehind.tools.bench.writer import writebehind_run
 
 __all__ = ["WaitCount", "counting_connection_class", "measure_waits"]
 

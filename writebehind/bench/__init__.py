@@ -1,1 +1,0 @@
-"""Benchmarks shipped with the package: ``python -m writebehind bench``."""
