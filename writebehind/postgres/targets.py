@@ -29,6 +29,7 @@ class Journaled:
         self.written_columns = layout.names
 
     def write(self, rows: Sequence[Params], progress: Sequence[ProgressMark] = ()) -> None:
+        """Write rows of these columns as the sink's write() does."""
         self._write_with(self._layout.writer, rows, progress)
 
     def __repr__(self) -> str:

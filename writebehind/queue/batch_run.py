@@ -72,6 +72,7 @@ class BatchRun:
         """Rows an attempt of which lost its connection after COMMIT was sent."""
 
     def write_all(self) -> None:
+        """Write every row of the batch, or settle it otherwise (Abandoned, OutOfBudget)."""
         pending = list(range(len(self.batch.entries)))
         while pending:
             error = self.attempt(pending)
@@ -231,6 +232,7 @@ class BatchRun:
         )
 
     def isolate_if(self, rows: list[int], error: BaseException | None) -> list[int]:
+        """isolate() ``rows`` if their attempt failed with ``error``."""
         return [] if error is None else self.isolate(rows, error)
 
     def wait(self, rows: int, error: BaseException) -> None:
@@ -264,6 +266,7 @@ class BatchRun:
             raise Abandoned
 
     def unsettled(self) -> list[int]:
+        """The rows neither written nor handed over yet."""
         return [i for i, done in enumerate(self.settled) if not done]
 
     def _claim(self, rows: list[int]) -> list[int]:
@@ -275,6 +278,8 @@ class BatchRun:
         return rows
 
     def reject(self, rows: list[int], error: BaseException, why: str) -> None:
+        """Give up those of ``rows`` not settled yet, with ``error`` (``why`` for the log);
+        those in doubt as in doubt, unless the journal's progress shows them written."""
         rows = self._claim(rows)
         if not rows:
             return
@@ -326,6 +331,7 @@ class BatchRun:
         self.d._give_up(entries, error)
 
     def abandon(self, rows: list[int]) -> None:
+        """Settle those of ``rows`` not settled yet as abandoned at the exit deadline."""
         rows = self._claim(rows)
         if not rows:
             return
