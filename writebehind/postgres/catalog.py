@@ -171,3 +171,19 @@ def written_columns(
     return WrittenColumns(
         (column for column in info.columns if column.name in wanted), info.columns
     )
+
+
+def unwritable(
+    info: TableInfo, written: frozenset[str], columns: Sequence[str] | None
+) -> list[str]:
+    """Why no row of the ``written`` columns could be inserted into the table: one message per
+    NOT NULL column without a default that ``columns`` (as given to the sink) leaves out."""
+    return [
+        f"column {column.name!r} of {info.qualified_name} is NOT NULL without a default, "
+        f"and columns={list(columns or ())} leaves it out: every row would be refused"
+        for column in info.columns
+        if column.not_null
+        and not column.has_default
+        and not column.generated
+        and column.name not in written
+    ]

@@ -27,6 +27,7 @@ from psycopg import errors, sql
 from .._sink import ProgressMark
 from ..errors import SchemaError
 from .catalog import TableInfo, read_table
+from .connections import autocommit
 
 __all__ = [
     "CONFLICT_MARKER",
@@ -34,8 +35,10 @@ __all__ = [
     "ProgressTable",
     "check_marks",
     "check_prefix",
+    "ensured",
     "is_conflict",
     "params",
+    "recorded_in",
 ]
 
 PROGRESS_TABLE = "writebehind_progress"
@@ -311,6 +314,38 @@ def is_conflict(error: BaseException) -> bool:
 def _current_user(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute("SELECT current_user", prepare=False).fetchone()
     return str(row[0]) if row else "?"
+
+
+def ensured(conn: psycopg.Connection[Any], schema: str, *, own: bool) -> ProgressTable:
+    """The progress table of ``schema``, made sure of (created if missing, else checked).
+    ``own``: the connection is the sink's, and its catalog read can end here, so that a
+    table created now is committed at once, for the processes racing to create it."""
+    progress = ProgressTable(schema)
+    if own:
+        conn.commit()
+        with autocommit(conn):
+            progress.ensure(conn)
+    else:
+        progress.ensure(conn)
+    return progress
+
+
+def recorded_in(
+    progress: Sequence[ProgressMark], table: ProgressTable | None
+) -> ProgressTable | None:
+    """The progress table to record ``progress`` in (a sink's ``table``), None for no marks;
+    checks them, and ValueError for marks given to a sink that records none."""
+    if isinstance(progress, tuple) and not progress:
+        return None  # the common case, without a journal: nothing to check
+    marks = check_marks(progress)
+    if not marks:
+        return None
+    if table is None:
+        raise ValueError(
+            "progress marks given to a sink that does not record progress: call "
+            "track_progress() before open() (or configure())"
+        )
+    return table
 
 
 def check_marks(progress: object) -> Sequence[ProgressMark]:

@@ -1,0 +1,50 @@
+"""How the queue names what went wrong in its log lines and errors: an error in one line, the
+keys of rows (cut short), why rows were given up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .batch import Entry
+from .retry import RetryBudget
+
+__all__ = ["describe", "logged_keys", "out_of_budget", "shortened"]
+
+_KEYS_LOGGED = 10  # keys named in one log line when many rows fail together
+_KEY_CHARS = 120  # a key's repr is cut to this in log lines (a refused key may be 16 kB)
+
+
+def out_of_budget(retries: int, budget: RetryBudget) -> str:
+    """Why rows were given up once the retry budget ran out."""
+    limits = []
+    if budget.max_retries is not None:
+        limits.append(f"max_retries={budget.max_retries}")
+    if budget.max_retry_time is not None:
+        limits.append(f"max_retry_time={budget.max_retry_time:g}s")
+    return f"given up after {retries} retries ({', '.join(limits)})"
+
+
+def describe(error: BaseException) -> str:
+    """One line naming the error, its SQLSTATE and its first line of text."""
+    sqlstate = getattr(error, "sqlstate", None)
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if len(text) > 300:
+        text = text[:300] + "…"
+    kind = type(error).__name__
+    return f"{kind} [{sqlstate}] {text}" if sqlstate else f"{kind}: {text}"
+
+
+def logged_keys(entries: Sequence[Entry]) -> str:
+    """The keys of ``entries`` for a log line, the first few of many."""
+    # A row accepted before the catalog was read has no key yet: the row itself is shown.
+    shown = ", ".join(
+        shortened(repr(entry.key if entry.params else entry.row))
+        for entry in entries[:_KEYS_LOGGED]
+    )
+    more = len(entries) - _KEYS_LOGGED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def shortened(text: str) -> str:
+    """``text`` cut for a log line (a refused key may be 16 kB)."""
+    return text if len(text) <= _KEY_CHARS else f"{text[:_KEY_CHARS]}… ({len(text)} chars)"
