@@ -480,10 +480,13 @@ def test_a_full_disk_at_start_lets_the_replay_free_it_before_the_new_journal_is_
     monkeypatch.setattr(
         "writebehind.journal.keeper.SegmentWriter", full_while_the_dead_journal_stays
     )
+    sink.gate = threading.Event()  # the replay is held until the put has met the full disk
+    sink.write_started.clear()
     again = queue(sink, tmp_path, failures)
     again.start()
     with pytest.raises(QueueFull, match="journal is full"):
         again.put_nowait(row("new", 1))  # no journal of its own yet: room is waited for
+    sink.gate.set()
     assert again.flush(10)  # the replay needs no room
     assert wait_until(lambda: not dead.exists(), timeout=10)  # removed once all is done
     again.put(row("new", 1), timeout=10)  # now it can be made
