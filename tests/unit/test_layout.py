@@ -80,3 +80,15 @@ def test_the_cycle_check_finds_a_cycle() -> None:
     graph.add_import(importer="pkg.b", imported="pkg.a")
     graph.add_import(importer="pkg.c", imported="pkg.a")
     assert _cycles(graph) == [["pkg.a", "pkg.b"]]
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    unnamed = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if path.name == "__init__.py" and path.parent != PACKAGE:
+            continue  # a folder's own docstring names its modules
+        if f"`{relative}`" not in page and f"`writebehind/{relative}`" not in page:
+            unnamed.append(relative)
+    assert unnamed == []
