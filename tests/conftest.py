@@ -44,8 +44,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--soak",
         action="store_true",
-        help="run the long versions of the fault tests (1,000 process kills instead of 50)",
+        help="run the long versions: 1,000 process kills instead of 50, outages in real time",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test marked soak is the long version of one that runs by default: only with --soak.
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="a long version: run with --soak")
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
