@@ -17,15 +17,11 @@ in order, on one pytest-xdist worker (``--dist loadfile``), sharing one namespac
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +32,8 @@ from psycopg.conninfo import conninfo_to_dict
 from sybil import Example, Sybil
 from sybil.integration.pytest import SybilFile
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
+
+from tests.conftest import taking_turns
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "app"
@@ -128,20 +126,6 @@ def docs_server(dsn: str) -> dict[str, str]:
     }
 
 
-@contextmanager
-def only_user_of_app(dsn: str) -> Iterator[None]:
-    """Held while a document uses the database ``app`` of the server of ``dsn``: the pytest-xdist
-    workers, or runs, that share a server (WRITEBEHIND_TEST_DSN) take turns; those with a server
-    of their own (the embedded one) each have their own lock, and never wait."""
-    params = conninfo_to_dict(dsn)
-    server = f"{params.get('host') or ''}:{params.get('port') or ''}"
-    digest = hashlib.sha256(server.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"writebehind-docs-{digest}.lock"
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        yield
-
-
 @pytest.fixture(scope="module")  # a Sybil document is a module: once per document
 def docs_document(
     dsn: str, docs_server: dict[str, str], tmp_path_factory: pytest.TempPathFactory
@@ -150,7 +134,7 @@ def docs_document(
     directory of its own."""
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
     saved = {name: os.environ.get(name) for name in [*docs_server, "TEST_DSN"]}
-    with only_user_of_app(dsn):
+    with taking_turns(dsn, DATABASE):  # workers sharing a server share its app
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(drop)
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
