@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import itertools
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from tests.fakes import FakeSink
 from writebehind.embedded import database
@@ -44,8 +49,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--soak",
         action="store_true",
-        help="run the long versions of the fault tests (1,000 process kills instead of 50)",
+        help="run the long versions: 1,000 process kills instead of 50, outages in real time",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test marked soak is the long version of one that runs by default: only with --soak.
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="a long version: run with --soak")
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +128,35 @@ def select(db: psycopg.Connection[Any], table: str, columns: str = "*") -> list[
     """Every row of ``table``, ordered by its first column."""
     query = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(sql.SQL(columns), sql.Identifier(table))
     return db.execute(query).fetchall()
+
+
+@contextmanager
+def taking_turns(dsn: str, name: str) -> Iterator[None]:
+    """Held while a test uses ``name``, a table or database whose name is fixed (an example's
+    table, the docs' database ``app``), on the server of ``dsn``: pytest-xdist workers, or
+    runs, that share a server (WRITEBEHIND_TEST_DSN) take turns; a worker with a server of its
+    own (the embedded one) has locks of its own, and never waits."""
+    params = conninfo_to_dict(dsn)
+    place = "|".join(str(params.get(key) or "") for key in ("host", "port", "dbname"))
+    digest = hashlib.sha256(f"{place}|{name}".encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"writebehind-test-{digest}.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+@pytest.fixture(autouse=True)
+def shared_names(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked ``shares(name, ...)`` takes turns on those names (see taking_turns)."""
+    mark = request.node.get_closest_marker("shares")
+    if mark is None:
+        yield
+        return
+    dsn: str = request.getfixturevalue("dsn")
+    with ExitStack() as turns:
+        for name in mark.args:
+            turns.enter_context(taking_turns(dsn, name))
+        yield
 
 
 def waiting_on_a_lock(db: psycopg.Connection[Any]) -> bool:

@@ -1,9 +1,9 @@
 """Sybil runs every Python and SQL block of README.md and docs/*.md against the test server.
 
-Each document gets a clean database ``app`` (its ``public`` schema dropped and made again), a
-working directory of its own, and libpq's environment (PGHOST, PGPORT, PGUSER, PGPASSWORD)
-pointed at the test server, so that a snippet's ``PostgresUpsert("dbname=app", ...)`` runs as
-written. Blocks run in order, sharing one namespace per document:
+Each document gets a database ``app`` made for it (and dropped after), a working directory of
+its own, and libpq's environment (PGHOST, PGPORT, PGUSER, PGPASSWORD) pointed at the test
+server, so that a snippet's ``PostgresUpsert("dbname=app", ...)`` runs as written. Blocks run
+in order, on one pytest-xdist worker (``--dist loadfile``), sharing one namespace per document:
 
 - a ``python`` block is executed; one whose first line names a file (``# myapp.py``) is written
   to that file in the document's directory instead, and a ``# test_*.py`` one is then run by
@@ -32,6 +32,8 @@ from psycopg.conninfo import conninfo_to_dict
 from sybil import Example, Sybil
 from sybil.integration.pytest import SybilFile
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
+
+from tests.conftest import taking_turns
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "app"
@@ -114,44 +116,41 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 @pytest.fixture(scope="session")
-def docs_server(dsn: str) -> Iterator[dict[str, str]]:
-    """The libpq environment that points a bare ``dbname=app`` at the test server, whose
-    database ``app`` is made for the docs' snippets (and dropped after)."""
+def docs_server(dsn: str) -> dict[str, str]:
+    """The libpq environment that points a bare ``dbname=app`` at the test server."""
     params = conninfo_to_dict(dsn)
-    environment = {
+    return {
         variable: str(params[key])
         for key, variable in LIBPQ_VARIABLES.items()
         if params.get(key) not in (None, "")
     }
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(drop)
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    yield environment
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(drop)
 
 
 @pytest.fixture(scope="module")  # a Sybil document is a module: once per document
 def docs_document(
-    docs_server: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    dsn: str, docs_server: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
-    """A clean database ``app``, libpq's environment set, and a working directory of its own."""
+    """A fresh database ``app`` (dropped after), libpq's environment set, and a working
+    directory of its own."""
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
     saved = {name: os.environ.get(name) for name in [*docs_server, "TEST_DSN"]}
-    os.environ.update(docs_server)
-    os.environ["TEST_DSN"] = f"dbname={DATABASE}"  # the Flask page's test reads it
-    with psycopg.connect(f"dbname={DATABASE}", autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-    folder = tmp_path_factory.mktemp("document")
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with taking_turns(dsn, DATABASE):  # workers sharing a server share its app
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(drop)
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        os.environ.update(docs_server)
+        os.environ["TEST_DSN"] = f"dbname={DATABASE}"  # the Flask page's test reads it
+        folder = tmp_path_factory.mktemp("document")
+        previous = Path.cwd()
+        os.chdir(folder)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(drop)

@@ -29,6 +29,7 @@ def gunicorn_children() -> set[int]:
     return found
 
 
+@pytest.mark.shares("last_visits")  # the example's table: workers sharing a server take turns
 def test_three_endpoints_answer_and_every_accepted_visit_is_in_the_table(
     dsn: str, db: psycopg.Connection[Any]
 ) -> None:
@@ -56,6 +57,7 @@ def test_three_endpoints_answer_and_every_accepted_visit_is_in_the_table(
     assert "writebehind" in table and f"{writebehind.accepted:,} accepted (all)" in table
 
 
+@pytest.mark.shares("last_visits")  # the example's table: workers sharing a server take turns
 def test_a_table_that_existed_keeps_its_own_rows(dsn: str, db: psycopg.Connection[Any]) -> None:
     db.execute("DROP TABLE IF EXISTS last_visits")
     db.execute(

@@ -53,6 +53,7 @@ def test_quickstart(dsn: str, clean: list[str]) -> None:
     assert "persisted 3000, failed 1 ['broken']" in result.stdout
 
 
+@pytest.mark.shares("last_visits")  # the example's table: workers sharing a server take turns
 def test_flask_app_self_check(dsn: str, clean: list[str]) -> None:
     clean.append("last_visits")
     result = run_example("flask_app.py", "--dsn", dsn, "--requests", "500")
@@ -162,6 +163,7 @@ def test_metrics_server_serves_what_the_dashboard_queries(dsn: str, clean: list[
     assert "stopped: Metrics(total_enqueued=2000, total_persisted=1996, total_failed=4" in out
 
 
+@pytest.mark.shares("last_visits")  # the example's table: workers sharing a server take turns
 def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
     dsn: str, db: psycopg.Connection[Any], tmp_path: Path, clean: list[str]
 ) -> None:
@@ -254,6 +256,7 @@ def test_flask_app_under_gunicorn_preload_with_multiprocess_metrics(
     )
 
 
+@pytest.mark.shares("last_visits")  # the example's table: workers sharing a server take turns
 def test_a_killed_gunicorn_worker_loses_no_visit_and_its_replacement_counts_each_once(
     dsn: str, db: psycopg.Connection[Any], tmp_path: Path, clean: list[str]
 ) -> None:

@@ -79,7 +79,7 @@ def test_a_server_process_that_stops_answering_has_its_connection_cut(
 
 @pytest.mark.timeout(180)
 def test_writing_resumes_within_seconds_of_the_server_coming_back(
-    private_server: PrivateServer,
+    private_server: PrivateServer, request: pytest.FixtureRequest
 ) -> None:
     with psycopg.connect(private_server.dsn, autocommit=True) as db:
         create(db, "items", "id int PRIMARY KEY, v int")
@@ -90,9 +90,15 @@ def test_writing_resumes_within_seconds_of_the_server_coming_back(
         wb.put({"id": 0, "v": 0})
         assert wb.flush(timeout=30)
         private_server.stop()
+        stopped = time.monotonic()
         for i in range(1, 101):
             wb.put({"id": i, "v": i})
-        time.sleep(30)  # the outage: long enough for the backoff to reach its cap
+        # The outage lasts until the backoff has reached its cap (the default 2 s, from 0.1 s
+        # doubling: the 6th retry) and waited at it twice, and past the pool's own
+        # reconnect_timeout (connect_timeout, 5 s); --soak holds it for 30 s.
+        assert wait_until(lambda: wb.metrics().total_retries >= 8, timeout=60)
+        outage = 30.0 if request.config.getoption("--soak") else 5.0 + 1.0
+        time.sleep(max(0.0, stopped + outage - time.monotonic()))
         private_server.start()
         back = time.monotonic()
         assert wb.flush(timeout=60)
@@ -102,8 +108,67 @@ def test_writing_resumes_within_seconds_of_the_server_coming_back(
     assert (m.total_persisted, m.total_failed) == (101, 0)
 
 
-@pytest.mark.timeout(400)
+class SteppedClock:
+    """The monotonic clock, which the test can move forward: a queue given it lives through
+    minutes of its retry budget in seconds, its backoff and connection attempts still real."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self._offset
+
+    def move_to(self, when: float) -> None:
+        """Read ``when`` from now on (never earlier than now: the clock is monotonic)."""
+        self._offset += max(0.0, when - self())
+
+
 def test_with_the_defaults_a_minute_is_ridden_out_and_rows_are_given_up_after_two(
+    private_server: PrivateServer,
+) -> None:
+    """As the test below, on a clock that skips the waits: the retry budget is counted on the
+    queue's clock, which is moved on while the queue keeps retrying a stopped server."""
+    with psycopg.connect(private_server.dsn, autocommit=True) as db:
+        create(db, "items", "id int PRIMARY KEY, v int")
+    clock = SteppedClock()
+    failures: list[tuple[float, list[Mapping[str, Any]], BaseException]] = []
+    wb = WriteBehindQueue(
+        PostgresUpsert(private_server.dsn, "items", "id"),
+        registry=None,
+        on_failure=lambda rows, error: failures.append((clock(), rows, error)),
+        clock=clock,
+    )
+
+    def retried(times: int) -> bool:
+        """Whether the queue retries ``times`` more times (it is still riding the outage)."""
+        target = wb.metrics().total_retries + times
+        return wait_until(lambda: wb.metrics().total_retries >= target, timeout=30)
+
+    with wb:
+        wb.put({"id": 0, "v": 0})
+        assert wb.flush(timeout=30)
+        private_server.stop()
+        stopped = clock()
+        for i in range(1, 1501):  # three default batches
+            wb.put({"id": i, "v": i})
+        assert retried(1)
+        clock.move_to(stopped + 70)
+        assert retried(2)  # a minute later the queue retries, and nothing is given up
+        assert failures == [] and wb.pending_rows() == 1500
+        clock.move_to(stopped + 115)  # the rest of the two minutes runs out in real time
+        assert wb.flush(timeout=60)
+    given_up = [row["id"] for _, rows, _ in failures for row in rows]
+    assert given_up == list(range(1, 1501))  # in put order
+    first, last = failures[0][0] - stopped, failures[-1][0] - stopped
+    # Default max_retry_time: 120 s from the first failure; later batches add one attempt each.
+    assert 118 <= first <= 130, f"first rows given up after {first:.1f}s"
+    assert last - first < 3 * 5 + 5, f"the last batch followed {last - first:.1f}s later"
+    assert all(isinstance(error, psycopg.OperationalError) for _, _, error in failures)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(400)
+def test_with_the_defaults_a_minute_is_ridden_out_in_real_time(
     private_server: PrivateServer,
 ) -> None:
     with psycopg.connect(private_server.dsn, autocommit=True) as db:
