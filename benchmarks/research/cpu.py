@@ -41,13 +41,15 @@ def _stat_fields(pid: int | str) -> list[str]:
 
 def _server_ticks(postmaster: int) -> int:
     """The postmaster's CPU ticks and its reaped children's, plus every live child's."""
-    fields = _stat_fields(postmaster)
-    # utime, stime, cutime, cstime are fields 14-17 of stat(5), 11-14 here.
-    total = sum(int(value) for value in fields[11:15])
+    # The children first: one reaped after its own stat was read is counted twice (a tick or
+    # two, rarely), where read the other way round one reaped in between was not counted at all.
+    total = 0
     for child in _process_stats():
         if int(child[1]) == postmaster:  # ppid
             total += int(child[11]) + int(child[12])
-    return total
+    fields = _stat_fields(postmaster)
+    # utime, stime, cutime, cstime are fields 14-17 of stat(5), 11-14 here.
+    return total + sum(int(value) for value in fields[11:15])
 
 
 def _process_stats() -> list[list[str]]:
