@@ -114,7 +114,7 @@ def measure_journal(
 
 
 def journal_targets(result: JournalResult) -> list[Target]:
-    """The issue's targets for the journal, judged on ``result``."""
+    """The targets for the journal, judged on ``result``."""
     found = [
         ratio_target(
             f'update path, batch {JOURNAL_BATCH}: sync="process" against no journal',

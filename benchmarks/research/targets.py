@@ -1,4 +1,4 @@
-"""The issue's targets of the research sections, judged on the results of one run; the
+"""The targets of the research sections, judged on the results of one run; the
 throughput section's are the shipped bench's (``writebehind.tools.bench.targets``).
 
 Only the sections that ran are judged. The targets compare sides measured in the same run; a

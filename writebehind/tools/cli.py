@@ -47,16 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
             command.NAME, help=command.HELP, description=command.DESCRIPTION
         )
         command.add_arguments(sub)
+        sub.set_defaults(command_parser=sub)  # its usage line, for an option it does not know
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     if args.command is None:
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         parser.print_help(sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     (command,) = (command for command in COMMANDS if args.command == command.NAME)
+    if unknown:
+        hint = getattr(command, "UNKNOWN_OPTIONS_HINT", "")
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return command.run(args)

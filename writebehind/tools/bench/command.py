@@ -59,6 +59,13 @@ DEFAULT_TABLE = "writebehind_bench"
 MAX_TABLE_BYTES = 50  # room for the suffixes of the tables made beside it, within 63 bytes
 
 
+UNKNOWN_OPTIONS_HINT = (
+    "\n(the research sections and their options, --only, --app and --plot among them, run from "
+    "a source checkout: python -m benchmarks.research --help)"
+)
+"""Said after an option the bench does not know."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the bench command."""
     from .writer import METHODS
@@ -125,6 +132,8 @@ class Settings:
     table: str
     sections: list[str] = field(default_factory=lambda: ["throughput"])
     notes: list[str] = field(default_factory=list)
+    quick: bool = False
+    """A smoke run: too few rows and runs for its targets to mean anything."""
 
 
 class UsageError(Exception):
@@ -155,6 +164,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         )
     return Settings(
         dsn=args.dsn,
+        quick=quick,
         rows=args.rows or (QUICK_ROWS if quick else DEFAULT_ROWS),
         runs=args.runs or (QUICK_RUNS if quick else DEFAULT_RUNS),
         batch_sizes=list(
@@ -250,6 +260,8 @@ class Bench:
         found = self.targets(results)
         if found:
             self.emit("\n## Targets (same run)\n")
+            if s.quick:
+                self.emit("A --quick run has too few rows and runs to judge by; a full run does.\n")
             for target in found:
                 self.emit(target.line())
         minutes = (time.perf_counter() - started) / 60

@@ -1,4 +1,4 @@
-"""The issue's targets, judged on the results of one run of the bench command.
+"""The targets, judged on the results of one run of the bench command.
 
 Only the sections that ran are judged (here the throughput section; ``benchmarks/research``
 judges its own beside). The targets compare sides measured in the same run; a
