@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .private import PRIVATE_FILE, make_folder, make_folders, open_private
 from .reader import Record, SegmentReader
 from .segment_files import _SUFFIX, _fsync_dir
 
@@ -47,7 +48,7 @@ class _InstanceLock:
 def _try_lock(directory: Path) -> _InstanceLock | None:
     """Lock an existing instance directory if no process holds it."""
     try:
-        fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
+        fd = open_private(directory / _LOCK_NAME, os.O_RDWR)
     except FileNotFoundError:
         if any(directory.glob(f"*{_SUFFIX}")):
             # Its process may still be alive, holding a lock on a file since deleted: taking
@@ -91,15 +92,15 @@ def _new_instance(root: Path, queue: str, name: str | None = None) -> _InstanceL
     if not queue or "/" in queue or queue.startswith("."):
         raise ValueError(f"queue: {queue!r} cannot name a directory")
     parent = root / queue
-    parent.mkdir(parents=True, exist_ok=True)
+    make_folders(parent)
     name = name or instance_name()
     # Built under a hidden name and locked before it is renamed into view: take_over() never
     # sees an instance that is not locked yet.
     staging = parent / f".{name}.new"
-    staging.mkdir()
+    make_folder(staging)
     fd = -1
     try:
-        fd = os.open(staging / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_private(staging / _LOCK_NAME, os.O_RDWR | os.O_CREAT)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         final = parent / name
         os.rename(staging, final)
@@ -149,8 +150,13 @@ def _remove_instance(directory: Path) -> None:
         if path.name.endswith(".corrupt"):
             if kept.exists() and not kept.is_dir():  # something else took the name
                 kept = directory.parent / f".corrupt-{secrets.token_hex(4)}"
-            kept.mkdir(exist_ok=True)
-            os.replace(path, kept / f"{directory.name}.{path.name}")
+            if not kept.is_dir():
+                with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+                    make_folder(kept)
+            moved = kept / f"{directory.name}.{path.name}"
+            os.replace(path, moved)
+            if not moved.is_symlink():
+                os.chmod(moved, PRIVATE_FILE)  # set aside by an older version, maybe 0644
         elif path.name == _LOCK_NAME:
             continue
         elif path.is_dir() and not path.is_symlink():

@@ -31,6 +31,7 @@ from typing import Any
 from .._sink import Deletion, Params, RowLayout
 from . import codec
 from .options import Journal
+from .private import check_journal_folders, read_private, write_private
 from .progress import Done, ProgressTracker
 from .segments import SegmentWriter, instance_name
 
@@ -168,7 +169,7 @@ _MOST_LANES = 64  # claimed when a journal does not say (killed before it could)
 def lanes_of(directory: Path) -> list[str]:
     """The lane names of the journal in ``directory``: "intake" and one per writer."""
     try:
-        lanes = int((directory / _LANES_FILE).read_text())
+        lanes = int(read_private(directory / _LANES_FILE).decode())
     except (OSError, ValueError):
         lanes = _MOST_LANES
     return [lane_name(INTAKE_LANE), *map(lane_name, range(lanes))]
@@ -196,6 +197,7 @@ class QueueJournal:
         self.instance = instance_name()
         self.prefix = f"{queue}/{self.instance}/"
         self.path = options.root / queue / self.instance
+        check_journal_folders(options.root, queue)  # PermissionError: others could reach it
         self.tracker = ProgressTracker(owner=self.prefix)
         self._lanes = lanes
         self._sources = [self.prefix + lane_name(lane) for lane in range(lanes)]
@@ -231,7 +233,7 @@ class QueueJournal:
                 name=self.instance,
             )
             # Its lanes, for the process that replays it to claim each one's progress.
-            (writer.path / _LANES_FILE).write_text(f"{self._lanes}\n")
+            write_private(writer.path / _LANES_FILE, f"{self._lanes}\n".encode())
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 if not self._said_full:

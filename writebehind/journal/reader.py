@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .framing import HEADER_SIZE, META_SEQ, RECORD_OVERHEAD, _Scan, _scan, encode_header
+from .private import open_private, read_private
 from .segment_files import _fsync_dir, _segments
 
 __all__ = ["ReadStats", "Record", "SegmentReader"]
@@ -66,7 +67,7 @@ class SegmentReader:
         for index, (number, path) in enumerate(segments):
             is_last = index == len(segments) - 1
             try:
-                data = path.read_bytes()
+                data = read_private(path)
             except OSError as error:  # a directory or a loop where a segment was: set aside
                 self._unreadable(path, error)
                 continue
@@ -136,7 +137,7 @@ class SegmentReader:
                 cut,
             )
             if self.repair and not damaged:
-                with open(path, "r+b") as f:
+                with os.fdopen(open_private(path, os.O_RDWR), "r+b") as f:
                     f.truncate(scan.torn_tail)
                     os.fsync(f.fileno())
         if not damaged:
@@ -162,7 +163,7 @@ class SegmentReader:
         tmp = path.with_name(path.name + ".tmp")
         first = seqs[0] if seqs else 0
         good = b"".join(data[start:end] for _seq, start, end in scan.records)
-        with open(tmp, "wb") as f:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
             f.write(encode_header(first) + good)
             f.flush()
             os.fsync(f.fileno())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import JournalVersionError
 from .framing import HEADER_SIZE, META_SEQ, _header_first_seq, _scan
+from .private import open_private, read_private
 
 _SUFFIX = ".seg"
 
@@ -52,10 +53,10 @@ def _segments(directory: Path) -> list[tuple[int, Path]]:
 
 def _first_seq(path: Path, number: int) -> int:
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_private(path, os.O_RDONLY), "rb") as f:
             first = _header_first_seq(f.read(HEADER_SIZE))
         if first is None:
-            scan = _scan(path.read_bytes(), 0)
+            scan = _scan(read_private(path), 0)
             first = next((seq for seq, _s, _e in scan.records if seq != META_SEQ), None)
     except OSError:
         first = None  # unreadable: the reader sets it aside in its turn

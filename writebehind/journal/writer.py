@@ -18,6 +18,7 @@ from .errors import JournalClosed, JournalFull, JournalSyncError
 from .framing import HEADER_SIZE, META_SEQ, RECORD_OVERHEAD, encode_header, encode_record
 from .group_commit import GroupCommit, SyncMode, _check_sync
 from .instances import _new_instance, _remove_instance
+from .private import open_private
 from .segment_files import _fsync_dir, _Segment, _segment_name
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_SEGMENT_BYTES", "SegmentWriter"]
@@ -322,7 +323,7 @@ class SegmentWriter(GroupCommit):
     def _open_segment(self, first_seq: int) -> None:
         number = self._segments[-1].number + 1 if self._segments else 1
         path = self.path / _segment_name(number)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
         # The meta records every segment starts with, so that its records never need those
         # of a segment released before it.
         header = encode_header(first_seq) + b"".join(

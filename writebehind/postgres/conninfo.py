@@ -7,9 +7,9 @@ SQLSTATE, which the queue would take for an outage and retry until ``max_retry_t
 from __future__ import annotations
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-__all__ = ["conninfo_problem"]
+__all__ = ["conninfo_problem", "without_secrets"]
 
 # The values libpq accepts for the options whose values it checks before connecting.
 _CHOICES = {
@@ -48,3 +48,15 @@ def conninfo_problem(conninfo: str) -> str | None:
     if hosts and port and 1 < _count(port) != hosts[0]:
         return f"{_count(port)} port numbers for {hosts[0]} hosts: give one port, or one per host"
     return None
+
+
+_SECRETS = ("password", "sslpassword")
+
+
+def without_secrets(conninfo: str) -> str:
+    """``conninfo`` as it may be shown (in a repr, a log line): its passwords left out."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return "(a conninfo libpq cannot parse)"
+    return make_conninfo("", **{k: v for k, v in params.items() if k not in _SECRETS and v})

@@ -269,8 +269,8 @@ class Layout:
             if isinstance(value, datetime) and value.tzinfo is None:
                 if rules.naive_timezone is None:
                     raise ValueError(
-                        f"column {name!r} is timestamptz but got a naive datetime ({value}); "
-                        "give it a tzinfo"
+                        f"column {name!r} is timestamptz but got a naive datetime; give it a "
+                        "tzinfo (or the sink a naive_timezone)"
                     )
                 values[index] = value.replace(tzinfo=rules.naive_timezone)
         for index in self._delete_text:
@@ -349,8 +349,8 @@ class Layout:
                     values[index] = value.replace(tzinfo=self.rules.naive_timezone)
                     continue
                 raise ValueError(
-                    f"column {name!r} is timestamptz but got a naive datetime ({value}); "
-                    "give it a tzinfo"
+                    f"column {name!r} is timestamptz but got a naive datetime; give it a "
+                    "tzinfo (or the sink a naive_timezone)"
                 )
         return tuple(values)
 

@@ -34,6 +34,7 @@ from .configuration import (
     table_schema_key,
 )
 from .connections import SinkConnections
+from .conninfo import without_secrets
 from .deferred import deferred_checked
 from .layout import Layout, Rules, journaled, of_sink
 from .methods import Writer
@@ -163,6 +164,11 @@ class PostgresUpsert:
     def name(self) -> str:
         """The table name: the default name of a queue over this sink."""
         return self.table
+
+    def __repr__(self) -> str:
+        conninfo = self._connections.conninfo
+        where = "through a pool" if conninfo is None else f"on {without_secrets(conninfo)!r}"
+        return f"<PostgresUpsert {self.table!r} {where}>"  # never a password: it may be logged
 
     @property
     def written_columns(self) -> tuple[str, ...]:

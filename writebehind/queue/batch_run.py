@@ -51,6 +51,7 @@ class Deliverer(Protocol):
     _read_progress: Callable[[str], dict[str, tuple[int, frozenset[int]]]] | None
     _settling: threading.Lock
     _deletes: Callable[[], bool]
+    _key_columns: tuple[str, ...]
 
 
 class BatchRun:
@@ -321,7 +322,7 @@ class BatchRun:
             self.d._name,
             len(rows),
             why,
-            logged_keys(entries),
+            logged_keys(entries, self.d._key_columns),
             describe(error),
         )
         weight = sum(self.batch.weights[i] for i in rows)
@@ -351,14 +352,14 @@ class BatchRun:
                 "the journal for the next start, keys %s",
                 self.d._name,
                 weight,
-                logged_keys(entries),
+                logged_keys(entries, self.d._key_columns),
             )
             return
         logger.error(
             "queue %s: %d rows abandoned (exit deadline or abandon()), not written, keys %s",
             self.d._name,
             weight,
-            logged_keys(entries),
+            logged_keys(entries, self.d._key_columns),
         )
         self.d._give_up(entries, error)
 

@@ -10,7 +10,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .delivery import describe, shortened
+from .delivery import describe
+from .log_text import shortened, unchecked_key
 
 __all__ = ["FailureCallbacks"]
 
@@ -38,12 +39,15 @@ class FailureCallbacks:
         callback: Callback,
         threads: set[int],
         clock: Callable[[], float] = time.monotonic,
+        key_columns: tuple[str, ...] = (),
     ) -> None:
         self._name = name
+        self._key_columns = key_columns  # what the log names a row by: its key, no other value
         self._callback = callback
         self._threads = threads
         self._clock = clock
-        self._items: deque[tuple[list[Mapping[str, Any]], BaseException]] = deque()
+        # Each call's rows, error, and the rows' keys (None: not checked yet), for the log.
+        self._items: deque[tuple[list[Mapping[str, Any]], BaseException, list[Any]]] = deque()
         self._changed = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self.handed = 0
@@ -51,10 +55,13 @@ class FailureCallbacks:
         self.running_since: float | None = None
         """When the callback under way was called, by ``clock`` (None: none is running)."""
 
-    def hand(self, rows: list[Mapping[str, Any]], error: BaseException) -> None:
-        """Queue one call; returns at once."""
+    def hand(
+        self, rows: list[Mapping[str, Any]], error: BaseException, keys: list[Any] | None = None
+    ) -> None:
+        """Queue one call; returns at once. ``keys``: the rows' keys, for the log that names
+        the rows never handed over (None for a row not checked yet)."""
         with self._changed:
-            self._items.append((rows, error))
+            self._items.append((rows, error, keys or [None] * len(rows)))
             self.handed += 1
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -73,14 +80,17 @@ class FailureCallbacks:
         been made (a call before it did not return), so that none ends unreported."""
         with self._changed:
             items = list(self._items)
-        for rows, error in items:
+        for rows, error, keys in items:
             logger.error(
                 "queue %s: on_failure never received %d rows (%s), an earlier call had not "
                 "returned when the process ended: %s",
                 self._name,
                 len(rows),
                 describe(error),
-                ", ".join(shortened(repr(row)) for row in rows),
+                ", ".join(
+                    unchecked_key(row, self._key_columns) if key is None else shortened(repr(key))
+                    for row, key in zip(rows, keys, strict=True)
+                ),
             )
 
     def wait(self, upto: int, timeout: float | None) -> bool:
@@ -99,7 +109,7 @@ class FailureCallbacks:
                     ):
                         self._thread = None  # ends; the next hand() starts another
                         return
-                    rows, error = self._items.popleft()
+                    rows, error, _keys = self._items.popleft()
                     self.running_since = self._clock()
                 try:
                     self._callback(rows, error)

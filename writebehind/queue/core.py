@@ -489,4 +489,5 @@ class WriteBehindQueue:
     def _give_up(self, entries: list[Entry], error: BaseException) -> None:
         # Already logged with their keys; on_failure runs on a thread of its own.
         if self._callbacks is not None:
-            self._callbacks.hand([entry.row for entry in entries], error)
+            keys = [entry.key if entry.params else None for entry in entries]
+            self._callbacks.hand([entry.row for entry in entries], error, keys)

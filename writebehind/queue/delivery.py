@@ -83,6 +83,9 @@ class Delivery:
         )
         self._read_progress: Callable[[str], dict[str, tuple[int, frozenset[int]]]] | None = None
         self._name = name
+        # The key columns the sink was given: how a row given up before it opened is logged.
+        key = getattr(sink, "key", None)
+        self._key_columns: tuple[str, ...] = tuple(key) if isinstance(key, (tuple, list)) else ()
         self._budget = budget
         self._backoff = backoff
         self._stats = stats

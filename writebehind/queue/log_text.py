@@ -3,12 +3,12 @@ keys of rows (cut short), why rows were given up."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .batch import Entry
 from .retry import RetryBudget
 
-__all__ = ["describe", "logged_keys", "out_of_budget", "shortened"]
+__all__ = ["describe", "logged_keys", "out_of_budget", "shortened", "unchecked_key"]
 
 _KEYS_LOGGED = 10  # keys named in one log line when many rows fail together
 _KEY_CHARS = 120  # a key's repr is cut to this in log lines (a refused key may be 16 kB)
@@ -34,15 +34,23 @@ def describe(error: BaseException) -> str:
     return f"{kind} [{sqlstate}] {text}" if sqlstate else f"{kind}: {text}"
 
 
-def logged_keys(entries: Sequence[Entry]) -> str:
-    """The keys of ``entries`` for a log line, the first few of many."""
-    # A row accepted before the catalog was read has no key yet: the row itself is shown.
+def logged_keys(entries: Sequence[Entry], key_columns: Sequence[str] = ()) -> str:
+    """The keys of ``entries`` for a log line, the first few of many: never other values of
+    their rows, which may be personal data."""
     shown = ", ".join(
-        shortened(repr(entry.key if entry.params else entry.row))
+        shortened(repr(entry.key)) if entry.params else unchecked_key(entry.row, key_columns)
         for entry in entries[:_KEYS_LOGGED]
     )
     more = len(entries) - _KEYS_LOGGED
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def unchecked_key(row: object, key_columns: Sequence[str]) -> str:
+    """The key of a row accepted before the catalog was read (so never converted): its key
+    columns as given, when the sink names them; else no value at all."""
+    if key_columns and isinstance(row, Mapping) and all(c in row for c in key_columns):
+        return shortened(repr({column: row[column] for column in key_columns}))
+    return "(a row not checked yet)"
 
 
 def shortened(text: str) -> str:

@@ -119,8 +119,12 @@ def build_parts(
         clock=clock,
         name=name,
     )
+    key = getattr(sink, "key", None)
+    key_columns = tuple(key) if isinstance(key, (tuple, list)) else ()
     callbacks = (
-        None if on_failure is None else FailureCallbacks(name, on_failure, own_threads, clock)
+        None
+        if on_failure is None
+        else FailureCallbacks(name, on_failure, own_threads, clock, key_columns)
     )
     return Parts(buffer, lanes, stats, opener, abandon, own_threads, intake, writing, callbacks)
 
