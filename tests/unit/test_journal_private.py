@@ -187,3 +187,83 @@ def test_a_link_planted_where_the_next_segment_goes_is_not_written_through(
             writer.append([f"{seq}".encode() * 20])
     assert target.read_bytes() == b"theirs"
     writer.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_sticky_folder_of_another_user_is_refused(tmp_path: Path) -> None:
+    """Sticky protects entries from other users, not from the folder's owner."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chmod(theirs, 0o1777)
+    os.chown(theirs, 54321, -1)
+    refused = rf"journal {theirs}: (other users may write|this folder belongs to another user)"
+    with pytest.raises(PermissionError, match=refused):
+        queue(ProgressSink(), theirs).start()
+    assert list(theirs.iterdir()) == []
+
+
+def test_a_folder_made_by_someone_else_after_start_is_refused_at_the_first_put(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "journal"
+    wb = queue(ProgressSink(), root)
+    wb.start()  # nothing to check yet: the journal's folders are made by the first put
+    root.mkdir()
+    os.chmod(root, 0o777)  # made meanwhile, open to everyone
+    with pytest.raises(PermissionError, match=f"journal {root}: other users may write"):
+        wb.put(row(1, 1))
+    assert list(root.iterdir()) == []
+    wb.close(10)
+
+
+def test_a_link_in_place_of_the_corrupt_folder_is_not_followed(tmp_path: Path) -> None:
+    with SegmentWriter(tmp_path, "q", segment_bytes=200) as writer:
+        for seq in range(1, 10):
+            writer.append([f"{seq}".encode() * 20])
+        directory = writer.path
+    first = sorted(directory.glob("*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[0:8] = b"notmagic"
+    first.write_bytes(bytes(data))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o777)
+    (tmp_path / "q" / ".corrupt").symlink_to(elsewhere)
+    [orphan] = take_over(tmp_path, "q")
+    assert len(list(orphan.records())) == 9
+    orphan.remove()
+    assert list(elsewhere.iterdir()) == []
+    [kept] = [p for p in (tmp_path / "q").iterdir() if p.name.startswith(".corrupt-")]
+    assert not_private(kept) == {}
+
+
+def test_a_looser_corrupt_folder_is_tightened(tmp_path: Path) -> None:
+    with SegmentWriter(tmp_path, "q", segment_bytes=200) as writer:
+        for seq in range(1, 10):
+            writer.append([f"{seq}".encode() * 20])
+        directory = writer.path
+    first = sorted(directory.glob("*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[0:8] = b"notmagic"
+    first.write_bytes(bytes(data))
+    kept = tmp_path / "q" / ".corrupt"
+    kept.mkdir()
+    os.chmod(kept, 0o755)
+    [orphan] = take_over(tmp_path, "q")
+    list(orphan.records())
+    orphan.remove()
+    assert not_private(kept) == {}
+
+
+def test_a_link_in_place_of_an_instance_folder_is_not_replayed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with SegmentWriter(tmp_path / "elsewhere", "q", segment_bytes=200) as writer:
+        writer.append([b"theirs" * 5])
+        planted = writer.path
+    (tmp_path / "q").mkdir(mode=0o700)
+    link = tmp_path / "q" / "0000000000000001-host-1-deadbeef"
+    link.symlink_to(planted)
+    with caplog.at_level(logging.ERROR, logger="writebehind.journal"):
+        assert take_over(tmp_path, "q") == []
+    assert f"journal {link} is a symbolic link" in caplog.text
+    assert any(planted.glob("*.seg"))  # neither read nor removed through the link

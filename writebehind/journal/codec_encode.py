@@ -106,8 +106,8 @@ def _encode_other(value: Any, out: _Out, depth: int) -> None:
         _encode_str(str(value), out, depth)
     else:
         raise _Unencodable(
-            f"a value of type {_type_name(kind)} cannot be journaled "
-            f"({_short(value)}); convert it to a plain type first"
+            f"a value of type {_type_name(kind)} cannot be journaled; convert it to a plain "
+            "type first"
         )
 
 

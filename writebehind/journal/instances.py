@@ -13,11 +13,19 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .private import PRIVATE_FILE, make_folder, make_folders, open_private
+from .private import (
+    PRIVATE_FILE,
+    check_journal_folders,
+    make_folder,
+    make_folders,
+    make_private,
+    open_private,
+)
 from .reader import Record, SegmentReader
 from .segment_files import _SUFFIX, _fsync_dir
 
@@ -92,7 +100,11 @@ def _new_instance(root: Path, queue: str, name: str | None = None) -> _InstanceL
     if not queue or "/" in queue or queue.startswith("."):
         raise ValueError(f"queue: {queue!r} cannot name a directory")
     parent = root / queue
+    # Checked at start, and again now: made meanwhile by someone else, they are refused here,
+    # before anything is made in them, and after (a folder swapped in meanwhile).
+    check_journal_folders(root, queue)
     make_folders(parent)
+    check_journal_folders(root, queue)
     name = name or instance_name()
     # Built under a hidden name and locked before it is renamed into view: take_over() never
     # sees an instance that is not locked yet.
@@ -148,14 +160,17 @@ def _remove_instance(directory: Path) -> None:
     kept = directory.parent / ".corrupt"
     for path in directory.iterdir():
         if path.name.endswith(".corrupt"):
-            if kept.exists() and not kept.is_dir():  # something else took the name
-                kept = directory.parent / f".corrupt-{secrets.token_hex(4)}"
-            if not kept.is_dir():
+            if kept.is_symlink() or (kept.exists() and not kept.is_dir()):
+                kept = directory.parent / f".corrupt-{secrets.token_hex(4)}"  # not that one
+            if kept.is_dir():
+                make_private(kept)  # made by an older version, maybe 0755
+            else:
                 with contextlib.suppress(FileExistsError):  # made meanwhile by another process
                     make_folder(kept)
             moved = kept / f"{directory.name}.{path.name}"
             os.replace(path, moved)
-            if not moved.is_symlink():
+            found = moved.lstat()
+            if stat.S_ISREG(found.st_mode) and found.st_nlink == 1:
                 os.chmod(moved, PRIVATE_FILE)  # set aside by an older version, maybe 0644
         elif path.name == _LOCK_NAME:
             continue
@@ -178,6 +193,9 @@ def take_over(root: str | os.PathLike[str], queue: str) -> list[Orphan]:
     orphans: list[Orphan] = []
     for path in sorted(parent.iterdir()):
         if path.name.startswith(".") or not path.is_dir():
+            continue
+        if path.is_symlink():  # its files could be anyone's: never replayed, never removed
+            logger.error("journal %s is a symbolic link, not a folder: not replayed", path)
             continue
         lock = _try_lock(path)
         if lock is not None:

@@ -240,6 +240,8 @@ class QueueJournal:
                     self._said_full = True
                     logger.warning("journal %s: the disk is full; put() waits", self.path)
                 return None
+            if error.errno is None:  # a folder refused (PermissionError): it says it all
+                raise
             raise type(error)(
                 error.errno,
                 f"queue {self.queue!r} cannot open its journal under {options.root}: "

@@ -21,6 +21,7 @@ __all__ = [
     "check_journal_folders",
     "make_folder",
     "make_folders",
+    "make_private",
     "open_private",
     "read_private",
     "write_private",
@@ -40,10 +41,10 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 def make_folder(path: Path) -> None:
     """Make the folder ``path``, 0700 (FileExistsError if it exists)."""
     os.mkdir(path, PRIVATE_FOLDER)
-    _make_private(path)
+    make_private(path)
 
 
-def _make_private(folder: Path) -> None:
+def make_private(folder: Path) -> None:
     """Set ``folder`` 0700, through a descriptor opened without following a link."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC)
     try:
@@ -105,14 +106,16 @@ def check_journal_folders(root: Path, queue: str) -> None:
         found = os.stat(root)  # the path the application gave: a link it made is its choice
     except FileNotFoundError:
         return
-    sticky = bool(found.st_mode & stat.S_ISVTX)
+    # Sticky and root's, as /tmp: no other user may remove or rename this user's entries (the
+    # owner of a sticky folder may, so one of another user's is not exempt).
+    sticky = bool(found.st_mode & stat.S_ISVTX) and found.st_uid in (0, user)
     if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky:
         raise PermissionError(
             f"journal {root}: other users may write to this folder (mode "
             f"{stat.S_IMODE(found.st_mode):04o}), and so replace the rows kept in it: make it "
             f"private (chmod go-w {root}) or give the journal a folder of its own"
         )
-    if found.st_uid != user and not sticky:
+    if found.st_uid != user and not (sticky and found.st_uid == 0):
         raise PermissionError(
             f"journal {root}: this folder belongs to another user (uid {found.st_uid}), who "
             f"may read or replace the rows kept in it: give the journal a folder that this "
@@ -135,7 +138,7 @@ def check_journal_folders(root: Path, queue: str) -> None:
         )
     mode = stat.S_IMODE(own.st_mode)
     if mode & 0o077:
-        _make_private(folder)
+        make_private(folder)
         logger.warning(
             "journal %s: the queue's folder was open to other users (mode %04o); made 0700",
             folder,

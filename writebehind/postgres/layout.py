@@ -439,9 +439,8 @@ def json_error(column: str, value: object, error: Exception) -> Exception:
             "not JSON, PostgreSQL refuses them"
         )
     if isinstance(error, json.JSONDecodeError) and isinstance(value, str):
-        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
         return ValueError(
-            f"column {column!r}: a str is taken as JSON text, and {shown} is not JSON "
+            f"column {column!r}: a str is taken as JSON text, and this one is not JSON "
             f'({error}); to store a JSON string, wrap it: psycopg.types.json.Jsonb("hello"), '
             'or pass json.dumps("hello")'
         )

@@ -3,6 +3,7 @@ keys of rows (cut short), why rows were given up."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from .batch import Entry
@@ -10,6 +11,8 @@ from .retry import RetryBudget
 
 __all__ = ["describe", "logged_keys", "out_of_budget", "shortened", "unchecked_key"]
 
+# The value PostgreSQL could not take, quoted at the end of its message: a row's value.
+_QUOTED_VALUE = re.compile(r': "(?:[^"]|"")*"$')
 _KEYS_LOGGED = 10  # keys named in one log line when many rows fail together
 _KEY_CHARS = 120  # a key's repr is cut to this in log lines (a refused key may be 16 kB)
 
@@ -25,9 +28,12 @@ def out_of_budget(retries: int, budget: RetryBudget) -> str:
 
 
 def describe(error: BaseException) -> str:
-    """One line naming the error, its SQLSTATE and its first line of text."""
+    """One line naming the error, its SQLSTATE and its first line of text, without the value
+    the server quotes at its end (``invalid input syntax for type integer: "..."``)."""
     sqlstate = getattr(error, "sqlstate", None)
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if sqlstate:
+        text = _QUOTED_VALUE.sub(": (the value is not shown)", text)
     if len(text) > 300:
         text = text[:300] + "…"
     kind = type(error).__name__
