@@ -44,6 +44,20 @@ def not_private(root: Path) -> dict[str, str]:
     return wrong
 
 
+def damaged_journal(root: Path) -> Path:
+    """A journal of queue "q" under ``root``, 9 records in 3 segments; the first segment's
+    header damaged, so that replay repairs it and sets its original aside. Returns it."""
+    with SegmentWriter(root, "q", segment_bytes=200) as writer:
+        for seq in range(1, 10):
+            writer.append([f"{seq}".encode() * 20])
+        directory = writer.path
+    first = sorted(directory.glob("*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[0:8] = b"notmagic"
+    first.write_bytes(bytes(data))
+    return first
+
+
 @pytest.fixture(params=[0o022, 0o000], ids=["umask 022", "umask 000"])
 def umask(request: pytest.FixtureRequest) -> Iterator[int]:
     value: int = request.param
@@ -68,14 +82,7 @@ def test_a_fresh_journal_is_owner_only_whatever_the_umask(tmp_path: Path, umask:
 
 
 def test_what_replay_sets_aside_is_owner_only(tmp_path: Path, umask: int) -> None:
-    with SegmentWriter(tmp_path, "q", segment_bytes=200) as writer:
-        for seq in range(1, 10):
-            writer.append([f"{seq}".encode() * 20])
-        directory = writer.path
-    first = sorted(directory.glob("*.seg"))[0]
-    data = bytearray(first.read_bytes())
-    data[0:8] = b"notmagic"  # a damaged header: the segment is repaired, its original kept
-    first.write_bytes(bytes(data))
+    first = damaged_journal(tmp_path)  # repaired at replay, its original set aside
     os.chmod(first, 0o644)  # as an older version left it
     [orphan] = take_over(tmp_path, "q")
     assert len(list(orphan.records())) == 9
@@ -217,14 +224,7 @@ def test_a_folder_made_by_someone_else_after_start_is_refused_at_the_first_put(
 
 
 def test_a_link_in_place_of_the_corrupt_folder_is_not_followed(tmp_path: Path) -> None:
-    with SegmentWriter(tmp_path, "q", segment_bytes=200) as writer:
-        for seq in range(1, 10):
-            writer.append([f"{seq}".encode() * 20])
-        directory = writer.path
-    first = sorted(directory.glob("*.seg"))[0]
-    data = bytearray(first.read_bytes())
-    data[0:8] = b"notmagic"
-    first.write_bytes(bytes(data))
+    damaged_journal(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o777)
     (tmp_path / "q" / ".corrupt").symlink_to(elsewhere)
@@ -237,14 +237,7 @@ def test_a_link_in_place_of_the_corrupt_folder_is_not_followed(tmp_path: Path) -
 
 
 def test_a_looser_corrupt_folder_is_tightened(tmp_path: Path) -> None:
-    with SegmentWriter(tmp_path, "q", segment_bytes=200) as writer:
-        for seq in range(1, 10):
-            writer.append([f"{seq}".encode() * 20])
-        directory = writer.path
-    first = sorted(directory.glob("*.seg"))[0]
-    data = bytearray(first.read_bytes())
-    data[0:8] = b"notmagic"
-    first.write_bytes(bytes(data))
+    damaged_journal(tmp_path)
     kept = tmp_path / "q" / ".corrupt"
     kept.mkdir()
     os.chmod(kept, 0o755)
