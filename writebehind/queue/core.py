@@ -352,13 +352,13 @@ class WriteBehindQueue:
         self._delete(list(keys), block, timeout, many=True)
 
     def _delete(self, keys: list[Any], block: bool, timeout: float | None, many: bool) -> None:
-        self._intake.check_deletes()
+        key_row = self._intake.check_deletes()  # TypeError even for no keys
         if not keys:
             return
         self._check_process()
         if not self._started:
             self._start_writers()
-        self._intake.delete(keys, block, timeout, many)
+        self._intake.delete(keys, key_row, block, timeout, many)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write out every row put before this call, partial batches included.

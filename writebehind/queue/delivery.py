@@ -15,7 +15,7 @@ from .._sink import Merger, Replaces, Sink
 from ..journal.keeper import QueueJournal
 from .batch import Coalesced, Entry, coalesce, split_at_rewrites
 from .batch_run import Abandoned, BatchRun, OutOfBudget
-from .log_text import describe, out_of_budget, shortened
+from .log_text import describe, key_columns, out_of_budget, shortened
 from .metrics import QueueStats
 from .paced import ReadProgress
 from .retry import Backoff, RetryBudget
@@ -83,9 +83,7 @@ class Delivery:
         )
         self._read_progress: Callable[[str], dict[str, tuple[int, frozenset[int]]]] | None = None
         self._name = name
-        # The key columns the sink was given: how a row given up before it opened is logged.
-        key = getattr(sink, "key", None)
-        self._key_columns: tuple[str, ...] = tuple(key) if isinstance(key, (tuple, list)) else ()
+        self._key_columns = key_columns(sink)  # how a row given up before opening is logged
         self._budget = budget
         self._backoff = backoff
         self._stats = stats

@@ -116,9 +116,16 @@ class Intake:
             raise TypeError(f"the sink of queue {self.name!r} cannot delete")
         return key_row
 
-    def delete(self, keys: list[Any], block: bool, timeout: float | None, many: bool) -> None:
-        """WriteBehindQueue.delete() and delete_many(), once the writers run."""
-        key_row = self.check_deletes()
+    def delete(
+        self,
+        keys: list[Any],
+        key_row: Callable[[Any], Mapping[str, Any]],
+        block: bool,
+        timeout: float | None,
+        many: bool,
+    ) -> None:
+        """WriteBehindQueue.delete() and delete_many(), once the writers run; ``key_row``: what
+        check_deletes() returned."""
         entries = self._entries(keys, key_row, True, block, timeout, "key" if many else None)
         self._buffer.deletes = True
         self._accept_all(entries, block, timeout)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from .batch import Entry
 from .retry import RetryBudget
 
-__all__ = ["describe", "logged_keys", "out_of_budget", "shortened", "unchecked_key"]
+__all__ = ["describe", "logged_keys", "out_of_budget", "shortened", "key_columns", "unchecked_key"]
 
 # The value PostgreSQL could not take, quoted at the end of its message: a row's value.
 _QUOTED_VALUE = re.compile(r': "(?:[^"]|"")*"$')
@@ -49,6 +49,13 @@ def logged_keys(entries: Sequence[Entry], key_columns: Sequence[str] = ()) -> st
     )
     more = len(entries) - _KEYS_LOGGED
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def key_columns(sink: object) -> tuple[str, ...]:
+    """The key columns a sink was given (empty: none given, or append-only), by which a row
+    given up before the sink could read its table is logged."""
+    key = getattr(sink, "key", None)
+    return tuple(key) if isinstance(key, (tuple, list)) else ()
 
 
 def unchecked_key(row: object, key_columns: Sequence[str]) -> str:

@@ -19,6 +19,7 @@ from .buffer import RowBuffer
 from .callbacks import FailureCallbacks
 from .delivery import Delivery, FailureHandler
 from .intake import Intake
+from .log_text import key_columns
 from .metrics import QueueStats
 from .opening import SinkOpener
 from .retry import Backoff, RetryBudget
@@ -119,12 +120,10 @@ def build_parts(
         clock=clock,
         name=name,
     )
-    key = getattr(sink, "key", None)
-    key_columns = tuple(key) if isinstance(key, (tuple, list)) else ()
     callbacks = (
         None
         if on_failure is None
-        else FailureCallbacks(name, on_failure, own_threads, clock, key_columns)
+        else FailureCallbacks(name, on_failure, own_threads, clock, key_columns(sink))
     )
     return Parts(buffer, lanes, stats, opener, abandon, own_threads, intake, writing, callbacks)
 
